@@ -1,0 +1,1 @@
+"""Ponder agents (see docs/architecture.md)."""

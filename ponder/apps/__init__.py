@@ -1,0 +1,1 @@
+"""Ponder apps (see docs/architecture.md)."""

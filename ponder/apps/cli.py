@@ -1,0 +1,239 @@
+"""The ``ponder`` command line. ``main(argv) -> int`` is the testable entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections import Counter
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import ponder
+from ponder.errors import PonderError
+
+app = typer.Typer(
+    name="ponder",
+    help="Ponder: inference-time reasoning with stacked LLM pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _console() -> Console:
+    return Console(stderr=False, highlight=False)
+
+
+@app.command()
+def version() -> None:
+    """Print Ponder's version."""
+    _console().print(f"ponder {ponder.__version__}")
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Argument(help="Model reference, e.g. openai:gpt-4o-mini")],
+    prompt: Annotated[str, typer.Argument(help="The user message.")],
+    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 1,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Longest answer in tokens.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Sample N completions of PROMPT from MODEL."""
+
+    async def go() -> ponder.Completion:
+        async with ponder.Model(model) as m:
+            return await m.generate(
+                prompt, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed
+            )
+
+    c = asyncio.run(go())
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "model": c.model,
+                    "choices": [
+                        {"text": ch.text, "finish_reason": ch.finish_reason, "cached": ch.cached}
+                        for ch in c.choices
+                    ],
+                    "usage": {
+                        "prompt_tokens": c.usage.prompt_tokens,
+                        "completion_tokens": c.usage.completion_tokens,
+                    },
+                    "cost_usd": c.cost,
+                }
+            )
+        )
+        return
+    con = _console()
+    for ch in c.choices:
+        con.rule(f"sample {ch.index}" + (" (cached)" if ch.cached else ""))
+        con.print(ch.text, markup=False)
+    con.print(f"[dim]{c.usage.total_tokens} tokens, ${c.cost:.5f}, {c.requests} requests[/dim]")
+
+
+@app.command()
+def standin(
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    slots: Annotated[int, typer.Option(help="Concurrent sequences.")] = 64,
+    queue_limit: Annotated[int, typer.Option(help="Queue bound before 429.")] = 4096,
+    ttft_base: Annotated[float, typer.Option(help="TTFT constant (s).")] = 0.05,
+    ttft_per_token: Annotated[float, typer.Option(help="TTFT per prompt token (s).")] = 0.0002,
+    per_token: Annotated[float, typer.Option(help="Seconds per generated token.")] = 0.01,
+    output_tokens: Annotated[int, typer.Option(help="Length of non-oracle answers.")] = 32,
+    time_scale: Annotated[float, typer.Option(help="Multiply every time by this.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of samples and faults.")] = 0,
+    fault_429: Annotated[float, typer.Option(help="Fraction of injected 429s.")] = 0.0,
+    fault_500: Annotated[float, typer.Option(help="Fraction of injected 500s.")] = 0.0,
+    fault_reset: Annotated[float, typer.Option(help="Fraction of reset connections.")] = 0.0,
+    fault_cut_stream: Annotated[float, typer.Option(help="Fraction of cut streams.")] = 0.0,
+    fault_slow: Annotated[float, typer.Option(help="Fraction of slow outliers.")] = 0.0,
+    config: Annotated[str | None, typer.Option(help="JSON StandinConfig (overrides).")] = None,
+) -> None:
+    """Run the local stand-in inference server (OpenAI + Anthropic APIs, oracle answers)."""
+    from ponder.testing.server import StandinConfig, StandinServer
+
+    values = {
+        "slots": slots,
+        "queue_limit": queue_limit,
+        "ttft_base": ttft_base,
+        "ttft_per_token": ttft_per_token,
+        "per_token": per_token,
+        "output_tokens": output_tokens,
+        "time_scale": time_scale,
+        "seed": seed,
+        "fault_429": fault_429,
+        "fault_500": fault_500,
+        "fault_reset": fault_reset,
+        "fault_cut_stream": fault_cut_stream,
+        "fault_slow": fault_slow,
+    }
+    if config:
+        values.update(json.loads(config))
+    try:
+        cfg = StandinConfig.model_validate(values)
+    except ValueError as e:
+        raise ponder.ConfigurationError(f"invalid stand-in configuration: {e}") from None
+
+    async def serve() -> None:
+        server = StandinServer(cfg, host=host, port=port)
+        await server.start()
+        print(f"ponder stand-in listening on {server.base_url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+@app.command()
+def demo(
+    model: Annotated[
+        str | None, typer.Option(help="Model reference; default: the embedded stand-in.")
+    ] = None,
+    samples: Annotated[int, typer.Option("-n", help="Samples per question.")] = 8,
+    questions: Annotated[int, typer.Option(help="How many bundled questions.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Self-consistency on bundled questions: sample N answers each, vote, and score."""
+    from ponder.testing.oracle import Problem, ProblemBank, extract_boxed
+    from ponder.testing.server import StandinConfig, StandinServer
+
+    bank = ProblemBank(0)
+    problems = [bank.problem(i) for i in bank.ids("arithmetic", questions)]
+    con = _console()
+
+    async def run(ref: str) -> list[tuple[str, str, str, Counter[str]]]:
+        rows: list[tuple[str, str, str, Counter[str]]] = []
+        async with ponder.Model(ref, cache=False) as m:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[tokens]} tokens"),
+                TimeElapsedColumn(),
+                console=con,
+            ) as progress:
+                task = progress.add_task("sampling", total=len(problems) * samples, tokens=0)
+
+                async def one(p: Problem) -> None:
+                    c = await m.generate(
+                        [
+                            ponder.Message.system("Answer with \\boxed{N}."),
+                            ponder.Message.user(p.question),
+                        ],
+                        n=samples,
+                        temperature=0.8,
+                        seed=seed,
+                        max_tokens=256,
+                    )
+                    votes = Counter(a for a in (extract_boxed(t) for t in c.texts) if a)
+                    winner = votes.most_common(1)[0][0] if votes else "(none)"
+                    rows.append((p.question, p.answer, winner, votes))
+                    progress.update(task, advance=samples, tokens=m.meter.usage.total_tokens)
+
+                async with asyncio.TaskGroup() as tg:
+                    for p in problems:
+                        tg.create_task(one(p))
+            con.print(
+                f"[dim]{m.meter.requests} requests, {m.meter.usage.total_tokens} tokens[/dim]"
+            )
+        return rows
+
+    if model is None:
+        cfg = StandinConfig(time_scale=0.05, per_token=0.01)
+        with StandinServer(cfg).in_thread() as server:
+            con.print(f"[dim]embedded stand-in model at {server.base_url}[/dim]")
+            rows = asyncio.run(run(f"vllm:weak@{server.base_url}"))
+    else:
+        rows = asyncio.run(run(model))
+    table = Table(title=f"self-consistency, {samples} samples per question")
+    for col in ("question", "truth", "vote", "votes", "ok"):
+        table.add_column(col)
+    right = 0
+    for q, truth, winner, votes in sorted(rows):
+        ok = winner == truth
+        right += ok
+        table.add_row(
+            q,
+            truth,
+            winner,
+            ", ".join(f"{a}:{k}" for a, k in votes.most_common(3)),
+            "yes" if ok else "no",
+        )
+    con.print(table)
+    con.print(f"voted accuracy: {right}/{len(rows)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` and return the exit code (errors print, never raise)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except PonderError as e:
+        Console(stderr=True).print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        return 1
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Anthropic's Messages API, on the ``anthropic`` SDK (install ``ponder[anthropic]``).
+
+System messages are split out into ``system``; a prefill is sent as a final assistant
+message, which the API continues; ``n > 1`` is served by parallel requests (the Model
+layer does that because the provider's quirks say ``supports_n=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ponder.backends._base import error_for_status
+from ponder.backends._pool import Endpoint
+from ponder.errors import ConfigurationError, ParseError, RequestTimeout, TransportError
+from ponder.types import Choice, FinishReason, GenerateParams, Message, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    import anthropic
+
+__all__ = ["AnthropicWire"]
+
+_FINISH: dict[str | None, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+#: The Messages API requires max_tokens; this is used when the caller sets none.
+DEFAULT_MAX_TOKENS = 4096
+
+
+def _import_sdk() -> Any:
+    try:
+        import anthropic
+    except ImportError:
+        raise ConfigurationError(
+            "the anthropic backend needs the anthropic SDK: pip install 'ponder[anthropic]'"
+        ) from None
+    return anthropic
+
+
+class AnthropicWire:
+    def __init__(self, *, key_hint: str | None = None) -> None:
+        self.key_hint = key_hint
+        self._sdk = _import_sdk()
+        self._clients: dict[tuple[str, str | None], anthropic.AsyncAnthropic] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _client(self, ep: Endpoint) -> anthropic.AsyncAnthropic:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._clients.clear()
+            self._loop = loop
+        key = (ep.base_url, ep.api_key)
+        client = self._clients.get(key)
+        if client is None:
+            import httpx
+
+            limits = httpx.Limits(max_connections=ep.max_concurrency, max_keepalive_connections=64)
+            client = self._sdk.AsyncAnthropic(
+                api_key=ep.api_key or "none",
+                base_url=ep.base_url,
+                max_retries=0,  # Ponder's retry policy applies, once
+                http_client=httpx.AsyncClient(limits=limits, timeout=None),
+            )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            with contextlib.suppress(RuntimeError):
+                await c.close()
+
+    def request(
+        self, model: str, messages: Sequence[Message], params: GenerateParams
+    ) -> dict[str, Any]:
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        msgs = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+        if params.prefill is not None:
+            msgs.append({"role": "assistant", "content": params.prefill.rstrip()})
+        kw: dict[str, Any] = {
+            "model": model,
+            "messages": msgs,
+            "max_tokens": params.max_tokens or DEFAULT_MAX_TOKENS,
+        }
+        if system:
+            kw["system"] = system
+        if params.temperature is not None:
+            kw["temperature"] = min(params.temperature, 1.0)
+        if params.top_p is not None:
+            kw["top_p"] = params.top_p
+        if params.stop:
+            kw["stop_sequences"] = list(params.stop)
+        if params.timeout is not None:
+            kw["timeout"] = params.timeout
+        if params.extra:
+            kw["extra_body"] = dict(params.extra)
+        return kw
+
+    def _translate(self, e: Exception, ep: Endpoint) -> Exception:
+        sdk = self._sdk
+        if isinstance(e, sdk.APITimeoutError):
+            return RequestTimeout(f"{ep.base_url} did not answer in time", endpoint=ep.base_url)
+        if isinstance(e, sdk.APIConnectionError):
+            return TransportError(
+                f"request to {ep.base_url} failed: {e}. Is the server reachable?",
+                endpoint=ep.base_url,
+            )
+        if isinstance(e, sdk.APIStatusError):
+            r = e.response
+            return error_for_status(
+                r.status_code, r.content, r.headers, endpoint=ep.base_url, key_hint=self.key_hint
+            )
+        return e
+
+    async def complete(
+        self,
+        endpoint: Endpoint,
+        model: str,
+        messages: Sequence[Message],
+        params: GenerateParams,
+        n: int,
+    ) -> tuple[list[Choice], Usage]:
+        client = self._client(endpoint)
+        kw = self.request(model, messages, params)
+        results = []
+        for i in range(n):
+            try:
+                msg = await client.messages.create(**kw)
+            except self._sdk.APIError as e:
+                raise self._translate(e, endpoint) from None
+            results.append((i, msg))
+        choices: list[Choice] = []
+        usage = Usage()
+        for i, msg in results:
+            try:
+                text = "".join(b.text for b in msg.content if b.type == "text")
+                u = msg.usage
+            except AttributeError as e:
+                raise ParseError(f"{endpoint.base_url} sent an unexpected message: {e}") from None
+            if params.prefill is not None:
+                text = params.prefill.rstrip() + text
+            choices.append(Choice(i, text, _FINISH.get(msg.stop_reason, "unknown")))
+            usage = usage + Usage(
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_input_tokens or 0,
+                u.cache_creation_input_tokens or 0,
+            )
+        return choices, usage
+
+    async def stream(
+        self,
+        endpoint: Endpoint,
+        model: str,
+        messages: Sequence[Message],
+        params: GenerateParams,
+    ) -> AsyncIterator[StreamChunk]:
+        client = self._client(endpoint)
+        kw = self.request(model, messages, params)
+        try:
+            async with client.messages.stream(**kw) as s:
+                if params.prefill:
+                    yield StreamChunk(0, params.prefill.rstrip())
+                async for text in s.text_stream:
+                    yield StreamChunk(0, text)
+                msg = await s.get_final_message()
+        except self._sdk.APIError as e:
+            raise self._translate(e, endpoint) from None
+        u = msg.usage
+        yield StreamChunk(
+            0,
+            "",
+            _FINISH.get(msg.stop_reason, "unknown"),
+            Usage(
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_input_tokens or 0,
+                u.cache_creation_input_tokens or 0,
+            ),
+        )

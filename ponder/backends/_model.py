@@ -1,0 +1,384 @@
+"""``Model``: one model behind one interface, with every policy applied once.
+
+A Model = a wire protocol (OpenAI-compatible or Anthropic) + a provider (where, which key)
++ quirks (does it take ``n``? prefill?), wrapped in the cross-cutting policies: endpoint
+pool with per-endpoint concurrency limits, retries, response cache, usage/cost accounting
+and run budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from ponder._internal import guard
+from ponder.backends._base import Wire, check_params
+from ponder.backends._cache import ResponseCache, SQLiteCache, request_key
+from ponder.backends._modelref import ModelRef
+from ponder.backends._policies import Budget, PriceTable, RetryPolicy, UsageMeter
+from ponder.backends._pool import Endpoint, EndpointPool
+from ponder.backends._providers import Provider, Quirks, get_provider
+from ponder.errors import (
+    BudgetExceeded,
+    ConfigurationError,
+    MissingAPIKeyError,
+    ParseError,
+    PonderError,
+)
+from ponder.settings import Settings
+from ponder.types import (
+    Choice,
+    Completion,
+    GenerateParams,
+    Message,
+    StreamChunk,
+    Usage,
+    as_messages,
+)
+
+__all__ = ["Model", "Prompt"]
+
+T = TypeVar("T")
+Prompt = str | Message | Sequence[Message | dict[str, Any]]
+
+
+def _make_wire(provider: Provider, quirks: Quirks) -> Wire:
+    if provider.protocol == "anthropic":
+        from ponder.backends._anthropic import AnthropicWire
+
+        return AnthropicWire(key_hint=provider.api_key_env)
+    from ponder.backends._openai import OpenAIWire
+
+    return OpenAIWire(quirks, key_hint=provider.api_key_env)
+
+
+class Model:
+    """A model you can ``await model.generate(prompt, n=8, temperature=0.7)`` on.
+
+    Args:
+        ref: ``"provider:model[@url,...]"`` or a :class:`ModelRef`; defaults to
+            ``settings.default_model``.
+        settings: resolved configuration (default: ``Settings()`` from the environment).
+        cache: ``True`` for the settings' SQLite cache, ``False`` for none, or a cache.
+        budget: a :class:`Budget` shared by every model of a run.
+        retry: the retry policy (default from settings).
+        prices: the price table used for cost accounting.
+        defaults: sampling parameters applied to every call unless overridden.
+        quirks: override the provider's quirks for this model.
+        wire: a custom wire protocol (tests, new protocols).
+    """
+
+    def __init__(
+        self,
+        ref: str | ModelRef | None = None,
+        *,
+        settings: Settings | None = None,
+        cache: ResponseCache | bool = True,
+        budget: Budget | None = None,
+        retry: RetryPolicy | None = None,
+        prices: PriceTable | None = None,
+        defaults: GenerateParams | None = None,
+        quirks: Quirks | None = None,
+        wire: Wire | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.load()
+        if ref is None:
+            ref = self.settings.default_model
+            if ref is None:
+                raise ConfigurationError(
+                    "no model given and no default: pass a model reference such as "
+                    "'openai:gpt-4o-mini', or set PONDER_DEFAULT_MODEL"
+                )
+        self.ref = ModelRef.parse(ref)
+        self.provider = get_provider(self.ref.provider)
+        self.quirks = quirks if quirks is not None else self.provider.quirks
+        self.id = f"{self.ref.provider}:{self.ref.name}"
+
+        key: str | None = None
+        if self.ref.api_key is not None:
+            key = self.ref.api_key.get_secret_value()
+        elif self.provider.api_key_setting:
+            key = self.settings.api_key(self.provider.api_key_setting)
+        if key is None and self.provider.key_required and wire is None:
+            raise MissingAPIKeyError(self.provider.name, self.provider.api_key_env or "API key")
+
+        urls = self.ref.base_urls or ((self.provider.base_url,) if self.provider.base_url else ())
+        if not urls:
+            raise ConfigurationError(
+                f"model {self.ref}: provider {self.provider.name!r} has no default URL; "
+                f"give one, e.g. '{self.id}@http://127.0.0.1:8000/v1'"
+            )
+        limit = self.ref.max_concurrency or self.settings.max_concurrency
+        self.pool = EndpointPool(
+            [Endpoint(u, key, limit) for u in urls],
+            eject_after=self.settings.eject_after,
+            cooldown=self.settings.eject_cooldown,
+        )
+        self.wire: Wire = wire if wire is not None else _make_wire(self.provider, self.quirks)
+
+        self._own_cache = False
+        self.cache: ResponseCache | None
+        if cache is True:
+            self.cache = SQLiteCache(self.settings.cache_path) if self.settings.cache else None
+            self._own_cache = self.cache is not None
+        elif cache is False:
+            self.cache = None
+        else:
+            self.cache = cache
+        self.budget = budget
+        self.retry = retry or RetryPolicy(
+            max_retries=self.settings.max_retries,
+            initial=self.settings.retry_initial,
+            maximum=self.settings.retry_max,
+        )
+        self.prices = prices or PriceTable()
+        self.defaults = defaults
+        self.meter = UsageMeter()
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.ref)!r})"
+
+    # -- parameters --------------------------------------------------------------------
+
+    def _params(self, params: GenerateParams | None, overrides: dict[str, Any]) -> GenerateParams:
+        base = params if params is not None else self.defaults
+        if params is not None and self.defaults is not None:
+            base = GenerateParams.build(self.defaults, **params.model_dump(exclude_unset=True))
+        p = GenerateParams.build(base, **overrides) if overrides or base is None else base
+        if p.timeout is None:
+            p = p.model_copy(update={"timeout": self.settings.request_timeout})
+        check_params(self.provider.name, self.quirks, p)
+        return p
+
+    # -- one HTTP request, with retries, limits, accounting ----------------------------
+
+    def _count_retry(self, _exc: BaseException) -> None:
+        self.meter.retries += 1
+
+    async def _request(
+        self, messages: Sequence[Message], params: GenerateParams, n: int
+    ) -> tuple[list[Choice], Usage]:
+        async def attempt() -> tuple[list[Choice], Usage]:
+            if self.budget is not None:
+                self.budget.reserve_request()
+            async with self.pool.acquire() as ep:
+                if not ep.is_loopback and not guard.remote_allowed():
+                    raise guard.refuse(ep.base_url)
+                self.meter.requests += 1
+                try:
+                    out = await self.wire.complete(ep, self.ref.name, messages, params, n)
+                except PonderError as e:
+                    if e.retryable:
+                        self.pool.report(ep, False)
+                    raise
+                self.pool.report(ep, True)
+                return out
+
+        choices, usage = await self.retry.call(attempt, on_retry=self._count_retry)
+        cost = self.prices.cost(self.id, usage)
+        self.meter.record(usage, cost)
+        if self.budget is not None:
+            self.budget.record(usage, cost)
+        if len(choices) < n:
+            raise ParseError(
+                f"{self.id} returned {len(choices)} choices for n={n}; if this server ignores "
+                "n, pass quirks=Quirks(supports_n=False) (or use a provider preset that does)"
+            )
+        return choices, usage
+
+    def _plan(
+        self, missing: list[int], p: GenerateParams
+    ) -> list[tuple[list[int], GenerateParams]]:
+        """Split the missing sample indexes into requests: n per request where supported."""
+        if self.quirks.supports_n:
+            size = self.quirks.max_n
+            groups = [missing[i : i + size] for i in range(0, len(missing), size)]
+        else:
+            groups = [[i] for i in missing]
+        plan = []
+        for g in groups:
+            update: dict[str, Any] = {"n": len(g)}
+            if p.seed is not None and g[0] != 0:
+                update["seed"] = p.seed + g[0]
+            plan.append((g, p.model_copy(update=update)))
+        return plan
+
+    # -- public API --------------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompt: Prompt,
+        params: GenerateParams | None = None,
+        *,
+        use_cache: bool = True,
+        **overrides: Any,
+    ) -> Completion:
+        """Sample ``n`` completions of ``prompt``.
+
+        ``overrides`` are :class:`GenerateParams` fields (``n``, ``temperature``,
+        ``max_tokens``, ``stop``, ``seed``, ``logprobs``, ``prefill``, ``json_schema``, ...).
+        Samples already in the response cache are not requested again. If some requests of
+        a fan-out fail, the ones that succeeded are cached before the error is raised, so a
+        rerun only pays for what is missing.
+        """
+        messages = as_messages(prompt)
+        p = self._params(params, overrides)
+        key = request_key(self.id, messages, p) if (use_cache and self.cache is not None) else None
+        got: dict[int, Choice] = (
+            self.cache.get_many(key, p.n) if key is not None and self.cache is not None else {}
+        )
+        self.meter.cached_samples += len(got)
+        missing = [i for i in range(p.n) if i not in got]
+        usage = Usage()
+        cost_before = self.meter.cost
+        requests_before = self.meter.requests
+        if missing:
+            plan = self._plan(missing, p)
+            errors: list[PonderError] = []
+
+            async def run(indexes: list[int], bp: GenerateParams) -> Usage:
+                choices, u = await self._request(messages, bp, len(indexes))
+                renumbered = [
+                    Choice(i, c.text, c.finish_reason, c.logprobs)
+                    for i, c in zip(indexes, choices, strict=False)
+                ]
+                if key is not None and self.cache is not None:
+                    self.cache.put_many(key, renumbered)
+                for c in renumbered:
+                    got[c.index] = c
+                return u
+
+            if len(plan) == 1:
+                usage = await run(*plan[0])
+            else:
+
+                async def guarded(indexes: list[int], bp: GenerateParams) -> None:
+                    nonlocal usage
+                    try:
+                        usage = usage + await run(indexes, bp)
+                    except PonderError as e:  # keep siblings running; their work is cached
+                        errors.append(e)
+
+                async with asyncio.TaskGroup() as tg:
+                    for indexes, bp in plan:
+                        tg.create_task(guarded(indexes, bp))
+                if errors:
+                    first = errors[0]
+                    if isinstance(first, BudgetExceeded) and self.budget is not None:
+                        first.spent = self.budget.spent.snapshot()  # after siblings finished
+                    raise first
+        return Completion(
+            model=self.id,
+            choices=tuple(got[i] for i in range(p.n)),
+            usage=usage,
+            cost=self.meter.cost - cost_before,
+            requests=self.meter.requests - requests_before,
+        )
+
+    async def stream(
+        self,
+        prompt: Prompt,
+        params: GenerateParams | None = None,
+        *,
+        use_cache: bool = True,
+        **overrides: Any,
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream one completion as :class:`StreamChunk` pieces.
+
+        Retries happen only before the first piece arrives. The finished text is cached; a
+        cached answer is replayed as one piece.
+        """
+        messages = as_messages(prompt)
+        p = self._params(params, overrides)
+        if p.n != 1:
+            raise ConfigurationError("stream() returns one choice; use generate() for n > 1")
+        key = request_key(self.id, messages, p) if (use_cache and self.cache is not None) else None
+        if key is not None and self.cache is not None:
+            hit = self.cache.get_many(key, 1)
+            if 0 in hit:
+                self.meter.cached_samples += 1
+                yield StreamChunk(0, hit[0].text, hit[0].finish_reason)
+                return
+        rng = random.Random(self.retry.seed)
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.budget is not None:
+                self.budget.reserve_request()
+            parts: list[str] = []
+            finish: Any = None
+            usage = Usage()
+            try:
+                async with self.pool.acquire() as ep:
+                    if not ep.is_loopback and not guard.remote_allowed():
+                        raise guard.refuse(ep.base_url)
+                    self.meter.requests += 1
+                    try:
+                        async for chunk in self.wire.stream(ep, self.ref.name, messages, p):
+                            if chunk.usage is not None:
+                                usage = chunk.usage
+                            if chunk.finish_reason is not None:
+                                finish = chunk.finish_reason
+                            if chunk.text or chunk.finish_reason:
+                                parts.append(chunk.text)
+                                yield chunk
+                    except PonderError as e:
+                        if e.retryable:
+                            self.pool.report(ep, False)
+                        raise
+                    self.pool.report(ep, True)
+                break
+            except PonderError as e:
+                if parts or not e.retryable or attempt > self.retry.max_retries:
+                    raise
+                self.meter.retries += 1
+                await asyncio.sleep(self.retry.wait_for(attempt, e, rng))
+        cost = self.prices.cost(self.id, usage)
+        self.meter.record(usage, cost)
+        if self.budget is not None:
+            self.budget.record(usage, cost)
+        if key is not None and self.cache is not None:
+            self.cache.put_many(key, [Choice(0, "".join(parts), finish or "stop")])
+
+    # -- sync facade and lifecycle -----------------------------------------------------
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise ConfigurationError(
+                "generate_sync() was called inside a running event loop; use "
+                "'await model.generate(...)' there"
+            )
+
+        async def main() -> T:
+            try:
+                return await coro
+            finally:
+                await self.wire.aclose()
+
+        return asyncio.run(main())
+
+    def generate_sync(
+        self, prompt: Prompt, params: GenerateParams | None = None, **overrides: Any
+    ) -> Completion:
+        """Blocking ``generate`` for scripts (not inside a running event loop)."""
+        return self._sync(self.generate(prompt, params, **overrides))
+
+    async def aclose(self) -> None:
+        """Close HTTP sessions (and the cache, if this model opened it)."""
+        await self.wire.aclose()
+        if self._own_cache and self.cache is not None:
+            self.cache.close()
+            self.cache = None
+
+    async def __aenter__(self) -> Model:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

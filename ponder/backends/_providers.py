@@ -1,0 +1,155 @@
+"""Providers: where a model is served and how to authenticate, plus per-family quirks.
+
+Adding a provider is one :class:`Provider` value passed to :func:`register_provider`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from ponder.errors import ConfigurationError
+
+__all__ = ["PROVIDERS", "Provider", "Quirks", "get_provider", "register_provider"]
+
+PrefillMode = Literal["none", "continue_final_message", "trailing_assistant", "native"]
+
+
+@dataclass(frozen=True, slots=True)
+class Quirks:
+    """What a server (or model family) accepts.
+
+    ``supports_n``: returns several choices for one request (vLLM shares the prompt's KV cache).
+    ``prefill``: how to continue a partial assistant answer:
+    ``continue_final_message`` (vLLM/SGLang flag), ``trailing_assistant`` (a last assistant
+    message is continued), ``native`` (Anthropic), ``none`` (refused with a clear error).
+    """
+
+    supports_n: bool = True
+    max_n: int = 128
+    prefill: PrefillMode = "none"
+    supports_logprobs: bool = True
+    supports_seed: bool = True
+    supports_json_schema: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A place that serves models.
+
+    ``api_key_setting`` names the :class:`ponder.Settings` field holding the key, and
+    ``api_key_env`` the environment variable users set; ``key_required`` says whether a
+    request without a key is refused before it is sent.
+    """
+
+    name: str
+    protocol: Literal["openai", "anthropic"]
+    base_url: str | None
+    api_key_setting: str | None = None
+    api_key_env: str | None = None
+    key_required: bool = False
+    quirks: Quirks = field(default_factory=Quirks)
+    description: str = ""
+
+
+_VLLM_QUIRKS = Quirks(supports_n=True, max_n=1024, prefill="continue_final_message")
+
+PROVIDERS: dict[str, Provider] = {}
+
+
+def register_provider(provider: Provider, *, replace_existing: bool = False) -> Provider:
+    """Make ``provider`` addressable as ``"<name>:<model>"``."""
+    if provider.name in PROVIDERS and not replace_existing:
+        raise ConfigurationError(
+            f"provider {provider.name!r} is already registered; pass replace_existing=True"
+        )
+    if not provider.name.isidentifier():
+        raise ConfigurationError(f"provider name {provider.name!r} must be an identifier")
+    PROVIDERS[provider.name] = provider
+    return provider
+
+
+def get_provider(name: str) -> Provider:
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        known = ", ".join(sorted(PROVIDERS))
+        raise ConfigurationError(
+            f"unknown provider {name!r}; known providers: {known} "
+            "(register your own with ponder.backends.register_provider)"
+        ) from None
+
+
+for _p in (
+    Provider(
+        "openai",
+        "openai",
+        "https://api.openai.com/v1",
+        "openai_api_key",
+        "OPENAI_API_KEY",
+        key_required=True,
+        description="OpenAI's API",
+    ),
+    Provider(
+        "vllm",
+        "openai",
+        "http://127.0.0.1:8000/v1",
+        "vllm_api_key",
+        "VLLM_API_KEY",
+        quirks=_VLLM_QUIRKS,
+        description="a vLLM server (OpenAI-compatible)",
+    ),
+    Provider(
+        "sglang",
+        "openai",
+        "http://127.0.0.1:30000/v1",
+        quirks=_VLLM_QUIRKS,
+        description="an SGLang server (OpenAI-compatible)",
+    ),
+    Provider(
+        "llamacpp",
+        "openai",
+        "http://127.0.0.1:8080/v1",
+        quirks=Quirks(supports_n=False, prefill="trailing_assistant"),
+        description="a llama.cpp server (returns one choice per request)",
+    ),
+    Provider(
+        "ollama",
+        "openai",
+        "http://127.0.0.1:11434/v1",
+        quirks=Quirks(supports_n=False, supports_logprobs=False),
+        description="an Ollama server",
+    ),
+    Provider(
+        "together",
+        "openai",
+        "https://api.together.xyz/v1",
+        "together_api_key",
+        "TOGETHER_API_KEY",
+        key_required=True,
+        quirks=Quirks(supports_n=True, max_n=128),
+        description="Together AI",
+    ),
+    Provider(
+        "anthropic",
+        "anthropic",
+        "https://api.anthropic.com",
+        "anthropic_api_key",
+        "ANTHROPIC_API_KEY",
+        key_required=True,
+        quirks=Quirks(
+            supports_n=False,
+            prefill="native",
+            supports_logprobs=False,
+            supports_seed=False,
+            supports_json_schema=False,
+        ),
+        description="Anthropic's Messages API",
+    ),
+):
+    register_provider(_p)
+
+
+def with_quirks(provider: Provider, **changes: object) -> Provider:
+    """A copy of ``provider`` whose quirks differ by ``changes``."""
+    return replace(provider, quirks=replace(provider.quirks, **changes))  # type: ignore[arg-type]

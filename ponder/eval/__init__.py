@@ -1,0 +1,1 @@
+"""Ponder eval (see docs/architecture.md)."""

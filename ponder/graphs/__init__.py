@@ -1,0 +1,1 @@
+"""Ponder graphs (see docs/architecture.md)."""

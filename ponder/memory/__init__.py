@@ -1,0 +1,1 @@
+"""Ponder memory (see docs/architecture.md)."""

@@ -1,0 +1,75 @@
+"""Ponder's settings: one immutable object, resolved once from arguments, environment, defaults.
+
+Every field can be set with an environment variable ``PONDER_<FIELD>`` (for example
+``PONDER_MAX_CONCURRENCY=64``). API keys also accept the providers' usual variable names
+(``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``TOGETHER_API_KEY``, ``VLLM_API_KEY``).
+Nothing else in Ponder reads ``os.environ``: pass a :class:`Settings` down instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ponder.errors import ConfigurationError
+
+__all__ = ["Settings", "default_cache_path"]
+
+
+def default_cache_path() -> Path:
+    """``$XDG_CACHE_HOME/ponder/responses.sqlite`` (``~/.cache/ponder/...`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ponder" / "responses.sqlite"
+
+
+def _key(name: str) -> Any:
+    return Field(None, validation_alias=AliasChoices(f"PONDER_{name}", name))
+
+
+class Settings(BaseSettings):
+    """Resolved configuration. Build it with ``Settings()`` (reads the environment) or
+    ``Settings(max_concurrency=32, ...)`` (arguments win over the environment)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PONDER_", frozen=True, extra="forbid", populate_by_name=True
+    )
+
+    default_model: str | None = Field(
+        None, description="Model reference used when none is given (see docs/backends.md)."
+    )
+    cache: bool = Field(True, description="Use the persistent response cache.")
+    cache_path: Path = Field(default_factory=default_cache_path)
+    max_concurrency: int = Field(256, ge=1, description="In-flight requests per endpoint.")
+    max_retries: int = Field(4, ge=0, le=50, description="Retries after the first attempt.")
+    retry_initial: float = Field(0.5, gt=0, description="First backoff in seconds.")
+    retry_max: float = Field(30.0, gt=0, description="Longest backoff in seconds.")
+    request_timeout: float = Field(600.0, gt=0, description="Seconds for one HTTP attempt.")
+    eject_after: int = Field(3, ge=1, description="Consecutive failures that eject a replica.")
+    eject_cooldown: float = Field(10.0, gt=0, description="Seconds an ejected replica rests.")
+
+    openai_api_key: SecretStr | None = _key("OPENAI_API_KEY")
+    anthropic_api_key: SecretStr | None = _key("ANTHROPIC_API_KEY")
+    together_api_key: SecretStr | None = _key("TOGETHER_API_KEY")
+    vllm_api_key: SecretStr | None = _key("VLLM_API_KEY")
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Like ``Settings(**overrides)`` but raises :class:`ConfigurationError` on bad values."""
+        try:
+            return cls(**overrides)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigurationError(
+                f"invalid setting {where}={err.get('input')!r}: {err['msg']} "
+                f"(argument or environment variable PONDER_{where.upper()})"
+            ) from None
+
+    def api_key(self, field: str) -> str | None:
+        """The secret value of the API-key field ``field`` (e.g. ``"openai_api_key"``)."""
+        value = getattr(self, field, None)
+        return value.get_secret_value() if isinstance(value, SecretStr) else None

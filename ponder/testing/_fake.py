@@ -1,0 +1,150 @@
+"""Fake models for deterministic tests: scripted outputs or a function of the request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ponder._internal import guard
+from ponder.backends._cache import ResponseCache
+from ponder.backends._model import Model
+from ponder.backends._policies import Budget, PriceTable, RetryPolicy
+from ponder.backends._pool import Endpoint
+from ponder.backends._providers import Quirks
+from ponder.errors import ConfigurationError
+from ponder.settings import Settings
+from ponder.types import Choice, GenerateParams, Message, StreamChunk, Usage
+
+__all__ = ["FakeCall", "FakeModel", "block_remote_models"]
+
+#: ``fn(messages, params, sample_index) -> text`` for a function-driven fake.
+Responder = Callable[[Sequence[Message], GenerateParams, int], str]
+
+
+@dataclass(frozen=True, slots=True)
+class FakeCall:
+    """One request the fake received."""
+
+    messages: tuple[Message, ...]
+    params: GenerateParams
+    n: int
+
+
+class _FakeWire:
+    def __init__(self, respond: Responder, delay: float) -> None:
+        self.respond = respond
+        self.delay = delay
+        self.calls: list[FakeCall] = []
+        self._sample = 0
+
+    async def complete(
+        self,
+        endpoint: Endpoint,
+        model: str,
+        messages: Sequence[Message],
+        params: GenerateParams,
+        n: int,
+    ) -> tuple[list[Choice], Usage]:
+        self.calls.append(FakeCall(tuple(messages), params, n))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        choices = []
+        completion_tokens = 0
+        for i in range(n):
+            text = self.respond(messages, params, self._sample)
+            self._sample += 1
+            if params.prefill is not None:
+                text = params.prefill + text
+            if params.max_tokens is not None:
+                words = text.split(" ")
+                if len(words) > params.max_tokens:
+                    choices.append(Choice(i, " ".join(words[: params.max_tokens]), "length"))
+                    completion_tokens += params.max_tokens
+                    continue
+            completion_tokens += len(text.split())
+            choices.append(Choice(i, text, "stop"))
+        prompt_tokens = sum(len(m.content.split()) for m in messages)
+        return choices, Usage(prompt_tokens, completion_tokens)
+
+    async def stream(
+        self,
+        endpoint: Endpoint,
+        model: str,
+        messages: Sequence[Message],
+        params: GenerateParams,
+    ) -> AsyncIterator[StreamChunk]:
+        (choice,), usage = await self.complete(endpoint, model, messages, params, 1)
+        words = choice.text.split(" ")
+        for j, w in enumerate(words):
+            yield StreamChunk(0, w if j == 0 else " " + w)
+        yield StreamChunk(0, "", choice.finish_reason, usage)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FakeModel(Model):
+    """A :class:`ponder.Model` that answers locally, with every policy still applied.
+
+    ``outputs`` is a list of texts returned in order (cycling at the end) or a function
+    ``fn(messages, params, sample_index) -> str``. Token counts are whitespace words.
+    ``calls`` records what was requested, so tests can assert on prompts and ``n``.
+
+    >>> m = FakeModel(["4"])
+    >>> m.generate_sync("2+2?").text
+    '4'
+    """
+
+    def __init__(
+        self,
+        outputs: Sequence[str] | Responder,
+        *,
+        name: str = "fake",
+        supports_n: bool = True,
+        delay: float = 0.0,
+        cache: ResponseCache | bool = False,
+        budget: Budget | None = None,
+        retry: RetryPolicy | None = None,
+        prices: PriceTable | None = None,
+        defaults: GenerateParams | None = None,
+    ) -> None:
+        if callable(outputs):
+            respond: Responder = outputs
+        else:
+            texts = list(outputs)
+            if not texts:
+                raise ConfigurationError("FakeModel needs at least one output")
+
+            def respond(_m: Sequence[Message], _p: GenerateParams, i: int) -> str:
+                return texts[i % len(texts)]
+
+        self._fake = _FakeWire(respond, delay)
+        super().__init__(
+            f"vllm:{name}@http://127.0.0.1:9/v1",
+            settings=Settings.load(cache=False),
+            cache=cache,
+            budget=budget,
+            retry=retry,
+            prices=prices,
+            defaults=defaults,
+            quirks=Quirks(supports_n=supports_n, prefill="native"),
+            wire=self._fake,
+        )
+
+    @property
+    def calls(self) -> list[FakeCall]:
+        return self._fake.calls
+
+
+@contextmanager
+def block_remote_models() -> Iterator[None]:
+    """Within this block, any model request to a non-loopback host raises
+    :class:`ponder.errors.ConfigurationError` before it is sent. Use it (or the
+    ``ponder_block_remote`` fixture pattern) around every test session."""
+    previous = guard.set_remote_allowed(False)
+    try:
+        yield
+    finally:
+        guard.set_remote_allowed(previous)

@@ -1,0 +1,378 @@
+"""The stand-in server's oracle: a seeded bank of problems with known answers, and
+role-aware simulated models whose correctness is drawn with known probabilities.
+
+Protocol (what a prompt must contain for the oracle to act on it)
+-----------------------------------------------------------------
+* A problem is named by the tag ``Problem <id>:`` anywhere in the user messages. The bank
+  is a pure function of ``(bank seed, id)``: ``ProblemBank(seed).problem(id)`` gives the
+  question text (which already starts with the tag) and the true answer.
+* The role is read from the system message (first match, case-insensitive):
+  ``verif`` → verifier, ``critic``/``critique`` → critic, ``rank`` → ranker,
+  ``fuse``/``synthesi``/``aggregat`` → fuser, ``step scor``/``process reward`` → step scorer,
+  ``unit test`` → test writer; anything else → generator.
+* Candidate answers in a prompt are read from ``\\boxed{...}``; candidates listed for a
+  ranker/critic/fuser are split on lines starting ``Candidate <k>:`` (or ``[k]``).
+* Generators end with ``The answer is \\boxed{X}.``; verifiers with ``Verdict: yes|no``;
+  rankers with ``Ranking: [2] > [1] > [3]``; step scorers with ``Step scores: 0.91, 0.12``;
+  critics give one ``Candidate k: ...`` line per candidate.
+
+Probabilities: a generator named ``m`` is right with ``accuracy[m]`` (default
+``default_accuracy``); a wrong answer is one of ``distractors`` wrong values, uniformly. The
+verifier says yes to a right answer with ``verifier_tpr`` and to a wrong one with
+``verifier_fpr``. Everything is drawn from ``random.Random`` seeded by the request, so the
+same request with the same seed gives the same text. :func:`majority_vote_accuracy`
+computes the exact accuracy of plurality voting under this model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "OracleConfig",
+    "Problem",
+    "ProblemBank",
+    "Role",
+    "detect_role",
+    "extract_boxed",
+    "majority_vote_accuracy",
+    "respond",
+]
+
+Role = Literal["generator", "verifier", "critic", "ranker", "fuser", "step_scorer", "test_writer"]
+Kind = Literal["arithmetic", "multistep", "game24", "code"]
+
+_TAG = re.compile(r"Problem (\d+):")
+_BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+_CANDIDATE = re.compile(r"^(?:Candidate\s*(\d+)\s*:|\[(\d+)\])", re.MULTILINE)
+
+
+class OracleConfig(BaseModel):
+    """How good the simulated models are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bank_seed: int = 0
+    accuracy: dict[str, float] = Field(
+        default_factory=lambda: {"strong": 0.8, "weak": 0.4},
+        description="Probability that a generator of this model name is right.",
+    )
+    default_accuracy: float = Field(0.6, ge=0, le=1)
+    distractors: int = Field(3, ge=1, le=20, description="Distinct wrong answers per problem.")
+    verifier_tpr: float = Field(0.9, ge=0, le=1)
+    verifier_fpr: float = Field(0.2, ge=0, le=1)
+    ranker_accuracy: float = Field(0.8, ge=0, le=1, description="P(a right one ranked first).")
+    fuser_boost: float = Field(0.15, ge=0, le=1, description="Accuracy gain of a fuser.")
+    step_noise: float = Field(0.15, ge=0, le=1, description="Noise of process rewards.")
+
+    def p_correct(self, model: str) -> float:
+        return self.accuracy.get(model, self.default_accuracy)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A problem with its true answer; ``steps`` are checkable intermediate results."""
+
+    id: int
+    kind: Kind
+    question: str
+    answer: str
+    distractors: tuple[str, ...]
+    steps: tuple[str, ...] = ()
+    tests: tuple[str, ...] = field(default=())
+
+    def is_correct(self, answer: str | None) -> bool:
+        return answer is not None and normalize(answer) == normalize(self.answer)
+
+
+def normalize(answer: str) -> str:
+    return re.sub(r"\s+", "", answer).rstrip(".").lower()
+
+
+def _rng(*parts: object) -> random.Random:
+    h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(h, "big"))
+
+
+def _distractors(rng: random.Random, answer: int, k: int) -> tuple[str, ...]:
+    out: list[str] = []
+    while len(out) < k:
+        d = answer + rng.choice([-1, 1]) * rng.randint(1, max(3, abs(answer) // 5 + 2))
+        if d != answer and str(d) not in out:
+            out.append(str(d))
+    return tuple(out)
+
+
+def _solve24(nums: list[int]) -> str | None:
+    @cache
+    def go(items: tuple[tuple[Fraction, str], ...]) -> str | None:
+        if len(items) == 1:
+            return items[0][1] if items[0][0] == 24 else None
+        for i, j in itertools.permutations(range(len(items)), 2):
+            (a, ea), (b, eb) = items[i], items[j]
+            rest = [items[k] for k in range(len(items)) if k not in (i, j)]
+            options = [(a + b, f"({ea}+{eb})"), (a - b, f"({ea}-{eb})"), (a * b, f"{ea}*{eb}")]
+            if b != 0:
+                options.append((a / b, f"{ea}/{eb}"))
+            for value, expr in options:
+                found = go(tuple(sorted([*rest, (value, expr)])))
+                if found:
+                    return found
+        return None
+
+    return go(tuple(sorted((Fraction(n), str(n)) for n in nums)))
+
+
+class ProblemBank:
+    """Problems as a pure function of ``(seed, id)``; ``kinds`` cycle with the id."""
+
+    KINDS: tuple[Kind, ...] = ("arithmetic", "multistep", "game24", "code")
+
+    def __init__(self, seed: int = 0, distractors: int = 3) -> None:
+        self.seed = seed
+        self.k = distractors
+
+    def ids(self, kind: Kind, count: int, start: int = 0) -> list[int]:
+        """The first ``count`` problem ids of ``kind`` from ``start`` on."""
+        k = self.KINDS.index(kind)
+        first = start + (k - start) % len(self.KINDS)
+        return list(range(first, first + count * len(self.KINDS), len(self.KINDS)))
+
+    def problem(self, pid: int) -> Problem:
+        """Problem ``pid``; its kind is ``KINDS[pid % 4]``."""
+        if pid < 0:
+            raise ValueError(f"problem ids are >= 0, got {pid}")
+        kind = self.KINDS[pid % len(self.KINDS)]
+        rng = _rng("problem", self.seed, pid, kind)
+        tag = f"Problem {pid}:"
+        if kind == "arithmetic":
+            a, b, c = rng.randint(2, 99), rng.randint(2, 30), rng.randint(1, 99)
+            ans = a * b + c
+            return Problem(
+                pid,
+                kind,
+                f"{tag} What is {a} * {b} + {c}?",
+                str(ans),
+                _distractors(rng, ans, self.k),
+            )
+        if kind == "multistep":
+            value = rng.randint(2, 20)
+            text = [f"Start with {value}."]
+            steps = []
+            for _ in range(rng.randint(3, 5)):
+                op, x = rng.choice(["add", "multiply by", "subtract"]), rng.randint(2, 9)
+                new = value + x if op == "add" else value * x if op == "multiply by" else value - x
+                text.append(f"Then {op} {x}.")
+                steps.append(
+                    f"{value} {'+' if op == 'add' else '*' if op[0] == 'm' else '-'} {x} = {new}"
+                )
+                value = new
+            return Problem(
+                pid,
+                kind,
+                f"{tag} {' '.join(text)} What is the result?",
+                str(value),
+                _distractors(rng, value, self.k),
+                tuple(steps),
+            )
+        if kind == "game24":
+            while True:
+                nums = [rng.randint(1, 13) for _ in range(4)]
+                sol = _solve24(nums)
+                if sol:
+                    break
+            wrong: list[str] = []
+            templates = (
+                "{a}*{b}+{c}-{d}",
+                "({a}+{b})*{c}-{d}",
+                "{a}*{b}-{c}*{d}",
+                "{a}+{b}+{c}+{d}",
+            )
+            for attempt in range(200):
+                a, b, c, d = rng.sample(nums, 4)
+                w = templates[attempt % len(templates)].format(a=a, b=b, c=c, d=d)
+                if w not in wrong and w != sol:
+                    wrong.append(w)
+                if len(wrong) == self.k:
+                    break
+            while len(wrong) < self.k:  # tiny number sets: fewer distinct expressions
+                wrong.append(f"{nums[0]}*{nums[1]}+{len(wrong)}")
+            return Problem(
+                pid,
+                kind,
+                f"{tag} Use the numbers {' '.join(map(str, nums))} once each with + - * / "
+                "to make 24.",
+                sol,
+                tuple(wrong),
+            )
+        m = rng.randint(2, 9)
+        q = rng.randint(1, 20)
+        tests = tuple(f"assert f({x}) == {m * x + q}" for x in (0, 1, 5, -3))
+        bad = tuple(f"def f(x):\n    return {m} * x + {q + d}" for d in range(1, self.k + 1))
+        return Problem(
+            pid,
+            kind,
+            f"{tag} Write a Python function f(x) that returns {m} times x plus {q}.",
+            f"def f(x):\n    return {m} * x + {q}",
+            bad,
+            tests=tests,
+        )
+
+
+def detect_role(system: str) -> Role:
+    s = system.lower()
+    for needle, role in (
+        ("verif", "verifier"),
+        ("step scor", "step_scorer"),
+        ("process reward", "step_scorer"),
+        ("unit test", "test_writer"),
+        ("critic", "critic"),
+        ("critique", "critic"),
+        ("rank", "ranker"),
+        ("fuse", "fuser"),
+        ("synthesi", "fuser"),
+        ("aggregat", "fuser"),
+    ):
+        if needle in s:
+            return role  # type: ignore[return-value]
+    return "generator"
+
+
+def extract_boxed(text: str | None) -> str | None:
+    """The last ``\\boxed{...}`` content in ``text``."""
+    if not text:
+        return None
+    found = _BOXED.findall(text)
+    return found[-1].strip() if found else None
+
+
+def _candidates(text: str) -> list[str]:
+    marks = list(_CANDIDATE.finditer(text))
+    return [
+        text[m.start() : (marks[i + 1].start() if i + 1 < len(marks) else len(text))]
+        for i, m in enumerate(marks)
+    ]
+
+
+def _answer_text(p: Problem, answer: str, correct: bool, rng: random.Random) -> str:
+    lines = ["Let me work through this step by step."]
+    if p.steps:
+        wrong_at = rng.randrange(len(p.steps)) if not correct else -1
+        value: int | None = None
+        for i, s in enumerate(p.steps):
+            a, op, x, _, _b = s.split()
+            left = int(a) if value is None else value
+            value = left + int(x) if op == "+" else left * int(x) if op == "*" else left - int(x)
+            if i == wrong_at:
+                value += rng.choice([-2, -1, 1, 2])
+            if i == len(p.steps) - 1:
+                value = int(answer)
+            lines.append(f"Step {i + 1}: {left} {op} {x} = {value}")
+    elif p.kind == "code":
+        lines.append(f"```python\n{answer}\n```")
+    else:
+        lines.append(f"Step 1: I compute the result of the problem carefully: {answer}.")
+    lines.append(f"The answer is \\boxed{{{answer}}}.")
+    return "\n".join(lines)
+
+
+def respond(
+    config: OracleConfig,
+    bank: ProblemBank,
+    model: str,
+    system: str,
+    user: str,
+    rng: random.Random,
+) -> tuple[str, bool | None] | None:
+    """The oracle's answer text and whether it is right (None: not applicable), or None if
+    the prompt names no known problem."""
+    tag = _TAG.search(user)
+    if tag is None:
+        return None
+    p = bank.problem(int(tag.group(1)))
+    role = detect_role(system)
+    if role == "generator":
+        correct = rng.random() < config.p_correct(model)
+        answer = p.answer if correct else rng.choice(p.distractors)
+        return _answer_text(p, answer, correct, rng), correct
+    if role == "fuser":
+        cands: list[str | None] = [extract_boxed(c) for c in _candidates(user)]
+        cands = cands or [extract_boxed(user)]
+        any_right = any(p.is_correct(c) for c in cands)
+        pc = min(1.0, config.p_correct(model) + config.fuser_boost) if any_right else 0.1
+        correct = rng.random() < pc
+        answer = p.answer if correct else rng.choice(p.distractors)
+        return "Synthesising the candidates.\n" + _answer_text(p, answer, correct, rng), correct
+    if role == "verifier":
+        cand = extract_boxed(user)
+        right = p.is_correct(cand)
+        yes = rng.random() < (config.verifier_tpr if right else config.verifier_fpr)
+        reason = "The steps and the final value check out." if yes else "The final value is off."
+        return f"Reasoning: {reason}\nVerdict: {'yes' if yes else 'no'}", yes == right
+    if role == "critic":
+        lines = []
+        for i, c in enumerate(_candidates(user) or [user], start=1):
+            right = p.is_correct(extract_boxed(c))
+            good = right if rng.random() < config.ranker_accuracy else not right
+            verdict = (
+                "Strengths: the computation is consistent. Weaknesses: none found."
+                if good
+                else "Strengths: clear layout. Weaknesses: the final value looks wrong."
+            )
+            lines.append(f"Candidate {i}: {verdict}")
+        return "\n".join(lines), None
+    if role == "ranker":
+        ranked = _candidates(user)
+        order = list(range(1, len(ranked) + 1))
+        rng.shuffle(order)
+        if rng.random() < config.ranker_accuracy:
+            order.sort(key=lambda k: not p.is_correct(extract_boxed(ranked[k - 1])))
+        return "Ranking: " + " > ".join(f"[{k}]" for k in order), None
+    if role == "step_scorer":
+        steps = re.findall(r"Step \d+: (.*)", user)
+        scores = []
+        broken = False
+        truth = list(p.steps)
+        for i, s in enumerate(steps):
+            ok = not broken and i < len(truth) and s.strip() == truth[i]
+            broken = broken or not ok
+            base = 0.85 if ok else 0.2
+            scores.append(min(1.0, max(0.0, base + rng.uniform(-1, 1) * config.step_noise)))
+        return "Step scores: " + ", ".join(f"{s:.2f}" for s in scores), None
+    # test_writer
+    tests = list(p.tests) or [f"assert answer() == {p.answer!r}"]
+    return "```python\n" + "\n".join(tests) + "\n```", None
+
+
+def majority_vote_accuracy(p: float, k: int, n: int) -> float:
+    """Exact accuracy of plurality voting over ``n`` samples, each right with probability
+    ``p`` and otherwise one of ``k`` wrong answers uniformly; ties broken uniformly."""
+    q = (1 - p) / k
+    total = 0.0
+    # enumerate counts (c, w_1..w_k) with c + sum(w) = n
+    for c in range(n + 1):
+        for ws in _compositions(n - c, k):
+            prob = math.factorial(n) / math.factorial(c)
+            for w in ws:
+                prob /= math.factorial(w)
+            prob *= p**c * q ** (n - c)
+            top = max((c, *ws))
+            if c == top:
+                total += prob / (1 + sum(1 for w in ws if w == top))
+    return total
+
+
+def _compositions(total: int, parts: int) -> list[tuple[int, ...]]:
+    if parts == 1:
+        return [(total,)]
+    return [(i, *rest) for i in range(total + 1) for rest in _compositions(total - i, parts - 1)]

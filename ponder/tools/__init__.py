@@ -1,0 +1,1 @@
+"""Ponder tools (see docs/architecture.md)."""

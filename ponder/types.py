@@ -1,0 +1,203 @@
+"""Typed values that cross module boundaries: messages, sampling parameters, completions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+
+from ponder.errors import ConfigurationError
+
+__all__ = [
+    "Choice",
+    "Completion",
+    "FinishReason",
+    "GenerateParams",
+    "Message",
+    "Role",
+    "StreamChunk",
+    "TokenLogprob",
+    "Usage",
+    "as_messages",
+]
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error", "unknown"]
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    content: str
+
+    @classmethod
+    def system(cls, content: str) -> Message:
+        return cls(role="system", content=content)
+
+    @classmethod
+    def user(cls, content: str) -> Message:
+        return cls(role="user", content=content)
+
+    @classmethod
+    def assistant(cls, content: str) -> Message:
+        return cls(role="assistant", content=content)
+
+
+def as_messages(prompt: str | Message | Sequence[Message | dict[str, Any]]) -> list[Message]:
+    """Accept a bare string (one user message), a message, or a list of messages/dicts."""
+    if isinstance(prompt, str):
+        return [Message(role="user", content=prompt)]
+    if isinstance(prompt, Message):
+        return [prompt]
+    out: list[Message] = []
+    for i, m in enumerate(prompt):
+        if isinstance(m, Message):
+            out.append(m)
+            continue
+        try:
+            out.append(Message.model_validate(m))
+        except ValidationError as e:
+            raise ConfigurationError(
+                f"message {i} is not a valid chat message ({e.errors()[0]['msg']}); "
+                "expected {'role': 'system'|'user'|'assistant', 'content': str}"
+            ) from None
+    if not out:
+        raise ConfigurationError("the message list is empty: pass at least one message")
+    return out
+
+
+class GenerateParams(BaseModel):
+    """Sampling options for one generation call.
+
+    ``None`` means "the provider's default" and is not sent. ``extra`` passes
+    provider-specific sampling parameters through unchanged (vLLM's ``top_k``,
+    ``min_p``, ``repetition_penalty``, ...).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(1, ge=1, le=4096, description="Number of completions to return.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    json_schema: dict[str, JsonValue] | None = Field(
+        None, description="Constrain the output to this JSON Schema (response_format)."
+    )
+    prefill: str | None = Field(
+        None, description="Start of the assistant's answer; the model continues it."
+    )
+    timeout: float | None = Field(None, gt=0.0, description="Seconds for one HTTP attempt.")
+    extra: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateParams:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=True")
+        return self
+
+    @classmethod
+    def build(cls, base: GenerateParams | None = None, **overrides: Any) -> GenerateParams:
+        """Validate ``overrides`` on top of ``base``; invalid values raise ConfigurationError."""
+        data: dict[str, Any] = base.model_dump(exclude_unset=True) if base is not None else {}
+        data.update(overrides)
+        if isinstance(data.get("stop"), str):
+            data["stop"] = (data["stop"],)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "params"
+            raise ConfigurationError(
+                f"invalid generation parameter {where}={err.get('input')!r}: {err['msg']}"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token, its log-probability and the most likely alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts. ``cache_read``/``cache_write`` are provider prompt-cache tokens."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One sampled completion. ``text`` includes the prefill when one was given."""
+
+    index: int
+    text: str
+    finish_reason: FinishReason = "stop"
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    cached: bool = False
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """Mean token log-probability, or None without logprobs."""
+        if not self.logprobs:
+            return None
+        return sum(t.logprob for t in self.logprobs) / len(self.logprobs)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The answer to one ``generate`` call: ``n`` choices, the usage billed and its cost.
+
+    Choices served from the response cache are marked ``cached`` and bill nothing.
+    """
+
+    model: str
+    choices: tuple[Choice, ...]
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    requests: int = 0
+
+    @property
+    def text(self) -> str:
+        """The first choice's text."""
+        return self.choices[0].text
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.choices]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of a streamed completion; ``finish_reason`` is set on a choice's last chunk."""
+
+    index: int
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None

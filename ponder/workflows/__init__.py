@@ -1,0 +1,1 @@
+"""Ponder workflows (see docs/architecture.md)."""

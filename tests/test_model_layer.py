@@ -1,0 +1,281 @@
+"""The model layer against the stand-in server: fan-out, retries, budgets, cache, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from ponder import (
+    AuthenticationError,
+    BadRequestError,
+    Budget,
+    BudgetExceeded,
+    ConfigurationError,
+    Model,
+    ParseError,
+    RetryPolicy,
+    ServerError,
+    Settings,
+)
+from ponder.testing import StandinConfig, StandinServer
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_n_samples_go_out_as_one_request_where_supported(
+    standin: StandinServer, settings: Settings
+) -> None:
+    async with Model(f"vllm:strong@{standin.base_url}", settings=settings) as m:
+        c = await m.generate("Problem 1: go", n=8, seed=3)
+    assert len(c.choices) == 8
+    assert [ch.index for ch in c.choices] == list(range(8))
+    assert standin.stats.requests == 1
+    assert c.requests == 1
+    # the prompt was prefilled once and reused by the other 7 samples
+    assert standin.stats.prompt_tokens_reused == 7 * standin.stats.prompt_tokens
+
+
+async def test_n_samples_fan_out_as_parallel_requests_where_unsupported(
+    standin: StandinServer, settings: Settings
+) -> None:
+    async with Model(f"llamacpp:strong@{standin.base_url}", settings=settings) as m:
+        c = await m.generate("Problem 1: go", n=8, seed=3)
+    assert len(c.choices) == 8
+    assert standin.stats.requests == 8
+    assert standin.stats.max_concurrency > 1  # they really ran in parallel
+    assert len(set(c.texts)) > 1  # distinct seeds per sample
+
+
+async def test_second_identical_run_is_served_from_cache_with_zero_requests(
+    standin: StandinServer, settings: Settings
+) -> None:
+    async with Model(f"vllm:strong@{standin.base_url}", settings=settings) as m:
+        first = await m.generate("Problem 2: go", n=5, seed=1)
+    before = standin.stats.requests
+    async with Model(f"vllm:strong@{standin.base_url}", settings=settings) as m2:
+        second = await m2.generate("Problem 2: go", n=5, seed=1)
+        assert m2.meter.requests == 0
+    assert standin.stats.requests == before
+    assert second.texts == first.texts
+    assert all(ch.cached for ch in second.choices)
+    assert second.usage.total_tokens == 0
+    assert second.cost == 0
+
+
+async def test_cache_pays_only_for_missing_samples(
+    standin: StandinServer, settings: Settings
+) -> None:
+    async with Model(f"vllm:strong@{standin.base_url}", settings=settings) as m:
+        await m.generate("Problem 3: go", n=3, seed=1)
+        c = await m.generate("Problem 3: go", n=5, seed=1)
+    assert [ch.cached for ch in c.choices] == [True, True, True, False, False]
+    assert standin.stats.samples == 5
+
+
+async def test_exhausted_budget_stops_with_what_was_spent(
+    standin: StandinServer, settings: Settings
+) -> None:
+    budget = Budget(max_requests=3)
+    async with Model(f"llamacpp:weak@{standin.base_url}", settings=settings, budget=budget) as m:
+        with pytest.raises(BudgetExceeded) as info:
+            await m.generate("Problem 4: go", n=8, seed=0)
+    assert info.value.spent["requests"] == 3
+    assert "max_requests=3" in str(info.value)
+    assert standin.stats.requests == 3
+    # the three samples that were paid for are kept
+    async with Model(f"llamacpp:weak@{standin.base_url}", settings=settings) as m2:
+        c = await m2.generate("Problem 4: go", n=8, seed=0)
+    assert sum(ch.cached for ch in c.choices) == 3
+    assert standin.stats.requests == 8
+
+
+async def test_token_budget_counts_usage(standin: StandinServer, settings: Settings) -> None:
+    budget = Budget(max_tokens=10)
+    async with Model(f"vllm:x@{standin.base_url}", settings=settings, budget=budget) as m:
+        await m.generate("hello", max_tokens=20)
+        with pytest.raises(BudgetExceeded) as info:
+            await m.generate("hello again", max_tokens=20)
+    assert info.value.spent["total_tokens"] >= 10
+
+
+@pytest_asyncio.fixture
+async def flaky() -> AsyncIterator[tuple[str, list[float]]]:
+    """A server that answers 429 with Retry-After: 0.2 once, then 200."""
+    arrivals: list[float] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        arrivals.append(asyncio.get_running_loop().time())
+        if len(arrivals) == 1:
+            return web.json_response(
+                {"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0.2"}
+            )
+        return web.json_response(
+            {
+                "choices": [{"index": 0, "message": {"content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/v1", arrivals
+    await runner.cleanup()
+
+
+async def test_retry_honours_retry_after(
+    flaky: tuple[str, list[float]], settings: Settings
+) -> None:
+    url, arrivals = flaky
+    async with Model(f"vllm:x@{url}", settings=settings, cache=False) as m:
+        c = await m.generate("hi")
+    assert c.text == "ok"
+    assert len(arrivals) == 2
+    assert arrivals[1] - arrivals[0] >= 0.2  # waited at least Retry-After, not 0.01s backoff
+    assert m.meter.retries == 1
+
+
+async def test_401_raises_authentication_error_and_is_not_retried(settings: Settings) -> None:
+    async with StandinServer(StandinConfig(time_scale=0.01, api_key="right")) as s:
+        ref = f"vllm:x@{s.base_url}"
+        async with Model(ref, settings=Settings.load(vllm_api_key="wrong", cache=False)) as m:
+            with pytest.raises(AuthenticationError, match="VLLM_API_KEY"):
+                await m.generate("hi")
+        assert s.stats.status_counts == {"401": 1}
+        async with Model(ref, settings=Settings.load(vllm_api_key="right", cache=False)) as ok:
+            assert (await ok.generate("hi")).text
+
+
+async def test_400_is_a_bad_request_and_not_retried(
+    standin: StandinServer, settings: Settings
+) -> None:
+    async with Model(f"vllm:x@{standin.base_url}", settings=settings) as m:
+        with pytest.raises(BadRequestError, match="seed"):
+            await m.generate("hi", extra={"seed": "not-a-number"})
+    assert standin.stats.status_counts == {"400": 1}
+    assert m.meter.retries == 0
+
+
+async def test_response_that_is_not_json_raises_parse_error(settings: Settings) -> None:
+    async def chat(request: web.Request) -> web.Response:
+        return web.Response(text="<html>gateway</html>")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with Model(f"vllm:x@http://127.0.0.1:{port}/v1", settings=settings) as m:
+            with pytest.raises(ParseError, match="not a chat completion"):
+                await m.generate("hi")
+    finally:
+        await runner.cleanup()
+
+
+async def test_cancelling_a_run_closes_its_open_connections(settings: Settings) -> None:
+    cfg = StandinConfig(ttft_base=30.0, time_scale=1.0)
+    async with StandinServer(cfg) as s:
+        async with Model(f"llamacpp:x@{s.base_url}", settings=settings) as m:
+            task = asyncio.create_task(m.generate("hi", n=4))
+            for _ in range(200):
+                if s.stats.in_flight == 4:
+                    break
+                await asyncio.sleep(0.01)
+            assert s.stats.in_flight == 4
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(200):
+                if s.stats.cancelled == 4:
+                    break
+                await asyncio.sleep(0.01)
+        assert s.stats.cancelled == 4
+        assert s.stats.in_flight == 0
+        assert s.stats.completed == 0
+
+
+async def test_partial_fan_out_failure_keeps_completed_samples(settings: Settings) -> None:
+    cfg = StandinConfig(time_scale=0.01, fault_500=0.3, seed=7)
+    async with StandinServer(cfg) as s:
+        no_retry = RetryPolicy(max_retries=0)
+        async with Model(f"llamacpp:x@{s.base_url}", settings=settings, retry=no_retry) as m:
+            with pytest.raises(ServerError):
+                await m.generate("hi", n=20, seed=1)
+        generated = s.stats.samples
+        assert 0 < generated < 20
+        async with Model(f"llamacpp:x@{s.base_url}", settings=settings) as m2:
+            c = await m2.generate("hi", n=20, seed=1)
+        assert len(c.choices) == 20
+        assert sum(ch.cached for ch in c.choices) == generated
+        assert s.stats.samples == 20  # nothing generated twice
+
+
+async def test_streaming_yields_text_and_caches_the_result(
+    standin: StandinServer, settings: Settings
+) -> None:
+    async with Model(f"vllm:x@{standin.base_url}", settings=settings) as m:
+        parts = [c async for c in m.stream("hello", max_tokens=12, seed=5)]
+        text = "".join(p.text for p in parts)
+        assert parts[-1].finish_reason == "length"
+        assert len(parts) > 2
+        full = await m.generate("hello", max_tokens=12, seed=5)
+        assert full.text == text
+        assert full.choices[0].cached
+        assert m.meter.usage.completion_tokens == 12
+
+
+async def test_prefill_continues_a_partial_answer(
+    standin: StandinServer, settings: Settings
+) -> None:
+    async with Model(f"vllm:x@{standin.base_url}", settings=settings) as m:
+        c = await m.generate("Problem 0: go", prefill="Sure! ", max_tokens=5)
+    assert c.text.startswith("Sure! ")
+
+
+async def test_prefill_refused_where_the_provider_cannot(settings: Settings) -> None:
+    m = Model("ollama:llama3:8b", settings=settings)
+    with pytest.raises(ConfigurationError, match="prefill"):
+        await m.generate("hi", prefill="x")
+    await m.aclose()
+
+
+async def test_logprobs_stop_and_seed_determinism(
+    standin: StandinServer, settings: Settings
+) -> None:
+    async with Model(f"vllm:x@{standin.base_url}", settings=settings, cache=False) as m:
+        a = await m.generate("hello", logprobs=True, top_logprobs=2, seed=9, max_tokens=8)
+        b = await m.generate("hello", logprobs=True, top_logprobs=2, seed=9, max_tokens=8)
+        assert a.texts == b.texts
+        lp = a.choices[0].logprobs
+        assert lp is not None
+        assert len(lp) == 8
+        assert len(lp[0].top) == 2
+        assert a.choices[0].mean_logprob is not None
+        word = a.text.split()[2]
+        stopped = await m.generate("hello", seed=9, max_tokens=8, stop=[" " + word])
+        assert " " + word not in stopped.text
+
+
+async def test_replica_that_keeps_failing_is_ejected(
+    standin: StandinServer, settings: Settings
+) -> None:
+    dead = "http://127.0.0.1:9/v1"  # discard port: connection refused
+    s = Settings.load(cache=False, retry_initial=0.001, retry_max=0.01, eject_after=2)
+    async with Model(f"llamacpp:x@{dead},{standin.base_url}", settings=s) as m:
+        c = await m.generate("hi", n=30)
+        dead_ep, live_ep = m.pool.endpoints
+    assert len(c.choices) == 30
+    assert dead_ep.ejections >= 1
+    assert live_ep.served == 30
+    assert dead_ep.served == 0
