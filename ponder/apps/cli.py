@@ -9,7 +9,6 @@ import sys
 from collections import Counter
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -220,17 +219,18 @@ def demo(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code (errors print, never raise)."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="ponder")
     except PonderError as e:
         Console(stderr=True).print(f"[red]error:[/red] {e}", markup=True, highlight=False)
         return 1
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Abort:
-        return 130
+    except SystemExit as e:
+        code = e.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -59,14 +60,15 @@ class AnthropicWire:
         key = (ep.base_url, ep.api_key)
         client = self._clients.get(key)
         if client is None:
-            import httpx
-
-            limits = httpx.Limits(max_connections=ep.max_concurrency, max_keepalive_connections=64)
+            # the SDK's own HTTP stack (httpx, or httpx2 in anthropic >= 2), sized to the
+            # endpoint's concurrency limit instead of its default pool
+            http = importlib.import_module(self._sdk.DefaultAsyncHttpxClient.__mro__[1].__module__)
+            limits = http.Limits(max_connections=ep.max_concurrency, max_keepalive_connections=64)
             client = self._sdk.AsyncAnthropic(
                 api_key=ep.api_key or "none",
                 base_url=ep.base_url,
                 max_retries=0,  # Ponder's retry policy applies, once
-                http_client=httpx.AsyncClient(limits=limits, timeout=None),
+                http_client=self._sdk.DefaultAsyncHttpxClient(limits=limits, timeout=None),
             )
             self._clients[key] = client
         return client

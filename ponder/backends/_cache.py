@@ -7,6 +7,7 @@ having asked for 5 pays only for 3 new ones.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -23,13 +24,12 @@ __all__ = ["MemoryCache", "ResponseCache", "SQLiteCache", "request_key"]
 
 def request_key(model: str, messages: Sequence[Message], params: GenerateParams) -> str:
     """A stable hash of everything that determines a sample's distribution."""
-    payload = {
-        "model": model,
-        "messages": [(m.role, m.content) for m in messages],
-        "params": params.model_dump(exclude={"n", "timeout"}, mode="json"),
-    }
-    raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(raw.encode()).hexdigest()
+    h = hashlib.sha256(model.encode())
+    h.update(b"\0")
+    h.update(params.model_dump_json(exclude={"n", "timeout"}).encode())
+    for m in messages:
+        h.update(b"\0" + m.role.encode() + b"\0" + m.content.encode())
+    return h.hexdigest()
 
 
 def _dump_choice(c: Choice) -> str:
@@ -95,11 +95,15 @@ class SQLiteCache:
 
     Look-ups and inserts are primary-key operations of a few microseconds on a local
     file (no fsync per commit with ``synchronous=NORMAL`` in WAL mode), cheaper than a
-    thread hop, so they run inline on the event loop.
+    thread hop, so they run inline on the event loop. Inserts made in one event-loop
+    iteration are written together at its end, in one transaction.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._pending: dict[tuple[str, int], str] = {}
+        self._flush_scheduled = False
+        self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -118,24 +122,56 @@ class SQLiteCache:
             ) from None
 
     def get_many(self, key: str, n: int) -> dict[int, Choice]:
-        rows = self._db.execute(
-            "SELECT idx, choice FROM responses WHERE key = ? AND idx < ?", (key, n)
-        ).fetchall()
-        return {idx: _load_choice(idx, raw) for idx, raw in rows}
+        out = {
+            idx: _load_choice(idx, raw)
+            for idx, raw in self._db.execute(
+                "SELECT idx, choice FROM responses WHERE key = ? AND idx < ?", (key, n)
+            ).fetchall()
+        }
+        for i in range(n):
+            raw = self._pending.get((key, i))
+            if raw is not None:
+                out[i] = _load_choice(i, raw)
+        return out
 
     def put_many(self, key: str, choices: Sequence[Choice]) -> None:
+        """Store now, or (inside an event loop) at the end of this loop iteration, in one
+        transaction with the other puts of the same iteration."""
+        for c in choices:
+            self._pending[(key, c.index)] = _dump_choice(c)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write pending entries (called automatically; call before reading elsewhere)."""
+        self._flush_scheduled = False
+        if not self._pending or self._closed:
+            return
+        pending, self._pending = self._pending, {}
         now = time.time()
-        self._db.executemany(
-            "INSERT OR REPLACE INTO responses (key, idx, choice, created) VALUES (?, ?, ?, ?)",
-            [(key, c.index, _dump_choice(c), now) for c in choices],
-        )
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO responses (key, idx, choice, created) VALUES (?, ?, ?, ?)",
+                [(k, i, raw, now) for (k, i), raw in pending.items()],
+            )
 
     def __len__(self) -> int:
+        self.flush()
         (count,) = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()
         return int(count)
 
     def clear(self) -> None:
+        self._pending.clear()
         self._db.execute("DELETE FROM responses")
 
     def close(self) -> None:
-        self._db.close()
+        if not self._closed:
+            self.flush()
+            self._closed = True
+            self._db.close()

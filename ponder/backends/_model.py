@@ -136,6 +136,7 @@ class Model:
         self.prices = prices or PriceTable()
         self.defaults = defaults
         self.meter = UsageMeter()
+        self._default_params: GenerateParams | None = None
 
     def __repr__(self) -> str:
         return f"Model({str(self.ref)!r})"
@@ -143,13 +144,18 @@ class Model:
     # -- parameters --------------------------------------------------------------------
 
     def _params(self, params: GenerateParams | None, overrides: dict[str, Any]) -> GenerateParams:
+        if params is None and not overrides and self._default_params is not None:
+            return self._default_params  # the hot path: validated once
         base = params if params is not None else self.defaults
         if params is not None and self.defaults is not None:
             base = GenerateParams.build(self.defaults, **params.model_dump(exclude_unset=True))
-        p = GenerateParams.build(base, **overrides) if overrides or base is None else base
-        if p.timeout is None:
-            p = p.model_copy(update={"timeout": self.settings.request_timeout})
+        extra: dict[str, Any] = dict(overrides)
+        if "timeout" not in extra and (base is None or base.timeout is None):
+            extra["timeout"] = self.settings.request_timeout
+        p = GenerateParams.build(base, **extra)
         check_params(self.provider.name, self.quirks, p)
+        if params is None and not overrides:
+            self._default_params = p
         return p
 
     # -- one HTTP request, with retries, limits, accounting ----------------------------
@@ -199,10 +205,12 @@ class Model:
             groups = [[i] for i in missing]
         plan = []
         for g in groups:
-            update: dict[str, Any] = {"n": len(g)}
+            update: dict[str, Any] = {}
+            if len(g) != p.n:
+                update["n"] = len(g)
             if p.seed is not None and g[0] != 0:
                 update["seed"] = p.seed + g[0]
-            plan.append((g, p.model_copy(update=update)))
+            plan.append((g, p.model_copy(update=update) if update else p))
         return plan
 
     # -- public API --------------------------------------------------------------------
@@ -257,7 +265,8 @@ class Model:
                 async def guarded(indexes: list[int], bp: GenerateParams) -> None:
                     nonlocal usage
                     try:
-                        usage = usage + await run(indexes, bp)
+                        u = await run(indexes, bp)
+                        usage = usage + u  # after the await: no lost update
                     except PonderError as e:  # keep siblings running; their work is cached
                         errors.append(e)
 

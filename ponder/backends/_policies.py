@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,17 +52,30 @@ class RetryPolicy(BaseModel):
         *,
         on_retry: Callable[[BaseException], None] | None = None,
     ) -> T:
-        """Run ``fn`` until it succeeds, fails with a non-retryable error, or attempts run out."""
+        """Run ``fn`` until it succeeds, fails with a non-retryable error, or attempts run out.
+
+        The first attempt runs directly (building tenacity's machinery costs ~150 µs, a
+        large share of a request at high fan-out); retries go through tenacity.
+        """
+        try:
+            return await fn()
+        except PonderError as e:
+            if not e.retryable or self.max_retries == 0:
+                raise
+            first: BaseException = e
         rng = random.Random(self.seed)
+        if on_retry is not None:
+            on_retry(first)
+        await asyncio.sleep(self.wait_for(1, first, rng))
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if on_retry is not None and exc is not None:
                 on_retry(exc)
-            return self.wait_for(state.attempt_number, exc, rng)
+            return self.wait_for(state.attempt_number + 1, exc, rng)
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
+            stop=stop_after_attempt(self.max_retries),
             wait=wait,
             retry=retry_if_exception(_is_retryable),
             reraise=True,

@@ -27,13 +27,12 @@ computes the exact accuracy of plurality voting under this model.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import random
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import cache
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -113,24 +112,34 @@ def _distractors(rng: random.Random, answer: int, k: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _solve24(nums: list[int]) -> str | None:
-    @cache
-    def go(items: tuple[tuple[Fraction, str], ...]) -> str | None:
+@lru_cache(maxsize=8192)
+def _solve24(nums: tuple[int, ...]) -> str | None:
+    """One expression over ``nums`` that makes 24, or None (memoised per multiset)."""
+
+    def go(items: list[tuple[Fraction, str]]) -> str | None:
         if len(items) == 1:
             return items[0][1] if items[0][0] == 24 else None
-        for i, j in itertools.permutations(range(len(items)), 2):
-            (a, ea), (b, eb) = items[i], items[j]
-            rest = [items[k] for k in range(len(items)) if k not in (i, j)]
-            options = [(a + b, f"({ea}+{eb})"), (a - b, f"({ea}-{eb})"), (a * b, f"{ea}*{eb}")]
-            if b != 0:
-                options.append((a / b, f"{ea}/{eb}"))
-            for value, expr in options:
-                found = go(tuple(sorted([*rest, (value, expr)])))
-                if found:
-                    return found
+        for i in range(len(items)):
+            for j in range(i + 1, len(items)):
+                (a, ea), (b, eb) = items[i], items[j]
+                rest = items[:i] + items[i + 1 : j] + items[j + 1 :]
+                options = [
+                    (a + b, f"({ea}+{eb})"),
+                    (a * b, f"{ea}*{eb}"),
+                    (a - b, f"({ea}-{eb})"),
+                    (b - a, f"({eb}-{ea})"),
+                ]
+                if b != 0:
+                    options.append((a / b, f"{ea}/{eb}"))
+                if a != 0:
+                    options.append((b / a, f"{eb}/{ea}"))
+                for value, expr in options:
+                    found = go([*rest, (value, expr)])
+                    if found:
+                        return found
         return None
 
-    return go(tuple(sorted((Fraction(n), str(n)) for n in nums)))
+    return go([(Fraction(n), str(n)) for n in sorted(nums)])
 
 
 class ProblemBank:
@@ -141,6 +150,7 @@ class ProblemBank:
     def __init__(self, seed: int = 0, distractors: int = 3) -> None:
         self.seed = seed
         self.k = distractors
+        self._memo: dict[int, Problem] = {}
 
     def ids(self, kind: Kind, count: int, start: int = 0) -> list[int]:
         """The first ``count`` problem ids of ``kind`` from ``start`` on."""
@@ -149,9 +159,19 @@ class ProblemBank:
         return list(range(first, first + count * len(self.KINDS), len(self.KINDS)))
 
     def problem(self, pid: int) -> Problem:
-        """Problem ``pid``; its kind is ``KINDS[pid % 4]``."""
+        """Problem ``pid``; its kind is ``KINDS[pid % 4]`` (memoised, it is pure)."""
         if pid < 0:
             raise ValueError(f"problem ids are >= 0, got {pid}")
+        hit = self._memo.get(pid)
+        if hit is not None:
+            return hit
+        if len(self._memo) >= 65536:
+            self._memo.clear()
+        made = self._make(pid)
+        self._memo[pid] = made
+        return made
+
+    def _make(self, pid: int) -> Problem:
         kind = self.KINDS[pid % len(self.KINDS)]
         rng = _rng("problem", self.seed, pid, kind)
         tag = f"Problem {pid}:"
@@ -188,7 +208,7 @@ class ProblemBank:
         if kind == "game24":
             while True:
                 nums = [rng.randint(1, 13) for _ in range(4)]
-                sol = _solve24(nums)
+                sol = _solve24(tuple(sorted(nums)))
                 if sol:
                     break
             wrong: list[str] = []

@@ -1,0 +1,189 @@
+"""Fan-out benchmark: Ponder's backend vs a raw aiohttp client vs the openai SDK vs the limit.
+
+For R requests against a stand-in server with C slots, the physical limit is
+ceil(R / C) x (TTFT + L x per-token time). Each client runs R requests with at most C in
+flight; the table prints each wall time as a ratio to that limit, all measured in one run.
+The stand-in runs in its own process so that it has its own core.
+
+    python benchmarks/fanout.py                 # R in {64, 1024, 4096}, C in {64, 256}
+    python benchmarks/fanout.py --quick         # R in {64, 1024}, C = 256
+    python benchmarks/fanout.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+
+from ponder import Model, ModelRef, Settings
+
+TTFT = 0.1
+PER_TOKEN = 0.005
+LENGTH = 40
+
+
+@contextmanager
+def standin(slots: int) -> Iterator[str]:
+    """Start `ponder standin` in a subprocess on a free port; yield its base URL."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "ponder.apps",
+        "standin",
+        "--port",
+        "0",
+        "--slots",
+        str(slots),
+        "--queue-limit",
+        "100000",
+        "--ttft-base",
+        str(TTFT),
+        "--ttft-per-token",
+        "0",
+        "--per-token",
+        str(PER_TOKEN),
+        "--output-tokens",
+        str(LENGTH),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"(http://\S+)", line)
+        if not m:
+            raise RuntimeError(f"stand-in did not start: {line!r}")
+        yield m.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def body(i: int) -> dict[str, object]:
+    return {"model": "standin", "messages": [{"role": "user", "content": f"request {i}"}]}
+
+
+async def run_raw_aiohttp(url: str, r: int, c: int) -> None:
+    sem = asyncio.Semaphore(c)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(i: int) -> None:
+            async with sem, session.post(url + "/chat/completions", json=body(i)) as resp:
+                data = json.loads(await resp.read())
+                assert data["choices"][0]["message"]["content"]
+
+        await asyncio.gather(*(one(i) for i in range(r)))
+
+
+async def run_openai_sdk(url: str, r: int, c: int) -> None:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="none")
+    sem = asyncio.Semaphore(c)
+
+    async def one(i: int) -> None:
+        async with sem:
+            resp = await client.chat.completions.create(
+                model="standin", messages=[{"role": "user", "content": f"request {i}"}]
+            )
+            assert resp.choices[0].message.content
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(r)))
+    finally:
+        await client.close()
+
+
+async def run_ponder(url: str, r: int, c: int, *, cache: bool = True) -> None:
+    # the default policy: a fresh persistent cache that every sample is written to
+    path = Path(tempfile.mkdtemp()) / "cache.sqlite"
+    settings = Settings.load(cache_path=path, cache=cache)
+    ref = ModelRef(provider="vllm", name="standin", base_urls=(url,), max_concurrency=c)
+    async with Model(ref, settings=settings) as model:
+
+        async def one(i: int) -> None:
+            completion = await model.generate(f"request {i}")
+            assert completion.text
+
+        await asyncio.gather(*(one(i) for i in range(r)))
+
+
+async def run_ponder_nocache(url: str, r: int, c: int) -> None:
+    await run_ponder(url, r, c, cache=False)
+
+
+CLIENTS: dict[str, Callable[[str, int, int], Awaitable[None]]] = {
+    "raw_aiohttp": run_raw_aiohttp,
+    "openai_sdk": run_openai_sdk,
+    "ponder": run_ponder,
+    "ponder_nocache": run_ponder_nocache,
+}
+
+
+def timed(fn: Callable[[str, int, int], Awaitable[None]], url: str, r: int, c: int) -> float:
+    t0 = time.perf_counter()
+    asyncio.run(fn(url, r, c))
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.add_argument("--quick", action="store_true", help="R in {64, 1024}, C = 256")
+    args = ap.parse_args()
+    requests = [64, 1024] if args.quick else [64, 1024, 4096]
+    slots = [256] if args.quick else [64, 256]
+    rows = []
+    for c in slots:
+        with standin(c) as url:
+            timed(run_raw_aiohttp, url, 32, c)  # warm up the server process
+            for r in requests:
+                limit = math.ceil(r / c) * (TTFT + LENGTH * PER_TOKEN)
+                row: dict[str, float | int] = {"R": r, "C": c, "limit_s": round(limit, 3)}
+                for name, fn in CLIENTS.items():
+                    # best of two runs, so one noisy run on a shared machine does not decide
+                    wall = min(timed(fn, url, r, c) for _ in range(2))
+                    row[f"{name}_s"] = round(wall, 3)
+                    row[name] = round(wall / limit, 3)
+                row["ponder_vs_raw"] = round(row["ponder_s"] / row["raw_aiohttp_s"], 3)
+                rows.append(row)
+                if not args.json:
+                    print(
+                        f"R={r:5d} C={c:4d} limit={limit:6.2f}s  "
+                        f"raw aiohttp {row['raw_aiohttp']:.3f}x  "
+                        f"openai SDK {row['openai_sdk']:.3f}x  "
+                        f"ponder {row['ponder']:.3f}x  "
+                        f"ponder without cache {row['ponder_nocache']:.3f}x  "
+                        f"(ponder/raw {row['ponder_vs_raw']:.3f})",
+                        flush=True,
+                    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ttft_s": TTFT,
+                    "per_token_s": PER_TOKEN,
+                    "length": LENGTH,
+                    "cpus": os.cpu_count(),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""``python -m ponder`` runs the CLI."""
+
+from ponder.apps.cli import run
+
+run()

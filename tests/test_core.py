@@ -1,0 +1,217 @@
+"""Core values: the public API, model references, parameters, settings, pool, prices, fakes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ponder
+from ponder import (
+    Budget,
+    ConfigurationError,
+    GenerateParams,
+    MissingAPIKeyError,
+    Model,
+    ModelRef,
+    Price,
+    PriceTable,
+    Settings,
+    Usage,
+)
+from ponder.backends import Endpoint, EndpointPool, MemoryCache, Provider, register_provider
+from ponder.testing import FakeModel
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(ponder.__all__) == sorted(
+        [
+            "AuthenticationError", "BackendError", "BadRequestError", "Budget", "BudgetExceeded",
+            "Choice", "Completion", "ConfigurationError", "GenerateParams", "MemoryCache",
+            "Message", "MissingAPIKeyError", "Model", "ModelRef", "ParseError", "PonderError",
+            "Price", "PriceTable", "Provider", "Quirks", "RateLimitError", "RequestTimeout",
+            "RetryPolicy", "SQLiteCache", "ServerError", "Settings", "StreamChunk",
+            "TokenLogprob", "ToolExecutionError", "TransportError", "Usage", "__version__",
+            "register_provider",
+        ]
+    )  # fmt: skip
+    for name in ponder.__all__:
+        assert hasattr(ponder, name)
+
+
+def test_every_error_is_a_ponder_error() -> None:
+    for name in ponder.errors.__all__:
+        assert issubclass(getattr(ponder.errors, name), ponder.PonderError)
+
+
+@pytest.mark.parametrize(
+    ("text", "provider", "name", "urls"),
+    [
+        ("openai:gpt-4o-mini", "openai", "gpt-4o-mini", ()),
+        ("anthropic:claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5", ()),
+        ("ollama:llama3:8b", "ollama", "llama3:8b", ()),
+        (
+            "vllm:Qwen/Qwen2.5-7B@http://10.0.0.5:8000/v1/",
+            "vllm",
+            "Qwen/Qwen2.5-7B",
+            ("http://10.0.0.5:8000/v1",),
+        ),
+        (
+            "vllm:m@http://a:1/v1,https://b:2/v1",
+            "vllm",
+            "m",
+            ("http://a:1/v1", "https://b:2/v1"),
+        ),
+    ],
+)
+def test_model_strings_parse(text: str, provider: str, name: str, urls: tuple[str, ...]) -> None:
+    ref = ModelRef.parse(text)
+    assert (ref.provider, ref.name, ref.base_urls) == (provider, name, urls)
+    assert ModelRef.parse(str(ref)) == ref
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("gpt-4o", "expected 'provider:model'"),
+        ("openai:", "expected 'provider:model'"),
+        ("nosuch:model", "unknown provider 'nosuch'; known providers: anthropic"),
+        ("vllm:m@http://", "not an http"),
+    ],
+)
+def test_malformed_model_strings_say_what_is_wrong(text: str, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        ModelRef.parse(text)
+
+
+@given(
+    st.sampled_from(["openai", "vllm", "anthropic", "llamacpp"]),
+    st.text(
+        alphabet=st.characters(whitelist_categories=("L", "N"), whitelist_characters="-_./:"),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_model_string_round_trips(provider: str, name: str) -> None:
+    ref = ModelRef(provider=provider, name=name)
+    assert ModelRef.parse(str(ref)) == ref
+
+
+def test_missing_api_key_names_the_variable() -> None:
+    with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY"):
+        Model("openai:gpt-4o-mini", settings=Settings.load(cache=False))
+
+
+def test_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    assert Settings.load().api_key("anthropic_api_key") == "sk-test"
+
+
+def test_invalid_setting_from_environment_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PONDER_MAX_CONCURRENCY", "0")
+    with pytest.raises(ConfigurationError, match="max_concurrency"):
+        Settings.load()
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"temperature": 3.0}, "temperature"),
+        ({"n": 0}, "n=0"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"max_tokens": -1}, "max_tokens"),
+        ({"top_logprobs": 3}, "logprobs"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
+def test_out_of_range_parameters_are_refused(kw: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        GenerateParams.build(**kw)
+
+
+def test_remote_requests_are_blocked_in_tests() -> None:
+    m = Model("openai:gpt-4o-mini", settings=Settings.load(openai_api_key="sk-x", cache=False))
+    with pytest.raises(ConfigurationError, match=r"blocked a model request to https://api\.openai"):
+        m.generate_sync("hi")
+    assert m.meter.requests == 0
+
+
+def test_pool_ejects_a_failing_endpoint_and_lets_it_back_after_cooldown() -> None:
+    now = [0.0]
+    a, b = Endpoint("http://a/v1"), Endpoint("http://b/v1")
+    pool = EndpointPool([a, b], eject_after=2, cooldown=5.0, clock=lambda: now[0])
+    pool.report(a, False)
+    pool.report(a, False)
+    assert a.ejections == 1
+    assert all(pool.pick() is b for _ in range(5))
+    now[0] = 5.1
+    a.outstanding = 0
+    b.outstanding = 3
+    assert pool.pick() is a  # back after the cooldown, and least loaded
+    pool.report(a, True)
+    assert a.ejections == 0
+    assert a.consecutive_failures == 0
+
+
+def test_pool_prefers_least_outstanding() -> None:
+    a, b = Endpoint("http://a/v1"), Endpoint("http://b/v1")
+    a.outstanding = 5
+    assert EndpointPool([a, b]).pick() is b
+
+
+def test_prices_use_longest_prefix_and_can_be_overridden() -> None:
+    table = PriceTable({"openai:gpt-4o-mini-ft": Price(1.0, 2.0)})
+    u = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    assert table.cost("openai:gpt-4o-mini-2024", u) == pytest.approx(0.75)
+    assert table.cost("openai:gpt-4o-mini-ft-x", u) == pytest.approx(3.0)
+    assert table.cost("vllm:anything", u) == 0.0
+
+
+def test_budget_rejects_negative_limits() -> None:
+    with pytest.raises(ConfigurationError, match="max_cost"):
+        Budget(max_cost=-1)
+
+
+def test_fake_model_scripts_outputs_and_records_calls() -> None:
+    m = FakeModel(["a", "b"])
+    c = m.generate_sync("q", n=3)
+    assert c.texts == ["a", "b", "a"]
+    assert m.calls[0].n == 3
+    assert m.calls[0].messages[0].content == "q"
+
+
+def test_fake_model_as_function_and_without_n() -> None:
+    m = FakeModel(lambda msgs, p, i: f"{msgs[-1].content}-{i}", supports_n=False)
+    c = m.generate_sync("x", n=2)
+    assert sorted(c.texts) == ["x-0", "x-1"]
+    assert len(m.calls) == 2
+
+
+def test_fake_model_applies_the_cache_policy() -> None:
+    m = FakeModel(["a", "b", "c"], cache=MemoryCache())
+    assert m.generate_sync("q", n=2).texts == ["a", "b"]
+    assert m.generate_sync("q", n=2).texts == ["a", "b"]
+    assert len(m.calls) == 1
+
+
+def test_registering_a_provider_makes_it_addressable() -> None:
+    register_provider(
+        Provider("mycloud", "openai", "http://127.0.0.1:1234/v1"), replace_existing=True
+    )
+    assert Model("mycloud:m", settings=Settings.load(cache=False)).pool.endpoints[0].base_url == (
+        "http://127.0.0.1:1234/v1"
+    )
+    with pytest.raises(ConfigurationError, match="already registered"):
+        register_provider(Provider("mycloud", "openai", None))
+
+
+def test_messages_must_be_well_formed() -> None:
+    m = FakeModel(["a"])
+    with pytest.raises(ConfigurationError, match="message 0"):
+        m.generate_sync([{"role": "wizard", "content": "x"}])
+    with pytest.raises(ConfigurationError, match="empty"):
+        m.generate_sync([])
