@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from ponder import (
     Price,
     PriceTable,
     Settings,
+    SQLiteCache,
     Usage,
 )
 from ponder.backends import Endpoint, EndpointPool, MemoryCache, Provider, register_provider
@@ -215,3 +217,32 @@ def test_messages_must_be_well_formed() -> None:
         m.generate_sync([{"role": "wizard", "content": "x"}])
     with pytest.raises(ConfigurationError, match="empty"):
         m.generate_sync([])
+
+
+def test_sqlite_cache_sees_puts_at_once_and_keeps_them_across_processes(tmp_path: Path) -> None:
+    from ponder.types import Choice, TokenLogprob
+
+    path = tmp_path / "c.sqlite"
+    cache = SQLiteCache(path)
+    lp = (TokenLogprob("a", -0.5, (("a", -0.5), ("b", -1.0))),)
+    cache.put_many("k", [Choice(0, "zero"), Choice(1, "one", "length", lp)])
+    got = cache.get_many("k", 3)  # visible before the writer commits
+    assert sorted(got) == [0, 1]
+    assert got[1].finish_reason == "length"
+    assert got[1].logprobs == lp
+    cache.close()
+    cache.close()  # idempotent
+    with pytest.raises(ConfigurationError, match="closed"):
+        cache.put_many("k", [Choice(2, "two")])
+    again = SQLiteCache(path)
+    assert len(again) == 2
+    assert again.get_many("k", 2)[0].text == "zero"
+    assert all(c.cached for c in again.get_many("k", 2).values())
+    again.close()
+
+
+def test_sqlite_cache_in_an_unwritable_place_says_how_to_fix_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigurationError, match="PONDER_CACHE"):
+        SQLiteCache(blocker / "cache.sqlite")

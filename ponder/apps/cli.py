@@ -118,7 +118,16 @@ def standin(
         "fault_slow": fault_slow,
     }
     if config:
-        values.update(json.loads(config))
+        try:
+            overrides = json.loads(config)
+        except ValueError as e:
+            raise ponder.ConfigurationError(
+                f"--config is not valid JSON ({e}); pass an object such as "
+                '\'{"slots": 8, "oracle": {"default_accuracy": 0.7}}\''
+            ) from None
+        if not isinstance(overrides, dict):
+            raise ponder.ConfigurationError("--config must be a JSON object")
+        values.update(overrides)
     try:
         cfg = StandinConfig.model_validate(values)
     except ValueError as e:

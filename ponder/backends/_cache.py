@@ -7,10 +7,11 @@ having asked for 5 pays only for 3 new ones.
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,33 +94,48 @@ class MemoryCache:
 class SQLiteCache:
     """The default persistent cache: one SQLite file in WAL mode, shared by processes.
 
-    Look-ups and inserts are primary-key operations of a few microseconds on a local
-    file (no fsync per commit with ``synchronous=NORMAL`` in WAL mode), cheaper than a
-    thread hop, so they run inline on the event loop. Inserts made in one event-loop
-    iteration are written together at its end, in one transaction.
+    Look-ups are primary-key reads of a few microseconds and run inline. Writes never
+    touch the disk on the caller's thread: ``put_many`` hands entries to a writer thread
+    that commits whatever has accumulated in one transaction, so the event loop never
+    waits for the disk. Entries are visible to ``get_many`` as soon as they are put.
+    ``flush()`` (also run by ``close()``, ``len()`` and at interpreter exit) waits until
+    everything put so far is committed.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._pending: dict[tuple[str, int], str] = {}
-        self._flush_scheduled = False
+        self._writing: dict[tuple[str, int], str] = {}
         self._closed = False
+        self._error: BaseException | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = self._connect()
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS responses (key TEXT NOT NULL, idx INTEGER NOT NULL,"
                 " choice TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (key, idx))"
                 " WITHOUT ROWID"
             )
+            self._wdb = self._connect()
         except (sqlite3.Error, OSError) as e:
             raise ConfigurationError(
                 f"cannot open the response cache at {self.path}: {e}. Point PONDER_CACHE_PATH "
                 "at a writable file, or disable the cache with PONDER_CACHE=false"
             ) from None
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"ponder-cache-{self.path.name}", daemon=True
+        )
+        self._writer.start()
+        atexit.register(self.close)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
 
     def get_many(self, key: str, n: int) -> dict[int, Choice]:
         out = {
@@ -128,38 +144,63 @@ class SQLiteCache:
                 "SELECT idx, choice FROM responses WHERE key = ? AND idx < ?", (key, n)
             ).fetchall()
         }
-        for i in range(n):
-            raw = self._pending.get((key, i))
-            if raw is not None:
-                out[i] = _load_choice(i, raw)
+        if self._pending or self._writing:
+            with self._lock:
+                for i in range(n):
+                    raw = self._pending.get((key, i)) or self._writing.get((key, i))
+                    if raw is not None:
+                        out[i] = _load_choice(i, raw)
         return out
 
     def put_many(self, key: str, choices: Sequence[Choice]) -> None:
-        """Store now, or (inside an event loop) at the end of this loop iteration, in one
-        transaction with the other puts of the same iteration."""
-        for c in choices:
-            self._pending[(key, c.index)] = _dump_choice(c)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self.flush)
+        """Store ``choices``; the writer thread commits them shortly after."""
+        rows = {(key, c.index): _dump_choice(c) for c in choices}
+        with self._lock:
+            if self._closed:
+                raise ConfigurationError(f"the response cache at {self.path} is closed")
+            self._pending.update(rows)
+            self._wake.notify()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending and self._closed:
+                    return
+                self._writing, self._pending = self._pending, {}
+                batch = self._writing
+            now = time.time()
+            try:
+                with self._wdb:
+                    self._wdb.executemany(
+                        "INSERT OR REPLACE INTO responses (key, idx, choice, created)"
+                        " VALUES (?, ?, ?, ?)",
+                        [(k, i, raw, now) for (k, i), raw in batch.items()],
+                    )
+            except sqlite3.Error as e:  # keep them readable; report at flush/close
+                with self._lock:
+                    self._error = e
+                    self._writing = {}
+                    self._wake.notify_all()
+                return
+            with self._lock:
+                self._writing = {}
+                self._wake.notify_all()
 
     def flush(self) -> None:
-        """Write pending entries (called automatically; call before reading elsewhere)."""
-        self._flush_scheduled = False
-        if not self._pending or self._closed:
-            return
-        pending, self._pending = self._pending, {}
-        now = time.time()
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO responses (key, idx, choice, created) VALUES (?, ?, ?, ?)",
-                [(k, i, raw, now) for (k, i), raw in pending.items()],
-            )
+        """Wait until every entry put so far is committed to the file."""
+        with self._lock:
+            while (self._pending or self._writing) and self._error is None:
+                if not self._writer.is_alive():
+                    break
+                self._wake.notify_all()
+                self._wake.wait(0.1)
+            if self._error is not None:
+                raise ConfigurationError(
+                    f"the response cache at {self.path} could not be written: {self._error}. "
+                    "Completed samples of this run are not cached; check the disk"
+                )
 
     def __len__(self) -> int:
         self.flush()
@@ -167,11 +208,23 @@ class SQLiteCache:
         return int(count)
 
     def clear(self) -> None:
-        self._pending.clear()
+        self.flush()
+        with self._lock:
+            self._pending.clear()
         self._db.execute("DELETE FROM responses")
 
     def close(self) -> None:
-        if not self._closed:
-            self.flush()
+        """Commit what is pending, stop the writer and close the file (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            self._db.close()
+            self._wake.notify_all()
+        self._writer.join()
+        atexit.unregister(self.close)
+        self._wdb.close()
+        self._db.close()
+        if self._error is not None:
+            raise ConfigurationError(
+                f"the response cache at {self.path} could not be written: {self._error}"
+            )
