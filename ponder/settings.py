@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     request_timeout: float = Field(600.0, gt=0, description="Seconds for one HTTP attempt.")
     eject_after: int = Field(3, ge=1, description="Consecutive failures that eject a replica.")
     eject_cooldown: float = Field(10.0, gt=0, description="Seconds an ejected replica rests.")
+    local_n_ctx: int = Field(4096, ge=64, description="Context window of local GGUF models.")
+    local_threads: int = Field(0, ge=0, description="CPU threads of local models (0: all).")
 
     openai_api_key: SecretStr | None = _key("OPENAI_API_KEY")
     anthropic_api_key: SecretStr | None = _key("ANTHROPIC_API_KEY")
@@ -68,6 +70,13 @@ class Settings(BaseSettings):
                 f"invalid setting {where}={err.get('input')!r}: {err['msg']} "
                 f"(argument or environment variable PONDER_{where.upper()})"
             ) from None
+
+    def has_api_key(self) -> bool:
+        """Whether any remote provider's API key is configured."""
+        return any(
+            getattr(self, name) is not None
+            for name in ("openai_api_key", "anthropic_api_key", "together_api_key")
+        )
 
     def api_key(self, field: str) -> str | None:
         """The secret value of the API-key field ``field`` (e.g. ``"openai_api_key"``)."""

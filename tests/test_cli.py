@@ -47,4 +47,9 @@ def test_demo_votes_on_bundled_questions(capsys: pytest.CaptureFixture[str]) -> 
     with StandinServer(StandinConfig(time_scale=0)).in_thread() as s:
         rc = main(["demo", "--model", f"vllm:strong@{s.base_url}", "-n", "3", "--questions", "2"])
     assert rc == 0
-    assert "voted accuracy:" in capsys.readouterr().out
+    assert "voted:" in capsys.readouterr().out
+
+
+def test_demo_on_the_standin_oracle(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--standin", "-n", "3", "--questions", "2"]) == 0
+    assert "voted:" in capsys.readouterr().out

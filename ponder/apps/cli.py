@@ -6,13 +6,10 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 import ponder
 from ponder.errors import PonderError
@@ -149,80 +146,50 @@ def standin(
 @app.command()
 def demo(
     model: Annotated[
-        str | None, typer.Option(help="Model reference; default: the embedded stand-in.")
+        str | None,
+        typer.Option(help="Model reference; default: the embedded local model (local:smollm2)."),
     ] = None,
-    samples: Annotated[int, typer.Option("-n", help="Samples per question.")] = 8,
-    questions: Annotated[int, typer.Option(help="How many bundled questions.")] = 8,
+    standin: Annotated[
+        bool, typer.Option("--standin", help="Use the stand-in server's oracle model instead.")
+    ] = False,
+    samples: Annotated[int, typer.Option("-n", help="Samples per question.")] = 5,
+    questions: Annotated[int, typer.Option(help="How many bundled questions (stand-in).")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 48,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
-    """Self-consistency on bundled questions: sample N answers each, vote, and score."""
-    from ponder.testing.oracle import Problem, ProblemBank, extract_boxed
+    """Sample N answers per bundled question, vote, then fuse them into a final answer."""
+    from ponder.apps._demo import bundled_questions, oracle_questions, render, run_demo
     from ponder.testing.server import StandinConfig, StandinServer
 
-    bank = ProblemBank(0)
-    problems = [bank.problem(i) for i in bank.ids("arithmetic", questions)]
     con = _console()
 
-    async def run(ref: str) -> list[tuple[str, str, str, Counter[str]]]:
-        rows: list[tuple[str, str, str, Counter[str]]] = []
+    async def go(ref: str, qs: list[Any]) -> list[Any]:
         async with ponder.Model(ref, cache=False) as m:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[tokens]} tokens"),
-                TimeElapsedColumn(),
-                console=con,
-            ) as progress:
-                task = progress.add_task("sampling", total=len(problems) * samples, tokens=0)
-
-                async def one(p: Problem) -> None:
-                    c = await m.generate(
-                        [
-                            ponder.Message.system("Answer with \\boxed{N}."),
-                            ponder.Message.user(p.question),
-                        ],
-                        n=samples,
-                        temperature=0.8,
-                        seed=seed,
-                        max_tokens=256,
-                    )
-                    votes = Counter(a for a in (extract_boxed(t) for t in c.texts) if a)
-                    winner = votes.most_common(1)[0][0] if votes else "(none)"
-                    rows.append((p.question, p.answer, winner, votes))
-                    progress.update(task, advance=samples, tokens=m.meter.usage.total_tokens)
-
-                async with asyncio.TaskGroup() as tg:
-                    for p in problems:
-                        tg.create_task(one(p))
+            rows = await run_demo(
+                m, qs, samples=samples, seed=seed, max_tokens=max_tokens, console=con
+            )
             con.print(
-                f"[dim]{m.meter.requests} requests, {m.meter.usage.total_tokens} tokens[/dim]"
+                f"[dim]{m.id}: {m.meter.requests} requests, "
+                f"{m.meter.usage.prompt_tokens} prompt + "
+                f"{m.meter.usage.completion_tokens} generated tokens[/dim]"
             )
         return rows
 
-    if model is None:
+    if standin:
         cfg = StandinConfig(time_scale=0.05, per_token=0.01)
         with StandinServer(cfg).in_thread() as server:
-            con.print(f"[dim]embedded stand-in model at {server.base_url}[/dim]")
-            rows = asyncio.run(run(f"vllm:weak@{server.base_url}"))
+            con.print(f"[dim]stand-in oracle model at {server.base_url}[/dim]")
+            rows = asyncio.run(go(f"vllm:weak@{server.base_url}", oracle_questions(questions)))
     else:
-        rows = asyncio.run(run(model))
-    table = Table(title=f"self-consistency, {samples} samples per question")
-    for col in ("question", "truth", "vote", "votes", "ok"):
-        table.add_column(col)
-    right = 0
-    for q, truth, winner, votes in sorted(rows):
-        ok = winner == truth
-        right += ok
-        table.add_row(
-            q,
-            truth,
-            winner,
-            ", ".join(f"{a}:{k}" for a, k in votes.most_common(3)),
-            "yes" if ok else "no",
-        )
-    con.print(table)
-    con.print(f"voted accuracy: {right}/{len(rows)}")
+        ref = model or "local:smollm2"
+        if model is None:
+            con.print(
+                "[dim]running on the embedded local model local:smollm2 "
+                "(SmolLM2-135M-Instruct on the CPU; pass --model to use a real one)[/dim]"
+            )
+        qs = bundled_questions() if model is None else oracle_questions(questions)
+        rows = asyncio.run(go(ref, qs))
+    render(rows, samples, con)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,9 @@ and run budgets.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from ponder._internal import guard
@@ -41,10 +42,15 @@ from ponder.types import (
 __all__ = ["Model", "Prompt"]
 
 T = TypeVar("T")
+log = logging.getLogger("ponder")
 Prompt = str | Message | Sequence[Message | dict[str, Any]]
 
 
-def _make_wire(provider: Provider, quirks: Quirks) -> Wire:
+def _make_wire(provider: Provider, quirks: Quirks, settings: Settings) -> Wire:
+    if provider.protocol == "local":
+        from ponder.backends._local import LocalWire
+
+        return LocalWire(n_ctx=settings.local_n_ctx, n_threads=settings.local_threads)
     if provider.protocol == "anthropic":
         from ponder.backends._anthropic import AnthropicWire
 
@@ -54,12 +60,34 @@ def _make_wire(provider: Provider, quirks: Quirks) -> Wire:
     return OpenAIWire(quirks, key_hint=provider.api_key_env)
 
 
+_announced = False
+
+
+def _embedded_default(settings: Settings) -> str:
+    """``local:smollm2`` when nothing is configured; said once per process."""
+    global _announced
+    if settings.has_api_key():
+        raise ConfigurationError(
+            "no model given and no default: pass a model reference such as "
+            "'openai:gpt-4o-mini', or set PONDER_DEFAULT_MODEL"
+        )
+    if not _announced:
+        _announced = True
+        log.warning(
+            "no model configured and no API key: using the embedded local model "
+            "local:smollm2 (SmolLM2-135M-Instruct on the CPU, a smoke-test-grade model). "
+            "Set PONDER_DEFAULT_MODEL or pass a model, e.g. 'vllm:MODEL@http://host:8000/v1'"
+        )
+    return "local:smollm2"
+
+
 class Model:
     """A model you can ``await model.generate(prompt, n=8, temperature=0.7)`` on.
 
     Args:
         ref: ``"provider:model[@url,...]"`` or a :class:`ModelRef`; defaults to
-            ``settings.default_model``.
+            ``settings.default_model``, and with neither that nor an API key configured,
+            to the embedded ``local:smollm2`` (logged once).
         settings: resolved configuration (default: ``Settings()`` from the environment).
         cache: ``True`` for the settings' SQLite cache, ``False`` for none, or a cache.
         budget: a :class:`Budget` shared by every model of a run.
@@ -85,12 +113,7 @@ class Model:
     ) -> None:
         self.settings = settings if settings is not None else Settings.load()
         if ref is None:
-            ref = self.settings.default_model
-            if ref is None:
-                raise ConfigurationError(
-                    "no model given and no default: pass a model reference such as "
-                    "'openai:gpt-4o-mini', or set PONDER_DEFAULT_MODEL"
-                )
+            ref = self.settings.default_model or _embedded_default(self.settings)
         self.ref = ModelRef.parse(ref)
         self.provider = get_provider(self.ref.provider)
         self.quirks = quirks if quirks is not None else self.provider.quirks
@@ -116,7 +139,9 @@ class Model:
             eject_after=self.settings.eject_after,
             cooldown=self.settings.eject_cooldown,
         )
-        self.wire: Wire = wire if wire is not None else _make_wire(self.provider, self.quirks)
+        self.wire: Wire = (
+            wire if wire is not None else _make_wire(self.provider, self.quirks, self.settings)
+        )
 
         self._own_cache = False
         self.cache: ResponseCache | None
@@ -293,7 +318,7 @@ class Model:
         *,
         use_cache: bool = True,
         **overrides: Any,
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Stream one completion as :class:`StreamChunk` pieces.
 
         Retries happen only before the first piece arrives. The finished text is cached; a

@@ -34,8 +34,9 @@ class Endpoint:
         if self.max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
         self._slots = asyncio.Semaphore(self.max_concurrency)
-        host = urlsplit(self.base_url).hostname or ""
-        self.is_loopback = host.startswith("127.") or host in _LOOPBACK
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        self.is_loopback = parts.scheme == "local" or host.startswith("127.") or host in _LOOPBACK
 
     @property
     def in_flight(self) -> int:

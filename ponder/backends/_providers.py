@@ -43,7 +43,7 @@ class Provider:
     """
 
     name: str
-    protocol: Literal["openai", "anthropic"]
+    protocol: Literal["openai", "anthropic", "local"]
     base_url: str | None
     api_key_setting: str | None = None
     api_key_env: str | None = None
@@ -145,6 +145,19 @@ for _p in (
             supports_json_schema=False,
         ),
         description="Anthropic's Messages API",
+    ),
+    Provider(
+        "local",
+        "local",
+        "local://embedded",
+        quirks=Quirks(
+            supports_n=True,
+            max_n=64,
+            prefill="trailing_assistant",
+            supports_logprobs=False,
+            supports_json_schema=True,
+        ),
+        description="a GGUF model run in-process by llama-cpp-python (the embedded default)",
     ),
 ):
     register_provider(_p)

@@ -1,0 +1,192 @@
+"""The embedded local backend on the real SmolLM2-135M model (short outputs, CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ponder import BadRequestError, ConfigurationError, Message, Model, Settings
+from ponder.backends import _model as model_module
+from ponder.backends._local import LocalEngine, LocalWire, default_model_path
+
+pytest.importorskip("llama_cpp", reason="the local extra is not installed")
+pytestmark = [pytest.mark.asyncio, pytest.mark.realmodel]
+
+Q = "What is 7 + 5? Answer with a number."
+
+
+@pytest.fixture
+def local(settings: Settings) -> Model:
+    return Model("local:smollm2", settings=settings, cache=False)
+
+
+def _engine() -> LocalEngine:
+    return LocalWire().engine("smollm2")
+
+
+async def test_greedy_output_and_token_counts_match_llama_cpp(local: Model) -> None:
+    c = await local.generate(Q, temperature=0, max_tokens=12)
+    engine = _engine()
+    llm: Any = engine._llm
+    ref = llm.create_chat_completion(
+        messages=[{"role": "user", "content": Q}], temperature=0, max_tokens=12
+    )
+    assert c.text == ref["choices"][0]["message"]["content"]
+    assert c.usage.prompt_tokens == ref["usage"]["prompt_tokens"]
+    assert c.usage.completion_tokens == ref["usage"]["completion_tokens"]
+    assert c.choices[0].finish_reason == ref["choices"][0]["finish_reason"]
+
+
+async def test_n_samples_prefill_once_and_match_single_calls_with_the_same_seed(
+    local: Model,
+) -> None:
+    engine = _engine()
+    await local.generate("warm up", max_tokens=1)
+    before_eval = engine.stats.prompt_tokens_evaluated
+    before_reused = engine.stats.prompt_tokens_reused
+    c = await local.generate(Q, n=4, seed=7, temperature=1.0, max_tokens=10)
+    prompt = c.usage.prompt_tokens
+    # the prompt is evaluated once; the 3 other samples replay only its last token
+    assert engine.stats.prompt_tokens_evaluated - before_eval == prompt + 3
+    assert engine.stats.prompt_tokens_reused - before_reused == 3 * (prompt - 1)
+    assert len(set(c.texts)) > 1
+    singles = [await local.generate(Q, seed=7 + i, temperature=1.0, max_tokens=10) for i in (0, 2)]
+    assert [s.text for s in singles] == [c.texts[0], c.texts[2]]
+    again = await local.generate(Q, n=4, seed=7, temperature=1.0, max_tokens=10)
+    assert again.texts == c.texts
+
+
+async def test_vote_over_samples_parses_or_marks_each_answer(local: Model) -> None:
+    c = await local.generate(
+        [Message.system("Reply with only a number."), Message.user(Q)],
+        n=5,
+        seed=1,
+        max_tokens=8,
+    )
+    answers = [m.group(0) if (m := re.search(r"-?\d+", t)) else None for t in c.texts]
+    assert len(answers) == 5
+    assert all(t.strip() for t in c.texts)
+    assert c.usage.completion_tokens <= 5 * 8
+
+
+async def test_critique_then_fuse_pipeline_runs(local: Model) -> None:
+    drafts = await local.generate(Q, n=2, seed=3, max_tokens=16)
+    shown = "\n".join(f"Candidate {i + 1}: {t}" for i, t in enumerate(drafts.texts))
+    critique = await local.generate(
+        [Message.system("You are a critic."), Message.user(f"{Q}\n{shown}\nCritique them.")],
+        seed=3,
+        max_tokens=16,
+    )
+    fused = await local.generate(
+        [
+            Message.system("Fuse the candidates into one answer."),
+            Message.user(f"{Q}\n{shown}\nCritique: {critique.text}\nFinal answer:"),
+        ],
+        seed=3,
+        max_tokens=16,
+    )
+    assert critique.text.strip()
+    assert fused.text.strip()
+
+
+async def test_prefill_stop_and_json_schema(local: Model) -> None:
+    c = await local.generate(Q, prefill="The answer is", temperature=0, max_tokens=6)
+    assert c.text.startswith("The answer is")
+    s = await local.generate("Count: one, two, three, four", stop=[","], max_tokens=30, seed=2)
+    assert "," not in s.text
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+    }
+    j = await local.generate(Q, json_schema=schema, temperature=0, max_tokens=20)
+    assert isinstance(json.loads(j.text)["answer"], int)
+
+
+async def test_streaming_yields_the_same_text_as_generate(local: Model) -> None:
+    pieces = [ch async for ch in local.stream(Q, seed=5, max_tokens=12, use_cache=False)]
+    assert pieces[-1].finish_reason in ("stop", "length")
+    full = await local.generate(Q, seed=5, max_tokens=12)
+    assert "".join(p.text for p in pieces) == full.text
+
+
+async def test_concurrent_requests_queue_and_cancellation_stops_between_tokens(
+    local: Model,
+) -> None:
+    engine = _engine()
+    outs = await asyncio.gather(*(local.generate(f"{Q} ({i})", max_tokens=4) for i in range(6)))
+    assert all(o.choices for o in outs)
+    cancelled = engine.stats.cancelled
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(local.generate("Write a long story.", max_tokens=2000), 0.5)
+    stream = local.stream("Write another long story.", max_tokens=2000, use_cache=False)
+    got = []
+    async for chunk in stream:
+        got.append(chunk)
+        if len(got) == 3:
+            break
+    await stream.aclose()
+    assert len(got) == 3
+    after = await local.generate(Q, max_tokens=3, temperature=0)  # the engine is free again
+    assert after.choices[0].text
+    assert engine.stats.cancelled == cancelled + 2  # both stopped between two tokens
+
+
+async def test_prompt_longer_than_the_context_window_is_refused(local: Model) -> None:
+    with pytest.raises(BadRequestError, match="context window"):
+        await local.generate("word " * 5000, max_tokens=4)
+
+
+async def test_missing_and_corrupt_model_files_are_clear_errors(
+    tmp_path: Path, settings: Settings
+) -> None:
+    with pytest.raises(ConfigurationError, match="no such file"):
+        await Model(f"local:{tmp_path / 'nope.gguf'}", settings=settings).generate("hi")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"this is not a model")
+    with pytest.raises(ConfigurationError, match="not a GGUF model file"):
+        await Model(f"local:{bad}", settings=settings, cache=False).generate("hi")
+
+
+async def test_missing_package_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    def missing(name: str) -> Any:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(ConfigurationError, match=r"pip install 'ponder\[local\]'"):
+        default_model_path()
+
+
+async def test_default_model_is_the_embedded_one_and_is_announced_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(model_module, "_announced", False)
+    s = Settings.load(cache_path=tmp_path / "c.sqlite")
+    with caplog.at_level(logging.WARNING, logger="ponder"):
+        a, b = Model(settings=s), Model(settings=s)
+    assert a.id == b.id == "local:smollm2"
+    assert sum("embedded local model" in r.message for r in caplog.records) == 1
+    assert default_model_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with pytest.raises(ConfigurationError, match="no model given"):
+        Model(settings=Settings.load(openai_api_key="sk-x"))
+
+
+async def test_quickstart_demo_runs_on_the_embedded_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ponder.apps.cli import main
+
+    # the CLI runs its own event loop: give it a thread of its own
+    rc = await asyncio.to_thread(main, ["demo", "-n", "2", "--max-tokens", "8"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "local:smollm2" in out
+    assert re.search(r"voted: \d/4 right", out)
