@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -64,6 +65,11 @@ def _usage(raw: Any) -> Usage:
         completion_tokens=int(raw.get("completion_tokens") or 0),
         cache_read_tokens=int(details.get("cached_tokens") or 0),
     )
+
+
+@lru_cache(maxsize=64)
+def _timeout(seconds: float | None) -> aiohttp.ClientTimeout | None:
+    return aiohttp.ClientTimeout(total=seconds) if seconds else None
 
 
 class OpenAIWire:
@@ -143,7 +149,7 @@ class OpenAIWire:
     ) -> tuple[list[Choice], Usage]:
         body = json.dumps(self.payload(model, messages, params, n)).encode()
         url = endpoint.base_url + "/chat/completions"
-        timeout = aiohttp.ClientTimeout(total=params.timeout) if params.timeout else None
+        timeout = _timeout(params.timeout)
         session = self._get_session()
         try:
             async with session.post(
@@ -208,7 +214,7 @@ class OpenAIWire:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
         url = endpoint.base_url + "/chat/completions"
-        timeout = aiohttp.ClientTimeout(total=params.timeout) if params.timeout else None
+        timeout = _timeout(params.timeout)
         session = self._get_session()
         finished = False
         try:
