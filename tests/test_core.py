@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,11 @@ def test_sqlite_cache_in_an_unwritable_place_says_how_to_fix_it(tmp_path: Path) 
     blocker.write_text("not a directory")
     with pytest.raises(ConfigurationError, match="PONDER_CACHE"):
         SQLiteCache(blocker / "cache.sqlite")
+
+
+async def test_concurrent_calls_report_only_their_own_requests_and_cost() -> None:
+    m = FakeModel(["a b c"], delay=0.01, prices=PriceTable({"vllm:fake": Price(1.0, 2.0)}))
+    outs = await asyncio.gather(*(m.generate(f"q{i}", n=2) for i in range(5)))
+    assert [o.requests for o in outs] == [1] * 5
+    assert sum(o.cost for o in outs) == pytest.approx(m.meter.cost)
+    assert all(o.cost == pytest.approx(outs[0].cost) for o in outs)

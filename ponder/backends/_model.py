@@ -63,6 +63,16 @@ def _make_wire(provider: Provider, quirks: Quirks, settings: Settings) -> Wire:
 _announced = False
 
 
+class _Tally:
+    """Requests and cost of one ``generate`` call (concurrent calls share the meter)."""
+
+    __slots__ = ("cost", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.cost = 0.0
+
+
 def _embedded_default(settings: Settings) -> str:
     """``local:smollm2`` when nothing is configured; said once per process."""
     global _announced
@@ -189,7 +199,11 @@ class Model:
         self.meter.retries += 1
 
     async def _request(
-        self, messages: Sequence[Message], params: GenerateParams, n: int
+        self,
+        messages: Sequence[Message],
+        params: GenerateParams,
+        n: int,
+        tally: _Tally | None = None,
     ) -> tuple[list[Choice], Usage]:
         async def attempt() -> tuple[list[Choice], Usage]:
             if self.budget is not None:
@@ -198,6 +212,8 @@ class Model:
                 if not ep.is_loopback and not guard.remote_allowed():
                     raise guard.refuse(ep.base_url)
                 self.meter.requests += 1
+                if tally is not None:
+                    tally.requests += 1
                 try:
                     out = await self.wire.complete(ep, self.ref.name, messages, params, n)
                 except PonderError as e:
@@ -210,6 +226,8 @@ class Model:
         choices, usage = await self.retry.call(attempt, on_retry=self._count_retry)
         cost = self.prices.cost(self.id, usage)
         self.meter.record(usage, cost)
+        if tally is not None:
+            tally.cost += cost
         if self.budget is not None:
             self.budget.record(usage, cost)
         if len(choices) < n:
@@ -265,14 +283,13 @@ class Model:
         self.meter.cached_samples += len(got)
         missing = [i for i in range(p.n) if i not in got]
         usage = Usage()
-        cost_before = self.meter.cost
-        requests_before = self.meter.requests
+        tally = _Tally()  # this call's own requests and cost, whatever runs beside it
         if missing:
             plan = self._plan(missing, p)
             errors: list[PonderError] = []
 
             async def run(indexes: list[int], bp: GenerateParams) -> Usage:
-                choices, u = await self._request(messages, bp, len(indexes))
+                choices, u = await self._request(messages, bp, len(indexes), tally)
                 renumbered = [
                     Choice(i, c.text, c.finish_reason, c.logprobs)
                     for i, c in zip(indexes, choices, strict=False)
@@ -307,8 +324,8 @@ class Model:
             model=self.id,
             choices=tuple(got[i] for i in range(p.n)),
             usage=usage,
-            cost=self.meter.cost - cost_before,
-            requests=self.meter.requests - requests_before,
+            cost=tally.cost,
+            requests=tally.requests,
         )
 
     async def stream(

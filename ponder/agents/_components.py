@@ -1,0 +1,727 @@
+"""The reasoning components: generate, vote (fixed and adaptive), verify, critique, rank,
+fuse, best-of-N and refine. Each has a typed config and one entry point,
+``await component(pool) -> pool``; none mutates its input.
+
+Prompts follow one protocol (answers in ``\\boxed{}``, candidates listed as
+``Candidate k:``, verdicts as ``Verdict: yes|no``, rankings as ``Ranking: [2] > [1]``) that
+real models follow well and the stand-in server's oracle understands (docs/standin.md).
+Output that does not parse marks the candidate (``error``) or the pool (``notes``); it
+never ends the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.agents._answers import (
+    AnswerKind,
+    answers_equivalent,
+    extract_answer,
+    normalize_answer,
+)
+from ponder.agents._state import Candidate, Pool, Provenance, Spend
+from ponder.agents._vote import VoteResult, leader_settled_probability, vote
+from ponder.backends import Model
+from ponder.errors import ConfigurationError
+from ponder.types import Completion, Message
+
+__all__ = [
+    "COMPONENTS",
+    "AdaptiveVote",
+    "BestOfN",
+    "Component",
+    "Critic",
+    "Fuser",
+    "Generate",
+    "ModelVerifier",
+    "ProgrammaticVerifier",
+    "Ranker",
+    "Refine",
+    "Vote",
+    "get_component",
+    "register_component",
+]
+
+GENERATOR_SYSTEM = (
+    "Solve the problem. Think step by step, then give the final answer as \\boxed{ANSWER}."
+)
+VERIFIER_SYSTEM = (
+    "You are a meticulous verifier. Check the proposed answer to the problem step by step. "
+    "End with exactly 'Verdict: yes' if it is correct or 'Verdict: no' if it is not."
+)
+CRITIC_SYSTEM = (
+    "You are a critic. For each candidate answer, write one line 'Candidate k: ...' naming "
+    "its strengths and weaknesses. Do not solve the problem yourself."
+)
+RANKER_SYSTEM = (
+    "You rank candidate answers from best to worst. Reply with one line of the form "
+    "'Ranking: [2] > [1] > [3]' that lists every candidate once."
+)
+FUSER_SYSTEM = (
+    "You fuse several candidate answers into one better answer: keep what is right, fix "
+    "what is wrong. Think step by step, then give the final answer as \\boxed{ANSWER}."
+)
+REVISER_SYSTEM = (
+    "Revise your answer using the feedback. Think step by step, then give the final answer "
+    "as \\boxed{ANSWER}."
+)
+
+_VERDICT = re.compile(r"verdict\s*[:\-]?\s*\**\s*(yes|no|correct|incorrect)\b", re.IGNORECASE)
+_RANKING = re.compile(r"ranking\s*:\s*(.+)", re.IGNORECASE)
+_CRITIQUE_LINE = re.compile(r"^\s*(?:Candidate\s*(\d+)\s*:|\[(\d+)\])\s*(.*)$", re.MULTILINE)
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@runtime_checkable
+class Component(Protocol):
+    """``await component(pool)`` returns a new pool."""
+
+    name: ClassVar[str]
+
+    async def __call__(self, pool: Pool) -> Pool: ...
+
+
+COMPONENTS: dict[str, type[Any]] = {}
+
+
+def register_component(cls: type[Any]) -> type[Any]:
+    """Class decorator: make a component addressable by its ``name`` (workflows, YAML)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"{cls.__name__} needs a class attribute 'name'")
+    if name in COMPONENTS and COMPONENTS[name] is not cls:
+        raise ConfigurationError(f"a component named {name!r} is already registered")
+    COMPONENTS[name] = cls
+    return cls
+
+
+def get_component(name: str) -> type[Any]:
+    try:
+        return COMPONENTS[name]
+    except KeyError:
+        known = ", ".join(sorted(COMPONENTS))
+        raise ConfigurationError(f"unknown component {name!r}; known: {known}") from None
+
+
+def _spend(c: Completion) -> Spend:
+    return Spend.of(c.usage, c.cost, c.requests)
+
+
+def _listing(candidates: Sequence[Candidate]) -> str:
+    return "\n\n".join(f"Candidate {i + 1}: {c.text.strip()}" for i, c in enumerate(candidates))
+
+
+def _messages(system: str | None, user: str) -> list[Message]:
+    return ([Message.system(system)] if system else []) + [Message.user(user)]
+
+
+# -- generate -------------------------------------------------------------------------------
+
+
+class GenerateConfig(_Config):
+    n: int = Field(8, ge=1, description="Samples per model.")
+    temperature: float | None = 0.8
+    max_tokens: int | None = None
+    seed: int | None = 0
+    system: str | None = GENERATOR_SYSTEM
+    answer_kind: AnswerKind = "auto"
+    replace: bool = Field(False, description="Replace the pool's candidates instead of adding.")
+    layer: int = 0
+
+
+@register_component
+class Generate:
+    """N samples from one model, or from each of several models (an ensemble).
+
+    ``n`` goes out as one request where the backend supports it. Sample ``i`` uses seed
+    ``seed + i``, so a rerun (or a larger ``n``) reuses the response cache.
+    """
+
+    name: ClassVar[str] = "generate"
+
+    def __init__(self, models: Model | Sequence[Model], config: GenerateConfig | None = None):
+        self.models = [models] if isinstance(models, Model) else list(models)
+        if not self.models:
+            raise ConfigurationError("Generate needs at least one model")
+        self.config = config or GenerateConfig()
+
+    async def sample(self, pool: Pool, n: int, start: int = 0) -> tuple[list[Candidate], Spend]:
+        """Samples ``start .. start+n-1`` of every model (no pool change)."""
+        cfg = self.config
+        system = pool.system if pool.system is not None else cfg.system
+
+        async def one(model: Model) -> tuple[list[Candidate], Spend]:
+            c = await model.generate(
+                _messages(system, pool.query),
+                n=start + n,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+                seed=cfg.seed,
+            )
+            out = []
+            for ch in c.choices[start:]:
+                answer = extract_answer(ch.text, cfg.answer_kind)
+                out.append(
+                    Candidate(
+                        id=f"{self.name}:{model.id}:{cfg.layer}:{ch.index}",
+                        text=ch.text,
+                        answer=answer,
+                        error=None if answer is not None else "no final answer found",
+                        provenance=Provenance(
+                            component=self.name,
+                            model=model.id,
+                            layer=cfg.layer,
+                            seed=None if cfg.seed is None else cfg.seed + ch.index,
+                            index=ch.index,
+                        ),
+                        finish_reason=ch.finish_reason,
+                    )
+                )
+            return out, _spend(c)
+
+        results = await asyncio.gather(*(one(m) for m in self.models))
+        cands = [c for cs, _ in results for c in cs]
+        spend = sum((s for _, s in results), Spend())
+        return cands, spend
+
+    async def __call__(self, pool: Pool) -> Pool:
+        cands, spend = await self.sample(pool, self.config.n)
+        base = [] if self.config.replace else list(pool.candidates)
+        return pool.with_candidates(base + cands, spend)
+
+
+# -- vote -----------------------------------------------------------------------------------
+
+
+class VoteConfig(_Config):
+    answer_kind: AnswerKind = "auto"
+    weight: str | None = Field(None, description="Weight votes by this score (e.g. verifier).")
+    seed: int = 0
+
+
+@register_component
+class Vote:
+    """Self-consistency: the most common (or most heavily weighted) answer wins."""
+
+    name: ClassVar[str] = "vote"
+
+    def __init__(self, config: VoteConfig | None = None):
+        self.config = config or VoteConfig()
+        self.last: VoteResult | None = None
+
+    async def __call__(self, pool: Pool) -> Pool:
+        cfg = self.config
+        result = vote(pool.candidates, kind=cfg.answer_kind, weight=cfg.weight, seed=cfg.seed)
+        self.last = result
+        note = (
+            f"vote: {result.answer!r} with {result.support:.0%} of {result.counted} counted"
+            f" ({result.abstained} abstained)"
+        )
+        return pool.model_copy(update={"final": result.answer}).noted(note)
+
+
+class AdaptiveVoteConfig(_Config):
+    max_samples: int = Field(16, ge=1)
+    min_samples: int = Field(3, ge=1)
+    batch: int = Field(1, ge=1, description="Samples drawn between two stopping checks.")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    answer_kind: AnswerKind = "auto"
+    seed: int = 0
+
+
+@register_component
+class AdaptiveVote:
+    """Sample until the leading answer is settled, then vote (Adaptive-Consistency).
+
+    After each batch, stop when P(leader beats runner-up | counts) >= ``confidence``
+    (:func:`leader_settled_probability`) or at ``max_samples``. The result reports the
+    samples used and saved against always drawing ``max_samples``.
+    """
+
+    name: ClassVar[str] = "adaptive_vote"
+
+    def __init__(self, generate: Generate, config: AdaptiveVoteConfig | None = None):
+        self.generate = generate
+        self.config = config or AdaptiveVoteConfig()
+        self.last: VoteResult | None = None
+
+    async def __call__(self, pool: Pool) -> Pool:
+        cfg = self.config
+        cands: list[Candidate] = []
+        spend = Spend()
+        per_call = len(self.generate.models)
+        result = vote([], kind=cfg.answer_kind, seed=cfg.seed)
+        while len(cands) < cfg.max_samples:
+            want = cfg.min_samples if not cands else cfg.batch
+            n = max(1, min(want, (cfg.max_samples - len(cands)) // per_call))
+            new, s = await self.generate.sample(pool, n, start=len(cands) // per_call)
+            cands += new
+            spend = spend + s
+            result = vote(cands, kind=cfg.answer_kind, seed=cfg.seed)
+            counts = [*sorted(result.tally.values(), reverse=True), 0.0, 0.0]
+            if (
+                len(cands) >= cfg.min_samples
+                and leader_settled_probability(int(counts[0]), int(counts[1])) >= cfg.confidence
+            ):
+                break
+        result = result.model_copy(
+            update={"samples_used": len(cands), "samples_saved": cfg.max_samples - len(cands)}
+        )
+        self.last = result
+        out = pool.with_candidates([*pool.candidates, *cands], spend)
+        return out.model_copy(update={"final": result.answer}).noted(
+            f"adaptive vote: {result.answer!r} after {len(cands)} samples "
+            f"({result.samples_saved} saved)"
+        )
+
+
+# -- verify ---------------------------------------------------------------------------------
+
+
+class VerifierConfig(_Config):
+    samples: int = Field(1, ge=1, description="Verdicts per candidate; the score is the yes-rate.")
+    temperature: float | None = 0.0
+    max_tokens: int | None = None
+    seed: int | None = 0
+    system: str = VERIFIER_SYSTEM
+    score_name: str = "verifier"
+
+
+def parse_verdict(text: str) -> bool | None:
+    """``True``/``False`` from the last 'Verdict: yes|no' in ``text``, else None."""
+    found = _VERDICT.findall(text)
+    if not found:
+        return None
+    return found[-1].lower() in ("yes", "correct")
+
+
+@register_component
+class ModelVerifier:
+    """A model reasons about each candidate, then says 'Verdict: yes' or 'Verdict: no'.
+
+    Sets ``scores[score_name]`` to the share of yes verdicts among those that parsed and
+    ``verdicts[score_name]`` to the majority; a candidate with no answer, or whose
+    verdicts never parse, gets ``None`` and a recorded reason.
+    """
+
+    name: ClassVar[str] = "verify"
+
+    def __init__(self, model: Model, config: VerifierConfig | None = None):
+        self.model = model
+        self.config = config or VerifierConfig()
+
+    async def check(self, pool: Pool, c: Candidate, index: int = 0) -> tuple[Candidate, Spend]:
+        """Verify one candidate; ``index`` offsets the seed so verdicts are independent."""
+        cfg = self.config
+        if c.answer is None:
+            return c.judged(cfg.score_name, None, "no answer to verify"), Spend()
+        user = (
+            f"Problem: {pool.query}\n\nProposed solution:\n{c.text.strip()}\n\n"
+            f"Proposed answer: \\boxed{{{c.answer}}}"
+        )
+        out = await self.model.generate(
+            _messages(cfg.system, user),
+            n=cfg.samples,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            seed=None if cfg.seed is None else cfg.seed + 1000 * index,
+        )
+        verdicts = [parse_verdict(t) for t in out.texts]
+        parsed = [v for v in verdicts if v is not None]
+        if not parsed:
+            judged = c.judged(cfg.score_name, None, "the verifier said neither yes nor no")
+            return judged, _spend(out)
+        rate = sum(parsed) / len(parsed)
+        return c.scored(cfg.score_name, rate).judged(cfg.score_name, rate >= 0.5), _spend(out)
+
+    async def __call__(self, pool: Pool) -> Pool:
+        results = await asyncio.gather(
+            *(self.check(pool, c, i) for i, c in enumerate(pool.candidates))
+        )
+        return pool.with_candidates([c for c, _ in results], sum((s for _, s in results), Spend()))
+
+
+@register_component
+class ProgrammaticVerifier:
+    """A verifier in code: ``check(answer, candidate) -> bool | None``.
+
+    ``ProgrammaticVerifier.math(reference)`` checks mathematical equivalence with a known
+    answer (``math-verify`` when installed).
+    """
+
+    name: ClassVar[str] = "check"
+
+    def __init__(
+        self,
+        check: Callable[[str, Candidate], bool | None],
+        *,
+        score_name: str = "check",
+    ):
+        self.check = check
+        self.score_name = score_name
+
+    @classmethod
+    def math(cls, reference: str, kind: AnswerKind = "math") -> ProgrammaticVerifier:
+        return cls(
+            lambda answer, _c: answers_equivalent(answer, reference, kind), score_name="math"
+        )
+
+    async def __call__(self, pool: Pool) -> Pool:
+        out = []
+        for c in pool.candidates:
+            if c.answer is None:
+                out.append(c.judged(self.score_name, None, "no answer to check"))
+                continue
+            try:
+                ok = self.check(c.answer, c)
+            except Exception as e:
+                out.append(c.judged(self.score_name, None, f"checker failed: {e!r}"))
+                continue
+            c2 = c.judged(self.score_name, ok)
+            out.append(c2.scored(self.score_name, float(ok)) if ok is not None else c2)
+        return pool.with_candidates(out)
+
+
+# -- critique, rank, fuse -------------------------------------------------------------------
+
+
+class JudgeConfig(_Config):
+    temperature: float | None = 0.0
+    max_tokens: int | None = None
+    seed: int | None = 0
+    system: str | None = None
+
+
+def parse_critiques(text: str, count: int) -> dict[int, str]:
+    """``{candidate index: critique}`` from 'Candidate k: ...' lines (1-based in text)."""
+    out: dict[int, str] = {}
+    for m in _CRITIQUE_LINE.finditer(text):
+        k = int(m.group(1) or m.group(2)) - 1
+        if 0 <= k < count and m.group(3).strip():
+            out.setdefault(k, m.group(3).strip())
+    return out
+
+
+def parse_ranking(text: str, count: int) -> list[int] | None:
+    """0-based candidate indexes, best first, from 'Ranking: [2] > [1] > [3]'.
+
+    Unknown or repeated numbers are dropped; candidates the ranking leaves out follow in
+    their original order. None when no ranking line is found.
+    """
+    found = _RANKING.findall(text)
+    if not found:
+        return None
+    order: list[int] = []
+    for num in re.findall(r"\d+", found[-1]):
+        k = int(num) - 1
+        if 0 <= k < count and k not in order:
+            order.append(k)
+    if not order:
+        return None
+    return order + [k for k in range(count) if k not in order]
+
+
+@register_component
+class Critic:
+    """One call reviews every candidate; each gets its critique (strengths, weaknesses)."""
+
+    name: ClassVar[str] = "critique"
+
+    def __init__(self, model: Model, config: JudgeConfig | None = None):
+        self.model = model
+        self.config = config or JudgeConfig()
+
+    async def __call__(self, pool: Pool) -> Pool:
+        if not pool.candidates:
+            return pool.noted("critique: no candidates")
+        cfg = self.config
+        out = await self.model.generate(
+            _messages(
+                cfg.system or CRITIC_SYSTEM,
+                f"Problem: {pool.query}\n\n{_listing(pool.candidates)}",
+            ),
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            seed=cfg.seed,
+        )
+        found = parse_critiques(out.text, len(pool.candidates))
+        cands = [
+            c.model_copy(update={"critiques": (*c.critiques, found[i])}) if i in found else c
+            for i, c in enumerate(pool.candidates)
+        ]
+        result = pool.with_candidates(cands, _spend(out))
+        missing = len(pool.candidates) - len(found)
+        return (
+            result.noted(f"critique: {missing} candidates got no critique") if missing else result
+        )
+
+
+class RankerConfig(JudgeConfig):
+    top_k: int | None = Field(None, ge=1, description="Keep only the best k.")
+    mode: str = Field("listwise", pattern="^(listwise|pairwise)$")
+
+
+@register_component
+class Ranker:
+    """Rank candidates (one listwise call, or a pairwise knockout) and keep the top k.
+
+    Sets ``scores['rank']`` (1.0 for the best, falling linearly). An unparseable ranking
+    keeps the original order and notes it.
+    """
+
+    name: ClassVar[str] = "rank"
+
+    def __init__(self, model: Model, config: RankerConfig | None = None):
+        self.model = model
+        self.config = config or RankerConfig()
+
+    async def _rank(
+        self, pool: Pool, cands: Sequence[Candidate], seed_offset: int
+    ) -> tuple[list[int] | None, Spend]:
+        cfg = self.config
+        out = await self.model.generate(
+            _messages(cfg.system or RANKER_SYSTEM, f"Problem: {pool.query}\n\n{_listing(cands)}"),
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            seed=None if cfg.seed is None else cfg.seed + seed_offset,
+        )
+        return parse_ranking(out.text, len(cands)), _spend(out)
+
+    async def __call__(self, pool: Pool) -> Pool:
+        cands = list(pool.candidates)
+        if len(cands) <= 1:
+            return pool
+        spend = Spend()
+        unparsed = 0
+        if self.config.mode == "listwise":
+            order, spend = await self._rank(pool, cands, 0)
+            if order is None:
+                unparsed += 1
+                order = list(range(len(cands)))
+        else:
+            alive = list(range(len(cands)))
+            eliminated: list[int] = []
+            round_no = 0
+            while len(alive) > 1:
+                pairs = [alive[i : i + 2] for i in range(0, len(alive), 2)]
+                results = await asyncio.gather(
+                    *(
+                        self._rank(pool, [cands[p[0]], cands[p[1]]], round_no * 1000 + j)
+                        for j, p in enumerate(pairs)
+                        if len(p) == 2
+                    )
+                )
+                winners, losers = [], []
+                it = iter(results)
+                for p in pairs:
+                    if len(p) == 1:
+                        winners.append(p[0])
+                        continue
+                    order2, s = next(it)
+                    spend = spend + s
+                    if order2 is None:
+                        unparsed += 1
+                        order2 = [0, 1]
+                    winners.append(p[order2[0]])
+                    losers.append(p[order2[1]])
+                eliminated = losers + eliminated
+                alive = winners
+                round_no += 1
+            order = alive + eliminated
+        n = len(order)
+        ranked = [cands[k].scored("rank", 1.0 - pos / n) for pos, k in enumerate(order)]
+        if self.config.top_k is not None:
+            ranked = ranked[: self.config.top_k]
+        result = pool.with_candidates(ranked, spend)
+        return result.noted(f"rank: {unparsed} rankings did not parse") if unparsed else result
+
+
+class FuserConfig(JudgeConfig):
+    n: int = Field(1, ge=1, description="Fused candidates to write.")
+    temperature: float | None = 0.7
+    answer_kind: AnswerKind = "auto"
+    layer: int = 1
+
+
+@register_component
+class Fuser:
+    """Mixture-of-agents: synthesise the candidates into ``n`` new ones (which replace them)."""
+
+    name: ClassVar[str] = "fuse"
+
+    def __init__(self, model: Model, config: FuserConfig | None = None):
+        self.model = model
+        self.config = config or FuserConfig()
+
+    async def __call__(self, pool: Pool) -> Pool:
+        if not pool.candidates:
+            return pool.noted("fuse: no candidates to fuse")
+        cfg = self.config
+        critiques = "".join(
+            f"\nCritique of candidate {i + 1}: {'; '.join(c.critiques)}"
+            for i, c in enumerate(pool.candidates)
+            if c.critiques
+        )
+        out = await self.model.generate(
+            _messages(
+                cfg.system or FUSER_SYSTEM,
+                f"Problem: {pool.query}\n\n{_listing(pool.candidates)}\n{critiques}",
+            ),
+            n=cfg.n,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            seed=cfg.seed,
+        )
+        parents = tuple(c.id for c in pool.candidates)
+        fused = []
+        for ch in out.choices:
+            answer = extract_answer(ch.text, cfg.answer_kind)
+            fused.append(
+                Candidate(
+                    id=f"{self.name}:{self.model.id}:{cfg.layer}:{ch.index}",
+                    text=ch.text,
+                    answer=answer,
+                    error=None if answer is not None else "no final answer found",
+                    provenance=Provenance(
+                        component=self.name,
+                        model=self.model.id,
+                        layer=cfg.layer,
+                        seed=None if cfg.seed is None else cfg.seed + ch.index,
+                        index=ch.index,
+                        parents=parents,
+                    ),
+                    finish_reason=ch.finish_reason,
+                )
+            )
+        return pool.with_candidates(fused, _spend(out))
+
+
+# -- best-of-N, refine ----------------------------------------------------------------------
+
+
+class BestOfNConfig(_Config):
+    score: str = Field("verifier", description="The score to maximise.")
+    tie_break: str = Field("vote", pattern="^(vote|first)$")
+    answer_kind: AnswerKind = "auto"
+
+
+@register_component
+class BestOfN:
+    """Pick the candidate with the highest ``score`` (ties: the most voted answer, then the
+    first). Candidates without the score rank last; with none scored, the vote decides."""
+
+    name: ClassVar[str] = "best_of_n"
+
+    def __init__(self, config: BestOfNConfig | None = None):
+        self.config = config or BestOfNConfig()
+
+    async def __call__(self, pool: Pool) -> Pool:
+        if not pool.candidates:
+            return pool.noted("best_of_n: no candidates")
+        cfg = self.config
+        tally = vote(pool.candidates, kind=cfg.answer_kind).tally
+
+        def key(ic: tuple[int, Candidate]) -> tuple[float, float, int]:
+            i, c = ic
+            s = c.scores.get(cfg.score, float("-inf"))
+            v = tally.get(normalize_answer(c.answer, cfg.answer_kind) or "", 0.0)
+            return (s, v if cfg.tie_break == "vote" else 0.0, -i)
+
+        _, best = max(enumerate(pool.candidates), key=key)
+        return pool.model_copy(update={"final": best.answer}).noted(
+            f"best_of_n: {best.id} ({cfg.score}={best.scores.get(cfg.score)})"
+        )
+
+
+class RefineConfig(_Config):
+    max_rounds: int = Field(3, ge=1)
+    temperature: float | None = 0.7
+    max_tokens: int | None = None
+    seed: int | None = 0
+    answer_kind: AnswerKind = "auto"
+
+
+@register_component
+class Refine:
+    """Feedback then revision, per candidate, until the verifier accepts or rounds run out.
+
+    Each round: the critic's feedback on a rejected candidate, then a revision that
+    replaces it; accepted candidates are left alone.
+    """
+
+    name: ClassVar[str] = "refine"
+
+    def __init__(
+        self,
+        model: Model,
+        verifier: ModelVerifier | ProgrammaticVerifier,
+        critic: Critic | None = None,
+        config: RefineConfig | None = None,
+    ):
+        self.model = model
+        self.verifier = verifier
+        self.critic = critic or Critic(model)
+        self.config = config or RefineConfig()
+
+    def _name(self) -> str:
+        v = self.verifier
+        return v.config.score_name if isinstance(v, ModelVerifier) else v.score_name
+
+    async def __call__(self, pool: Pool) -> Pool:
+        cfg = self.config
+        name = self._name()
+        pool = await self.verifier(pool)
+        for round_no in range(1, cfg.max_rounds + 1):
+            todo = [i for i, c in enumerate(pool.candidates) if c.verdicts.get(name) is not True]
+            if not todo:
+                break
+
+            async def revise(
+                i: int, pool: Pool = pool, rnd: int = round_no
+            ) -> tuple[int, Candidate, Spend]:
+                c = pool.candidates[i]
+                single = pool.with_candidates([c])
+                reviewed = await self.critic(single)
+                rc = reviewed.candidates[0]
+                feedback = rc.critiques[-1] if rc.critiques else "The answer may be wrong."
+                out = await self.model.generate(
+                    [
+                        Message.system(REVISER_SYSTEM),
+                        Message.user(pool.query),
+                        Message.assistant(c.text),
+                        Message.user(f"Feedback: {feedback}\nRevise your answer."),
+                    ],
+                    temperature=cfg.temperature,
+                    max_tokens=cfg.max_tokens,
+                    seed=None if cfg.seed is None else cfg.seed + 1000 * rnd + i,
+                )
+                answer = extract_answer(out.text, cfg.answer_kind)
+                new = Candidate(
+                    id=f"{c.id}/r{rnd}",
+                    text=out.text,
+                    answer=answer,
+                    error=None if answer is not None else "no final answer found",
+                    critiques=(*c.critiques, feedback),
+                    provenance=c.provenance.model_copy(
+                        update={"component": self.name, "parents": (c.id,)}
+                    ),
+                )
+                return i, new, (reviewed.spend - single.spend) + _spend(out)
+
+            results = await asyncio.gather(*(revise(i) for i in todo))
+            cands = list(pool.candidates)
+            spend = Spend()
+            for i, new, s in results:
+                cands[i] = new
+                spend = spend + s
+            pool = await self.verifier(pool.with_candidates(cands, spend))
+        accepted = sum(c.verdicts.get(name) is True for c in pool.candidates)
+        return pool.noted(f"refine: {accepted}/{len(pool.candidates)} accepted")

@@ -1,0 +1,128 @@
+"""The typed state every reasoning component reads and returns.
+
+A :class:`Pool` holds the query and its :class:`Candidate` answers. Components never
+mutate a pool in place: each returns a new one (``pool.with_candidates(...)``), so a graph
+can checkpoint any step and a failed component leaves its input intact.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.types import Usage
+
+__all__ = ["Candidate", "Pool", "Provenance", "Spend"]
+
+
+class Provenance(BaseModel):
+    """Where a candidate came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    component: str
+    model: str | None = None
+    layer: int = 0
+    seed: int | None = None
+    index: int = 0
+    parents: tuple[str, ...] = ()
+
+
+class Spend(BaseModel):
+    """Tokens, requests and dollars a step used."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    cost: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            requests=self.requests + other.requests,
+            cost=self.cost + other.cost,
+        )
+
+    def __sub__(self, other: Spend) -> Spend:
+        return Spend(
+            prompt_tokens=self.prompt_tokens - other.prompt_tokens,
+            completion_tokens=self.completion_tokens - other.completion_tokens,
+            requests=self.requests - other.requests,
+            cost=self.cost - other.cost,
+        )
+
+    @classmethod
+    def of(cls, usage: Usage, cost: float = 0.0, requests: int = 0) -> Spend:
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            requests=requests,
+            cost=cost,
+        )
+
+
+class Candidate(BaseModel):
+    """One answer to the query, with everything components learned about it.
+
+    ``answer`` is the extracted final answer (None when the text had none: the candidate
+    stays, marked by ``error``). ``scores`` are keyed by the scorer's name (``verifier``,
+    ``rank``, ``reward``, ``mean_logprob``, ``tests``); ``verdicts`` by the verifier's.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    text: str
+    answer: str | None = None
+    error: str | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+    critiques: tuple[str, ...] = ()
+    verdicts: dict[str, bool | None] = Field(default_factory=dict)
+    provenance: Provenance
+    spend: Spend = Field(default_factory=Spend)
+    finish_reason: str | None = None
+
+    def scored(self, name: str, value: float) -> Candidate:
+        return self.model_copy(update={"scores": {**self.scores, name: value}})
+
+    def judged(self, name: str, verdict: bool | None, reason: str | None = None) -> Candidate:
+        update: dict[str, object] = {"verdicts": {**self.verdicts, name: verdict}}
+        if reason is not None and verdict is None:
+            update["error"] = reason
+        return self.model_copy(update=update)
+
+
+class Pool(BaseModel):
+    """A query, its candidates, and the run's record (spend, notes, the chosen answer)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    query: str
+    system: str | None = None
+    candidates: tuple[Candidate, ...] = ()
+    spend: Spend = Field(default_factory=Spend)
+    notes: tuple[str, ...] = ()
+    final: str | None = Field(None, description="The chosen final answer, once decided.")
+    reference: str | None = Field(None, description="Ground truth, for evaluation only.")
+
+    def with_candidates(
+        self, candidates: list[Candidate] | tuple[Candidate, ...], spend: Spend | None = None
+    ) -> Pool:
+        return self.model_copy(
+            update={
+                "candidates": tuple(candidates),
+                "spend": self.spend + spend if spend is not None else self.spend,
+            }
+        )
+
+    def noted(self, note: str) -> Pool:
+        return self.model_copy(update={"notes": (*self.notes, note)})
+
+    def answers(self) -> list[str | None]:
+        return [c.answer for c in self.candidates]

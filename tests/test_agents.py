@@ -1,0 +1,357 @@
+"""Reasoning components against the stand-in oracle (exact expectations) and fakes."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import AsyncIterator
+from fractions import Fraction
+
+import pytest
+import pytest_asyncio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ponder import Model, Settings
+from ponder.agents import (
+    AdaptiveVote,
+    AdaptiveVoteConfig,
+    BestOfN,
+    BestOfNConfig,
+    Candidate,
+    Critic,
+    Fuser,
+    Generate,
+    GenerateConfig,
+    ModelVerifier,
+    Pool,
+    ProgrammaticVerifier,
+    Provenance,
+    Ranker,
+    RankerConfig,
+    Refine,
+    VerifierConfig,
+    Vote,
+    VoteConfig,
+    answers_equivalent,
+    extract_answer,
+    get_component,
+    leader_settled_probability,
+    normalize_answer,
+    parse_ranking,
+    parse_verdict,
+    vote,
+)
+from ponder.errors import ConfigurationError
+from ponder.testing import FakeModel, StandinConfig, StandinServer
+from ponder.testing.oracle import OracleConfig, ProblemBank, majority_vote_accuracy
+
+P, K = 0.6, 3
+ORACLE = OracleConfig(accuracy={"m": P}, distractors=K, verifier_tpr=0.9, verifier_fpr=0.2)
+BANK = ProblemBank(ORACLE.bank_seed, K)
+
+
+@pytest_asyncio.fixture
+async def oracle_url() -> AsyncIterator[str]:
+    async with StandinServer(StandinConfig(time_scale=0, oracle=ORACLE)) as s:
+        yield s.base_url
+
+
+def _cand(answer: str | None, i: int = 0, **scores: float) -> Candidate:
+    return Candidate(
+        id=f"c{i}",
+        text=f"... \\boxed{{{answer}}}" if answer else "no idea",
+        answer=answer,
+        scores=scores,
+        provenance=Provenance(component="test", index=i),
+    )
+
+
+# -- answers ----------------------------------------------------------------------------
+
+
+@given(st.integers(-(10**6), 10**6))
+def test_boxed_integers_are_extracted_and_normalised(x: int) -> None:
+    assert normalize_answer(extract_answer(f"So we get \\boxed{{{x}}}. Done.")) == str(x)
+
+
+@given(st.fractions(max_denominator=50))
+def test_equivalent_spellings_of_a_fraction_share_one_key(f: Fraction) -> None:
+    spellings = [str(f), f"\\frac{{{f.numerator}}}{{{f.denominator}}}", f"${f}$"]
+    if f.denominator == 1:
+        spellings.append(f"{f.numerator}.0")
+    keys = {normalize_answer(s) for s in spellings}
+    assert len(keys) == 1
+
+
+@given(st.text(max_size=40))
+def test_normalising_never_crashes_and_is_idempotent(s: str) -> None:
+    once = normalize_answer(s)
+    assert once is None or normalize_answer(once) == once or once.strip() != once
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "expected"),
+    [
+        ("The answer is (C).", "choice", "C"),
+        ("I pick (b)", "choice", "B"),
+        ("I think it is D because A is wrong.", "choice", "D"),
+        ("Answer: 12 apples", "number", "12"),
+        ("```python\ndef f():\n    return 1\n```", "code", "def f():\n    return 1"),
+        ("", "auto", None),
+        ("no digits here", "number", None),
+        ("\\boxed{\\frac{3}{6}}", "auto", "1/2"),
+    ],
+)
+def test_extraction_by_kind(text: str, kind: str, expected: str | None) -> None:
+    got = normalize_answer(extract_answer(text, kind), kind)  # type: ignore[arg-type]
+    assert got == expected
+
+
+def test_math_equivalence_uses_math_verify() -> None:
+    assert answers_equivalent("\\frac{1}{2}", "0.5")
+    assert answers_equivalent("x^2+1", "1+x^2")
+    assert not answers_equivalent("2", "3")
+    assert not answers_equivalent(None, "3")
+
+
+# -- voting -----------------------------------------------------------------------------
+
+
+def test_vote_counts_normalised_answers_and_skips_unparsed() -> None:
+    r = vote([_cand("1/2", 0), _cand("0.5", 1), _cand("3", 2), _cand(None, 3)])
+    assert r.key == "1/2"
+    assert r.answer == "1/2"
+    assert r.tally == {"1/2": 2.0, "3": 1.0}
+    assert r.abstained == 1
+    assert r.support == pytest.approx(2 / 3)
+
+
+def test_weighted_vote_and_deterministic_ties() -> None:
+    cands = [_cand("1", 0, verifier=0.0), _cand("1", 1, verifier=0.0), _cand("2", 2, verifier=1)]
+    assert vote(cands, weight="verifier").answer == "2"
+    tie = [_cand("1", 0), _cand("2", 1)]
+    assert {vote(tie, seed=s).answer for s in range(20)} == {"1", "2"}
+    assert vote(tie, seed=3).answer == vote(tie, seed=3).answer
+    assert vote([]).answer is None
+
+
+def test_leader_settled_probability_is_the_beta_tail() -> None:
+    assert leader_settled_probability(0, 0) == pytest.approx(0.5)
+    assert leader_settled_probability(3, 0) == pytest.approx(1 - 0.5**4)
+    assert leader_settled_probability(4, 0) == pytest.approx(1 - 0.5**5)
+    assert leader_settled_probability(5, 5) == pytest.approx(0.5)
+
+
+async def test_majority_vote_through_the_server_matches_the_computed_accuracy(
+    oracle_url: str, settings: Settings
+) -> None:
+    n, problems = 5, 600
+    ids = BANK.ids("arithmetic", problems)
+    right = 0
+    async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
+        gen = Generate(m, GenerateConfig(n=n, seed=0))
+        for pid in ids:
+            pool = await Vote(VoteConfig(seed=pid))(
+                await gen(Pool(query=BANK.problem(pid).question))
+            )
+            right += BANK.problem(pid).is_correct(pool.final)
+    expected = majority_vote_accuracy(P, K, n)
+    sigma = math.sqrt(expected * (1 - expected) / problems)
+    assert abs(right / problems - expected) < 4 * sigma, (right / problems, expected)
+
+
+async def test_verifier_best_of_n_matches_the_computed_accuracy(
+    oracle_url: str, settings: Settings
+) -> None:
+    n, problems = 4, 500
+    tpr, fpr = ORACLE.verifier_tpr, ORACLE.verifier_fpr
+    q = P * tpr + (1 - P) * fpr  # P(a sample is accepted)
+    none = (1 - q) ** n
+    # the first accepted sample, or the first sample when none is accepted
+    expected = (1 - none) * P * tpr / q + none * P * (1 - tpr) / (1 - q)
+    right = 0
+    async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
+        gen = Generate(m, GenerateConfig(n=n, seed=1))
+        verify = ModelVerifier(m, VerifierConfig(temperature=0.7, seed=5))
+        pick = BestOfN(BestOfNConfig(score="verifier", tie_break="first"))
+        for pid in BANK.ids("arithmetic", problems):
+            pool = await pick(await verify(await gen(Pool(query=BANK.problem(pid).question))))
+            right += BANK.problem(pid).is_correct(pool.final)
+    sigma = math.sqrt(expected * (1 - expected) / problems)
+    assert abs(right / problems - expected) < 4 * sigma, (right / problems, expected)
+
+
+def _simulated_weighted_vote(trials: int, n: int) -> float:
+    """Independent Monte Carlo of 'vote among verifier-accepted samples'."""
+    rng = random.Random(0)
+    right = 0
+    for _ in range(trials):
+        tally: dict[int, int] = {}
+        firsts: list[int] = []
+        for _ in range(n):
+            a = 0 if rng.random() < P else rng.randint(1, K)
+            firsts.append(a)
+            ok = rng.random() < (ORACLE.verifier_tpr if a == 0 else ORACLE.verifier_fpr)
+            if ok:
+                tally[a] = tally.get(a, 0) + 1
+        if not tally:
+            right += 0  # nothing accepted: the vote abstains
+            continue
+        top = max(tally.values())
+        leaders = [a for a, v in tally.items() if v == top]
+        right += rng.choice(leaders) == 0
+    return right / trials
+
+
+async def test_verifier_weighted_vote_behaves_as_simulated(
+    oracle_url: str, settings: Settings
+) -> None:
+    n, problems = 5, 500
+    expected = _simulated_weighted_vote(200_000, n)
+    right = 0
+    async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
+        gen = Generate(m, GenerateConfig(n=n, seed=2))
+        verify = ModelVerifier(m, VerifierConfig(temperature=0.7, seed=9))
+        weighted = Vote(VoteConfig(weight="verifier", seed=0))
+        for pid in BANK.ids("arithmetic", problems):
+            pool = await weighted(await verify(await gen(Pool(query=BANK.problem(pid).question))))
+            right += BANK.problem(pid).is_correct(pool.final)
+    sigma = math.sqrt(expected * (1 - expected) / problems)
+    assert abs(right / problems - expected) < 4 * sigma, (right / problems, expected)
+    assert expected > majority_vote_accuracy(P, K, n) - 0.2  # sanity of the simulation
+
+
+# -- adaptive vote ----------------------------------------------------------------------
+
+
+async def test_adaptive_vote_stops_once_the_leader_is_settled() -> None:
+    fake = FakeModel(["\\boxed{7}"])
+    ada = AdaptiveVote(Generate(fake, GenerateConfig(n=16)), AdaptiveVoteConfig(max_samples=16))
+    pool = await ada(Pool(query="q"))
+    assert pool.final == "7"
+    assert ada.last is not None
+    assert ada.last.samples_used == 4  # P(leader) after 3-0 is 0.9375, after 4-0 0.969
+    assert ada.last.samples_saved == 12
+    assert len(pool.candidates) == 4
+
+
+async def test_adaptive_vote_draws_the_same_samples_as_fixed_n(
+    oracle_url: str, settings: Settings
+) -> None:
+    q = BANK.problem(BANK.ids("arithmetic", 1)[0]).question
+    async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
+        fixed = await Generate(m, GenerateConfig(n=16, seed=3))(Pool(query=q))
+        ada = AdaptiveVote(Generate(m, GenerateConfig(seed=3)), AdaptiveVoteConfig(batch=2))
+        adaptive = await ada(Pool(query=q))
+    used = len(adaptive.candidates)
+    assert [c.text for c in adaptive.candidates] == [c.text for c in fixed.candidates[:used]]
+
+
+# -- judges -----------------------------------------------------------------------------
+
+
+def test_verdict_and_ranking_parsers() -> None:
+    assert parse_verdict("Looks fine.\nVerdict: yes") is True
+    assert parse_verdict("Verdict: **No**") is False
+    assert parse_verdict("I am not sure") is None
+    assert parse_ranking("Ranking: [2] > [1] > [3]", 3) == [1, 0, 2]
+    assert parse_ranking("Ranking: [2] > [9] > [2]", 3) == [1, 0, 2]
+    assert parse_ranking("I like the second one", 3) is None
+
+
+async def test_unparseable_judges_mark_candidates_instead_of_failing() -> None:
+    babble = FakeModel(["I cannot decide, they are all lovely."])
+    pool = Pool(query="q", candidates=(_cand("1", 0), _cand("2", 1), _cand(None, 2)))
+    verified = await ModelVerifier(babble)(pool)
+    assert [c.verdicts["verifier"] for c in verified.candidates] == [None, None, None]
+    assert verified.candidates[0].error == "the verifier said neither yes nor no"
+    assert verified.candidates[2].error == "no answer to verify"
+    ranked = await Ranker(babble)(pool)
+    assert [c.id for c in ranked.candidates] == ["c0", "c1", "c2"]
+    assert any("did not parse" in n for n in ranked.notes)
+    critiqued = await Critic(babble)(pool)
+    assert all(not c.critiques for c in critiqued.candidates)
+    assert any("no critique" in n for n in critiqued.notes)
+    empty = Pool(query="q")
+    assert (await Fuser(babble)(empty)).notes == ("fuse: no candidates to fuse",)
+    assert (await BestOfN()(empty)).final is None
+    assert (await Vote()(empty)).final is None
+
+
+async def test_ranker_puts_right_answers_first_as_often_as_configured(
+    oracle_url: str, settings: Settings
+) -> None:
+    hits, trials = 0, 300
+    async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
+        for pid in BANK.ids("arithmetic", trials):
+            p = BANK.problem(pid)
+            cands = [_cand(p.distractors[0], 0), _cand(p.answer, 1), _cand(p.distractors[1], 2)]
+            ranked = await Ranker(m, RankerConfig(top_k=2, seed=pid))(
+                Pool(query=p.question, candidates=tuple(cands))
+            )
+            assert len(ranked.candidates) == 2
+            hits += ranked.candidates[0].answer == p.answer
+    # right first: ranker_accuracy, plus a 1/3 chance of a lucky shuffle otherwise
+    expected = ORACLE.ranker_accuracy + (1 - ORACLE.ranker_accuracy) / 3
+    assert abs(hits / trials - expected) < 4 * math.sqrt(expected * (1 - expected) / trials)
+
+
+async def test_pairwise_tournament_ranks_every_candidate(
+    oracle_url: str, settings: Settings
+) -> None:
+    p = BANK.problem(BANK.ids("arithmetic", 1)[0])
+    cands = [_cand(d, i) for i, d in enumerate(p.distractors)] + [_cand(p.answer, 9)]
+    async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
+        ranked = await Ranker(m, RankerConfig(mode="pairwise"))(
+            Pool(query=p.question, candidates=tuple(cands))
+        )
+    assert sorted(c.id for c in ranked.candidates) == sorted(c.id for c in cands)
+    assert ranked.spend.requests == 3  # a knockout of 4 is 3 matches
+    assert ranked.candidates[0].scores["rank"] == 1.0
+
+
+async def test_critic_fuser_refine_on_the_oracle(oracle_url: str, settings: Settings) -> None:
+    p = BANK.problem(BANK.ids("arithmetic", 1)[0])
+    async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
+        pool = await Generate(m, GenerateConfig(n=4, seed=4))(Pool(query=p.question))
+        pool = await Critic(m)(pool)
+        assert all(c.critiques for c in pool.candidates)
+        fused = await Fuser(m)(pool)
+        assert len(fused.candidates) == 1
+        assert fused.candidates[0].provenance.parents == tuple(c.id for c in pool.candidates)
+        assert fused.spend.total_tokens > pool.spend.total_tokens
+        wrong = Pool(query=p.question, candidates=(_cand(p.distractors[0], 0),))
+        checker = ProgrammaticVerifier.math(p.answer)
+        refined = await Refine(m, checker)(wrong)
+    assert refined.candidates[0].id.startswith("c0/r")
+    assert refined.candidates[0].critiques
+    assert any(n.startswith("refine:") for n in refined.notes)
+
+
+async def test_programmatic_verifier_records_checker_failures() -> None:
+    def boom(answer: str, _c: Candidate) -> bool:
+        raise RuntimeError("bad checker")
+
+    pool = await ProgrammaticVerifier(boom)(Pool(query="q", candidates=(_cand("1"),)))
+    assert pool.candidates[0].verdicts["check"] is None
+    assert "bad checker" in (pool.candidates[0].error or "")
+    ok = await ProgrammaticVerifier.math("1/2")(Pool(query="q", candidates=(_cand("0.5"),)))
+    assert ok.candidates[0].scores["math"] == 1.0
+
+
+async def test_generate_ensembles_models_and_records_provenance() -> None:
+    a = FakeModel(["\\boxed{1}"], name="a")
+    b = FakeModel(["no answer"], name="b")
+    pool = await Generate([a, b], GenerateConfig(n=2, seed=10))(Pool(query="q"))
+    assert [c.provenance.model for c in pool.candidates] == [a.id, a.id, b.id, b.id]
+    assert [c.provenance.seed for c in pool.candidates] == [10, 11, 10, 11]
+    assert pool.candidates[2].error == "no final answer found"
+    assert pool.spend.requests >= 2
+
+
+def test_registry_names_components_and_refuses_unknown_ones() -> None:
+    assert get_component("vote") is Vote
+    assert get_component("adaptive_vote") is AdaptiveVote
+    with pytest.raises(ConfigurationError, match="unknown component 'nope'"):
+        get_component("nope")
