@@ -30,9 +30,12 @@ from ponder.agents import (
     Ranker,
     RankerConfig,
     Refine,
+    RunTests,
+    RunTestsConfig,
     VerifierConfig,
     Vote,
     VoteConfig,
+    WriteTests,
     answers_equivalent,
     extract_answer,
     get_component,
@@ -40,6 +43,7 @@ from ponder.agents import (
     normalize_answer,
     parse_ranking,
     parse_verdict,
+    split_tests,
     vote,
 )
 from ponder.errors import ConfigurationError
@@ -55,6 +59,9 @@ BANK = ProblemBank(ORACLE.bank_seed, K)
 async def oracle_url() -> AsyncIterator[str]:
     async with StandinServer(StandinConfig(time_scale=0, oracle=ORACLE)) as s:
         yield s.base_url
+
+
+_PROV = Provenance(component="test")
 
 
 def _cand(answer: str | None, i: int = 0, **scores: float) -> Candidate:
@@ -355,3 +362,58 @@ def test_registry_names_components_and_refuses_unknown_ones() -> None:
     assert get_component("adaptive_vote") is AdaptiveVote
     with pytest.raises(ConfigurationError, match="unknown component 'nope'"):
         get_component("nope")
+
+
+# -- unit tests for code ----------------------------------------------------------------
+
+
+async def test_written_tests_pick_the_right_code_candidate(
+    oracle_url: str, settings: Settings
+) -> None:
+    p = BANK.problem(BANK.ids("code", 1)[0])
+    async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
+        pool = await Generate(m, GenerateConfig(n=6, seed=2, answer_kind="code"))(
+            Pool(query=p.question)
+        )
+        pool = await WriteTests(m)(pool)
+    assert list(pool.tests) == list(p.tests)
+    pool = await RunTests()(pool)
+    for c in pool.candidates:
+        right = BANK.problem(p.id).is_correct(c.answer)
+        assert c.scores["tests"] == (1.0 if right else 0.0), c.answer
+        assert c.verdicts["tests"] is right
+    best = await BestOfN(BestOfNConfig(score="tests", answer_kind="code"))(pool)
+    if any(BANK.problem(p.id).is_correct(c.answer) for c in pool.candidates):
+        assert BANK.problem(p.id).is_correct(best.final)
+
+
+async def test_bad_code_and_hostile_tests_are_recorded_not_raised() -> None:
+    tests = (
+        "assert f(1) == 2",
+        "import socket\nsocket.create_connection(('127.0.0.1', 9))\nassert True",
+        "assert f(2) == 4",
+    )
+    cands = (
+        Candidate(id="ok", text="", answer="def f(x):\n    return 2 * x", provenance=_PROV),
+        Candidate(id="loop", text="", answer="while True:\n    pass", provenance=_PROV),
+        Candidate(id="syntax", text="", answer="def f(:", provenance=_PROV),
+        Candidate(id="none", text="no code", answer=None, provenance=_PROV),
+    )
+    from ponder.tools import SandboxLimits
+
+    run = RunTests(RunTestsConfig(limits=SandboxLimits(timeout=2, cpu_seconds=5)))
+    pool = await run(Pool(query="double it", tests=tests, candidates=cands))
+    by_id = {c.id: c for c in pool.candidates}
+    assert by_id["ok"].scores["tests"] == pytest.approx(2 / 3)  # the network test fails
+    assert "did not finish" in (by_id["loop"].error or "")
+    assert "does not load" in (by_id["syntax"].error or "")
+    assert by_id["none"].error == "no code to test"
+    assert all(c.scores["tests"] == 0.0 for c in pool.candidates if c.id != "ok")
+
+
+def test_split_tests_keeps_imports_and_reports_garbage() -> None:
+    tests, err = split_tests("import math\nassert math.sqrt(4) == 2\nassert 1 + 1 == 2")
+    assert err is None
+    assert tests == ["import math\nassert math.sqrt(4) == 2", "import math\nassert 1 + 1 == 2"]
+    assert split_tests("def (")[1] is not None
+    assert split_tests("import os")[1] == "the model wrote no test statements"

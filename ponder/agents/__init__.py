@@ -12,6 +12,7 @@ from ponder.agents._answers import (
     extract_answer,
     normalize_answer,
 )
+from ponder.agents._code import RunTests, RunTestsConfig, WriteTests, WriteTestsConfig, split_tests
 from ponder.agents._components import (
     COMPONENTS,
     AdaptiveVote,
@@ -66,11 +67,15 @@ __all__ = [
     "RankerConfig",
     "Refine",
     "RefineConfig",
+    "RunTests",
+    "RunTestsConfig",
     "Spend",
     "VerifierConfig",
     "Vote",
     "VoteConfig",
     "VoteResult",
+    "WriteTests",
+    "WriteTestsConfig",
     "answers_equivalent",
     "extract_answer",
     "get_component",
@@ -80,5 +85,6 @@ __all__ = [
     "parse_ranking",
     "parse_verdict",
     "register_component",
+    "split_tests",
     "vote",
 ]

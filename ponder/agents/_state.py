@@ -110,6 +110,7 @@ class Pool(BaseModel):
     notes: tuple[str, ...] = ()
     final: str | None = Field(None, description="The chosen final answer, once decided.")
     reference: str | None = Field(None, description="Ground truth, for evaluation only.")
+    tests: tuple[str, ...] = Field((), description="Unit tests for a coding query.")
 
     def with_candidates(
         self, candidates: list[Candidate] | tuple[Candidate, ...], spend: Spend | None = None
