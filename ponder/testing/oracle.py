@@ -306,6 +306,37 @@ def _answer_text(p: Problem, answer: str, correct: bool, rng: random.Random) -> 
     return "\n".join(lines)
 
 
+_STEP_LINE = re.compile(r"^Step (\d+): (-?\d+) ([+*-]) (-?\d+) = (-?\d+)\s*$", re.MULTILINE)
+
+
+def _continue_steps(
+    config: OracleConfig, p: Problem, model: str, prefill: str, rng: random.Random
+) -> tuple[str, bool]:
+    """Continue a partial step-by-step solution of a multi-step problem.
+
+    Each new step is right with probability ``p ** (1 / L)`` (L steps), so a solution
+    written from scratch this way is right with probability ``p``; a wrong step is off by
+    1 or 2 and later steps compute from the wrong value. Returns the continuation (the
+    remaining steps, then the boxed answer) and whether its final answer is right.
+    """
+    done = _STEP_LINE.findall(prefill)
+    value = int(done[-1][4]) if done else None
+    per_step = config.p_correct(model) ** (1 / len(p.steps))
+    lines = []
+    for i in range(len(done), len(p.steps)):
+        a, op, x, _, _b = p.steps[i].split()
+        left = int(a) if value is None else value
+        value = left + int(x) if op == "+" else left * int(x) if op == "*" else left - int(x)
+        if rng.random() >= per_step:
+            value += rng.choice([-2, -1, 1, 2])
+        lines.append(f"Step {i + 1}: {left} {op} {x} = {value}")
+    lines.append(f"The answer is \\boxed{{{value}}}.")
+    text = "\n".join(lines)
+    if prefill and not prefill.endswith("\n"):
+        text = "\n" + text
+    return text, p.is_correct(str(value))
+
+
 def respond(
     config: OracleConfig,
     bank: ProblemBank,
@@ -313,14 +344,18 @@ def respond(
     system: str,
     user: str,
     rng: random.Random,
+    prefill: str = "",
 ) -> tuple[str, bool | None] | None:
     """The oracle's answer text and whether it is right (None: not applicable), or None if
-    the prompt names no known problem."""
+    the prompt names no known problem. A generator given a ``prefill`` on a multi-step
+    problem continues it from its last ``Step k:`` line (step-level search)."""
     tag = _TAG.search(user)
     if tag is None:
         return None
     p = bank.problem(int(tag.group(1)))
     role = detect_role(system)
+    if role == "generator" and p.steps and prefill:
+        return _continue_steps(config, p, model, prefill, rng)
     if role == "generator":
         correct = rng.random() < config.p_correct(model)
         answer = p.answer if correct else rng.choice(p.distractors)

@@ -334,7 +334,9 @@ class StandinServer:
         self.stats.faults[name] = self.stats.faults.get(name, 0) + 1
 
     def _sample(self, req: _Request, j: int, rng: random.Random) -> _Sample:
-        answer = respond(self.config.oracle, self.bank, req.model, req.system, req.user, rng)
+        answer = respond(
+            self.config.oracle, self.bank, req.model, req.system, req.user, rng, req.prefill
+        )
         if answer is not None:
             text, correct = answer
             tokens = _TOKEN.findall(text)
