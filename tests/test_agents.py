@@ -251,8 +251,15 @@ async def test_adaptive_vote_draws_the_same_samples_as_fixed_n(
         fixed = await Generate(m, GenerateConfig(n=16, seed=3))(Pool(query=q))
         ada = AdaptiveVote(Generate(m, GenerateConfig(seed=3)), AdaptiveVoteConfig(batch=2))
         adaptive = await ada(Pool(query=q))
+        async with Model(f"vllm:m@{oracle_url}", settings=settings, cache=False) as bare:
+            uncached = await AdaptiveVote(
+                Generate(bare, GenerateConfig(seed=3)), AdaptiveVoteConfig(batch=2)
+            )(Pool(query=q))
     used = len(adaptive.candidates)
     assert [c.text for c in adaptive.candidates] == [c.text for c in fixed.candidates[:used]]
+    # without a cache it asks only for the new samples, and gets the same ones
+    assert [c.text for c in uncached.candidates] == [c.text for c in adaptive.candidates]
+    assert uncached.spend.completion_tokens == adaptive.spend.completion_tokens
 
 
 # -- judges -----------------------------------------------------------------------------

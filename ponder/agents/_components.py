@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -159,15 +160,27 @@ class Generate:
         system = pool.system if pool.system is not None else cfg.system
 
         async def one(model: Model) -> tuple[list[Candidate], Spend]:
-            c = await model.generate(
-                _messages(system, pool.query),
-                n=start + n,
-                temperature=cfg.temperature,
-                max_tokens=cfg.max_tokens,
-                seed=cfg.seed,
-            )
+            if start == 0 or model.cache is not None:
+                # with a cache, samples 0..start-1 are hits and only the rest is requested
+                c = await model.generate(
+                    _messages(system, pool.query),
+                    n=start + n,
+                    temperature=cfg.temperature,
+                    max_tokens=cfg.max_tokens,
+                    seed=cfg.seed,
+                )
+                choices = list(c.choices[start:])
+            else:  # the same request the cache would have sent for the missing samples
+                c = await model.generate(
+                    _messages(system, pool.query),
+                    n=n,
+                    temperature=cfg.temperature,
+                    max_tokens=cfg.max_tokens,
+                    seed=None if cfg.seed is None else cfg.seed + start,
+                )
+                choices = [replace(ch, index=start + ch.index) for ch in c.choices]
             out = []
-            for ch in c.choices[start:]:
+            for ch in choices:
                 answer = extract_answer(ch.text, cfg.answer_kind)
                 out.append(
                     Candidate(
