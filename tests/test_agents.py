@@ -259,7 +259,8 @@ async def test_adaptive_vote_draws_the_same_samples_as_fixed_n(
     assert [c.text for c in adaptive.candidates] == [c.text for c in fixed.candidates[:used]]
     # without a cache it asks only for the new samples, and gets the same ones
     assert [c.text for c in uncached.candidates] == [c.text for c in adaptive.candidates]
-    assert uncached.spend.completion_tokens == adaptive.spend.completion_tokens
+    assert 0 < uncached.spend.completion_tokens <= fixed.spend.completion_tokens
+    assert adaptive.spend.completion_tokens == 0  # every sample was a cache hit
 
 
 # -- judges -----------------------------------------------------------------------------

@@ -361,7 +361,9 @@ class StandinServer:
         out = []
         for j in range(req.n):
             if req.seed is not None:
-                rng = _seeded(self.config.seed, req.model, req.system, req.user, req.seed, j)
+                # sample j of a request with seed s is the sample of seed s + j: n=k in one
+                # request gives what k requests with seeds s..s+k-1 give
+                rng = _seeded(self.config.seed, req.model, req.system, req.user, req.seed + j)
             else:
                 rng = random.Random(self._sample_rng.getrandbits(64))
             out.append(self._sample(req, j, rng))
