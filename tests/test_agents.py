@@ -20,6 +20,7 @@ from ponder.agents import (
     BestOfNConfig,
     Candidate,
     Critic,
+    ExecutionVote,
     Fuser,
     Generate,
     GenerateConfig,
@@ -43,6 +44,7 @@ from ponder.agents import (
     normalize_answer,
     parse_ranking,
     parse_verdict,
+    probes_from_tests,
     split_tests,
     vote,
 )
@@ -425,3 +427,36 @@ def test_split_tests_keeps_imports_and_reports_garbage() -> None:
     assert tests == ["import math\nassert math.sqrt(4) == 2", "import math\nassert 1 + 1 == 2"]
     assert split_tests("def (")[1] is not None
     assert split_tests("import os")[1] == "the model wrote no test statements"
+
+
+async def test_execution_vote_groups_code_by_behaviour() -> None:
+    codes = [
+        "def f(x):\n    return 4 * x + 20",
+        "def f(y):\n    total = 20\n    return total + y * 4",  # same behaviour, other text
+        "def f(x):\n    return 4 * x + 21",
+        "def f(x):\n    raise SystemExit(3)",  # runs, but every probe raises
+        "def f(:",  # does not load: abstains
+    ]
+    cands = tuple(
+        Candidate(id=f"c{i}", text="", answer=c, provenance=_PROV) for i, c in enumerate(codes)
+    )
+    pool = Pool(query="4x+20", tests=("assert f(0) == 20", "assert f(5) == 40"), candidates=cands)
+    assert probes_from_tests(pool.tests) == ["f(0)", "f(5)"]
+    voted = await ExecutionVote()(pool)
+    assert voted.final == codes[0]
+    shares = [c.scores["behaviour_share"] for c in voted.candidates]
+    assert shares == [0.4, 0.4, 0.2, 0.2, 0.0]
+    assert (
+        (await ExecutionVote()(Pool(query="q", candidates=cands)))
+        .notes[-1]
+        .startswith("execution_vote: no probes")
+    )
+
+
+async def test_best_of_n_by_mean_logprob(oracle_url: str, settings: Settings) -> None:
+    async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
+        pool = await Generate(m, GenerateConfig(n=4, logprobs=True))(Pool(query="Problem 0: go"))
+    assert all("mean_logprob" in c.scores for c in pool.candidates)
+    best = await BestOfN(BestOfNConfig(score="mean_logprob"))(pool)
+    top = max(pool.candidates, key=lambda c: c.scores["mean_logprob"])
+    assert best.final == top.answer

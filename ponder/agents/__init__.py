@@ -12,7 +12,16 @@ from ponder.agents._answers import (
     extract_answer,
     normalize_answer,
 )
-from ponder.agents._code import RunTests, RunTestsConfig, WriteTests, WriteTestsConfig, split_tests
+from ponder.agents._code import (
+    ExecutionVote,
+    ExecutionVoteConfig,
+    RunTests,
+    RunTestsConfig,
+    WriteTests,
+    WriteTestsConfig,
+    probes_from_tests,
+    split_tests,
+)
 from ponder.agents._components import (
     COMPONENTS,
     AdaptiveVote,
@@ -70,6 +79,8 @@ __all__ = [
     "Candidate",
     "Component",
     "Critic",
+    "ExecutionVote",
+    "ExecutionVoteConfig",
     "FirstFinish",
     "FirstFinishConfig",
     "Fuser",
@@ -108,6 +119,7 @@ __all__ = [
     "parse_ranking",
     "parse_step_scores",
     "parse_verdict",
+    "probes_from_tests",
     "register_component",
     "split_tests",
     "vote",

@@ -22,7 +22,16 @@ from ponder.agents._state import Candidate, Pool, Spend
 from ponder.backends import Model
 from ponder.tools import SandboxLimits, run_python
 
-__all__ = ["RunTests", "RunTestsConfig", "WriteTests", "WriteTestsConfig", "split_tests"]
+__all__ = [
+    "ExecutionVote",
+    "ExecutionVoteConfig",
+    "RunTests",
+    "RunTestsConfig",
+    "WriteTests",
+    "WriteTestsConfig",
+    "probes_from_tests",
+    "split_tests",
+]
 
 TEST_WRITER_SYSTEM = (
     "You write unit tests. Given a coding task, write Python assert statements that a "
@@ -169,3 +178,114 @@ class RunTests:
 
         cands = await asyncio.gather(*(one(c) for c in pool.candidates))
         return pool.with_candidates(list(cands), Spend())
+
+
+class ExecutionVoteConfig(_Config):
+    probes: tuple[str, ...] = Field(
+        (), description="Expressions to evaluate (default: the left sides of the pool's tests)."
+    )
+    limits: SandboxLimits = Field(default_factory=lambda: SandboxLimits(timeout=10))
+    parallel: int = Field(0, ge=0)
+
+
+_PROBE_HARNESS = """
+import json
+MARK = {mark!r}
+PROBES = json.loads({probes!r})
+ns = {{"__name__": "solution"}}
+try:
+    with open("solution.py", encoding="utf-8") as f:
+        exec(compile(f.read(), "solution.py", "exec"), ns)
+except BaseException as e:
+    print(MARK + json.dumps(None), flush=True)
+    raise SystemExit(0)
+out = []
+for p in PROBES:
+    try:
+        out.append(repr(eval(p, dict(ns))))
+    except BaseException as e:
+        out.append("raises " + type(e).__name__)
+print(MARK + json.dumps(out), flush=True)
+"""
+
+
+def probes_from_tests(tests: tuple[str, ...] | list[str]) -> list[str]:
+    """``f(3)`` from ``assert f(3) == 9``: the expressions whose values the tests check."""
+    out: list[str] = []
+    for t in tests:
+        try:
+            tree = ast.parse(t)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if (
+                isinstance(node, ast.Assert)
+                and isinstance(node.test, ast.Compare)
+                and len(node.test.ops) == 1
+                and isinstance(node.test.ops[0], ast.Eq)
+            ):
+                expr = ast.unparse(node.test.left)
+                if expr not in out:
+                    out.append(expr)
+    return out
+
+
+@register_component
+class ExecutionVote:
+    """Vote over code by behaviour: run every candidate on the same probe inputs and group
+    candidates whose outputs agree (AlphaCode-style clustering); the largest group wins.
+
+    Two programs written differently but computing the same thing vote together. A
+    candidate that does not load or run abstains. ``pool.final`` is the code of the first
+    candidate of the winning group.
+    """
+
+    name: ClassVar[str] = "execution_vote"
+
+    def __init__(self, config: ExecutionVoteConfig | None = None):
+        self.config = config or ExecutionVoteConfig()
+
+    async def behaviour(self, code: str, probes: list[str]) -> str | None:
+        """A key for what ``code`` computes on ``probes`` (None if it does not run)."""
+        mark = f"PONDER-{secrets.token_hex(8)} "
+        harness = _PROBE_HARNESS.format(mark=mark, probes=json.dumps(probes))
+        r = await run_python(harness, files={"solution.py": code}, limits=self.config.limits)
+        line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith(mark)), None)
+        if line is None:
+            return None
+        outputs = json.loads(line[len(mark) :])
+        return None if outputs is None else json.dumps(outputs)
+
+    async def __call__(self, pool: Pool) -> Pool:
+        probes = list(self.config.probes) or probes_from_tests(pool.tests)
+        if not probes:
+            return pool.noted("execution_vote: no probes (give probes or tests)")
+        gate = asyncio.Semaphore(self.config.parallel or os.cpu_count() or 1)
+
+        async def key(c: Candidate) -> str | None:
+            code = c.answer if c.answer is not None else extract_answer(c.text, "code")
+            if not code:
+                return None
+            async with gate:
+                return await self.behaviour(code, probes)
+
+        keys = await asyncio.gather(*(key(c) for c in pool.candidates))
+        groups: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            if k is not None:
+                groups.setdefault(k, []).append(i)
+        if not groups:
+            return pool.noted("execution_vote: no candidate ran")
+        best = max(groups.values(), key=lambda g: (len(g), -g[0]))
+        share = len(best) / len(pool.candidates)
+        cands = [
+            c.scored("behaviour_share", len(groups.get(k, [])) / len(pool.candidates))
+            if k is not None
+            else c.scored("behaviour_share", 0.0)
+            for c, k in zip(pool.candidates, keys, strict=True)
+        ]
+        final = pool.candidates[best[0]].answer
+        out = pool.with_candidates(cands).model_copy(update={"final": final})
+        return out.noted(
+            f"execution_vote: {len(groups)} behaviours; the winner has {share:.0%} of the votes"
+        )

@@ -136,6 +136,7 @@ class GenerateConfig(_Config):
     answer_kind: AnswerKind = "auto"
     replace: bool = Field(False, description="Replace the pool's candidates instead of adding.")
     layer: int = 0
+    logprobs: bool = Field(False, description="Ask for logprobs; sets scores['mean_logprob'].")
 
 
 @register_component
@@ -168,6 +169,7 @@ class Generate:
                     temperature=cfg.temperature,
                     max_tokens=cfg.max_tokens,
                     seed=cfg.seed,
+                    logprobs=cfg.logprobs,
                 )
                 choices = list(c.choices[start:])
             else:  # the same request the cache would have sent for the missing samples
@@ -177,6 +179,7 @@ class Generate:
                     temperature=cfg.temperature,
                     max_tokens=cfg.max_tokens,
                     seed=None if cfg.seed is None else cfg.seed + start,
+                    logprobs=cfg.logprobs,
                 )
                 choices = [replace(ch, index=start + ch.index) for ch in c.choices]
             out = []
@@ -196,6 +199,7 @@ class Generate:
                             index=ch.index,
                         ),
                         finish_reason=ch.finish_reason,
+                        scores={} if ch.mean_logprob is None else {"mean_logprob": ch.mean_logprob},
                     )
                 )
             return out, _spend(c)
