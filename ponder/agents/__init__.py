@@ -63,7 +63,7 @@ from ponder.agents._search import (
     StepConfig,
     parse_step_scores,
 )
-from ponder.agents._state import Candidate, Pool, Provenance, Spend
+from ponder.agents._state import Candidate, Pool, Provenance, Spend, merge_pools
 from ponder.agents._vote import VoteResult, leader_settled_probability, vote
 
 __all__ = [
@@ -114,6 +114,7 @@ __all__ = [
     "extract_answer",
     "get_component",
     "leader_settled_probability",
+    "merge_pools",
     "normalize_answer",
     "parse_critiques",
     "parse_ranking",

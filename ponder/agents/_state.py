@@ -7,11 +7,13 @@ can checkpoint any step and a failed component leaves its input intact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.types import Usage
 
-__all__ = ["Candidate", "Pool", "Provenance", "Spend"]
+__all__ = ["Candidate", "Pool", "Provenance", "Spend", "merge_pools"]
 
 
 class Provenance(BaseModel):
@@ -111,6 +113,9 @@ class Pool(BaseModel):
     final: str | None = Field(None, description="The chosen final answer, once decided.")
     reference: str | None = Field(None, description="Ground truth, for evaluation only.")
     tests: tuple[str, ...] = Field((), description="Unit tests for a coding query.")
+    ledger: dict[str, Spend] = Field(
+        default_factory=dict, description="Spend per workflow step (merged across branches)."
+    )
 
     def with_candidates(
         self, candidates: list[Candidate] | tuple[Candidate, ...], spend: Spend | None = None
@@ -127,3 +132,52 @@ class Pool(BaseModel):
 
     def answers(self) -> list[str | None]:
         return [c.answer for c in self.candidates]
+
+
+def merge_pools(pools: Sequence[Pool]) -> Pool:
+    """One pool from several that grew from a common one (parallel components or branches).
+
+    Candidates are united by id, in order of first appearance; when several pools hold the
+    same candidate their scores, verdicts and critiques are combined. Spend is exact: the
+    ledgers of the steps each pool went through are united and summed (shared history
+    counts once). Notes are united in order; ``final`` is the last one set.
+    """
+    if not pools:
+        raise ValueError("merge_pools needs at least one pool")
+    if len(pools) == 1:
+        return pools[0]
+    by_id: dict[str, Candidate] = {}
+    for p in pools:
+        for c in p.candidates:
+            old = by_id.get(c.id)
+            if old is None:
+                by_id[c.id] = c
+                continue
+            by_id[c.id] = old.model_copy(
+                update={
+                    "scores": {**old.scores, **c.scores},
+                    "verdicts": {**old.verdicts, **c.verdicts},
+                    "critiques": old.critiques
+                    + tuple(x for x in c.critiques if x not in old.critiques),
+                    "error": old.error or c.error,
+                }
+            )
+    ledger: dict[str, Spend] = {}
+    for p in pools:
+        ledger.update(p.ledger)
+    first = pools[0]
+    unledgered = first.spend - sum(first.ledger.values(), Spend())
+    notes: list[str] = []
+    for p in pools:
+        notes += [n for n in p.notes if n not in notes]
+    finals = [p.final for p in pools if p.final is not None]
+    return first.model_copy(
+        update={
+            "candidates": tuple(by_id.values()),
+            "ledger": ledger,
+            "spend": unledgered + sum(ledger.values(), Spend()),
+            "notes": tuple(notes),
+            "final": finals[-1] if finals else None,
+            "tests": next((p.tests for p in pools if p.tests), ()),
+        }
+    )

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 import ponder
 from ponder.errors import PonderError
@@ -190,6 +192,171 @@ def demo(
         qs = bundled_questions() if model is None else oracle_questions(questions)
         rows = asyncio.run(go(ref, qs))
     render(rows, samples, con)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of workflow files (point your editor's YAML plugin at it)."""
+    from ponder.workflows import workflow_schema
+
+    print(workflow_schema())
+
+
+@app.command()
+def validate(
+    file: Annotated[str, typer.Argument(help="A workflow file (YAML or JSON).")],
+) -> None:
+    """Check a workflow file without calling any model; problems are listed with file:line."""
+    from ponder.workflows import load_spec
+
+    spec = load_spec(file)
+    nodes = spec.node_map()
+    _console().print(
+        f"[green]ok[/green] {file}: {spec.name}, {len(nodes)} nodes, "
+        f"{len(spec.models)} models ({', '.join(spec.models)})"
+    )
+
+
+def _questions(question: str | None, questions: str | None) -> list[tuple[str, str]]:
+    """(id, text) pairs from the argument or a JSONL file of strings or {"question", "id"}."""
+    if (question is None) == (questions is None):
+        raise ponder.ConfigurationError("give a QUESTION or --questions FILE.jsonl (one of them)")
+    if question is not None:
+        return [("0", question)]
+    assert questions is not None
+    out = []
+    try:
+        with open(questions, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ponder.ConfigurationError(f"cannot read {questions}: {e.strerror}") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as e:
+            raise ponder.ConfigurationError(f"{questions}:{n}: not JSON ({e})") from None
+        if isinstance(item, str):
+            out.append((str(n), item))
+        elif isinstance(item, dict) and isinstance(item.get("question"), str):
+            out.append((str(item.get("id", n)), item["question"]))
+        else:
+            raise ponder.ConfigurationError(
+                f'{questions}:{n}: expected a string or {{"question": "...", "id": ...}}'
+            )
+    return out
+
+
+@app.command("run")
+def run_workflow(
+    file: Annotated[str, typer.Argument(help="A workflow file (YAML or JSON).")],
+    question: Annotated[str | None, typer.Argument(help="The question.")] = None,
+    questions: Annotated[
+        str | None, typer.Option(help="A JSONL file of questions instead.")
+    ] = None,
+    thread: Annotated[
+        str | None,
+        typer.Option(help="Thread id (default: derived from the workflow and question)."),
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Checkpoint file (default: next to the cache).")
+    ] = None,
+    fresh: Annotated[bool, typer.Option(help="Start over instead of resuming.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Run a workflow on a question (or a JSONL file of them), with a live view.
+
+    Every run is checkpointed: rerunning the same command after an interruption resumes
+    where it stopped (and a finished run returns its answer without new model calls).
+    """
+    import hashlib
+
+    from rich.live import Live
+
+    from ponder.settings import default_cache_path
+    from ponder.workflows import load_workflow
+
+    ckpt = checkpoint or str(default_cache_path().with_name("checkpoints.sqlite"))
+    wf = load_workflow(file, checkpoint=ckpt)
+    items = _questions(question, questions)
+    con = _console()
+    spec_key = wf.spec.model_dump_json()
+    salt = str(time.time_ns()) if fresh else ""
+
+    async def one(qid: str, text: str) -> dict[str, Any]:
+        tid = thread or hashlib.sha256(f"{spec_key}\0{text}\0{salt}".encode()).hexdigest()[:16]
+        if thread and len(items) > 1:
+            tid = f"{thread}:{qid}"
+        rows: dict[str, list[str]] = {}
+        table_title = f"{wf.spec.name}: {text[:60]}"
+
+        def table() -> Table:
+            t = Table(title=table_title)
+            for col in ("node", "status", "round", "candidates", "tokens", "cost"):
+                t.add_column(col)
+            for node, row in rows.items():
+                t.add_row(node, *row)
+            return t
+
+        result: dict[str, Any] = {"id": qid, "question": text, "thread": tid}
+        live = Live(table(), console=con, transient=as_json, refresh_per_second=8)
+        with live if not as_json else contextlib.nullcontext():
+            async for e in wf.astream(text, thread_id=tid):
+                if e.node is not None:
+                    d = e.data
+                    status = e.kind.removeprefix("node_")
+                    if e.kind == "node_failed":
+                        status = f"[red]failed[/red]: {d.get('error', '')}"[:80]
+                    prev = rows.get(e.node, ["", "", "", "", ""])
+                    rows[e.node] = [
+                        status,
+                        str(e.iteration),
+                        str(d.get("candidates", prev[2])),
+                        str(d.get("tokens", prev[3])),
+                        f"${d['cost']:.4f}" if "cost" in d else prev[4],
+                    ]
+                    if not as_json:
+                        live.update(table())
+                elif e.kind == "run_finished":
+                    result.update(
+                        failures=e.data["failures"], waiting_for=e.data["interrupted_before"]
+                    )
+        final = await _final(wf, tid)
+        result.update(final)
+        return result
+
+    async def _final(wf: Any, tid: str) -> dict[str, Any]:
+        r = await wf.arun(None, thread_id=tid)
+        out = r.output
+        return {
+            "final": out.final,
+            "tokens": out.spend.total_tokens,
+            "cost": out.spend.cost,
+            "requests": out.spend.requests,
+        }
+
+    async def go() -> list[dict[str, Any]]:
+        return [await one(qid, text) for qid, text in items]
+
+    for r in asyncio.run(go()):
+        if as_json:
+            print(json.dumps(r))
+            continue
+        con.print()
+        con.print(f"[bold]answer:[/bold] {r['final']}", markup=True)
+        con.print(
+            f"[dim]{r['tokens']} tokens, {r['requests']} requests, ${r['cost']:.4f}; "
+            f"thread {r['thread']}[/dim]"
+        )
+        if r.get("failures"):
+            for node, why in r["failures"].items():
+                con.print(f"[red]node {node} failed:[/red] {why}", markup=True)
+        if r.get("waiting_for"):
+            con.print(
+                f"[yellow]paused before {', '.join(r['waiting_for'])}: rerun the same command "
+                "to approve and go on[/yellow]"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,1 +1,45 @@
-"""Ponder workflows (see docs/architecture.md)."""
+"""Workflows: a pydantic spec, loaded from YAML/JSON or built in Python, compiled to a graph.
+
+>>> from ponder.workflows import load_workflow
+>>> wf = load_workflow("stack.yaml")                 # doctest: +SKIP
+>>> result = wf.run("What is 17 * 23?")              # doctest: +SKIP
+>>> result.output.final                              # doctest: +SKIP
+"""
+
+from ponder.workflows._build import (
+    COMPONENT_FACTORIES,
+    Problem,
+    Workflow,
+    WorkflowError,
+    parse_condition,
+)
+from ponder.workflows._sdk import GraphBuilder, Pipeline, step
+from ponder.workflows._spec import (
+    BudgetSpec,
+    ComponentSpec,
+    EdgeSpec,
+    ModelSpec,
+    NodeSpec,
+    WorkflowSpec,
+)
+from ponder.workflows._yaml import load_spec, load_workflow, workflow_schema
+
+__all__ = [
+    "COMPONENT_FACTORIES",
+    "BudgetSpec",
+    "ComponentSpec",
+    "EdgeSpec",
+    "GraphBuilder",
+    "ModelSpec",
+    "NodeSpec",
+    "Pipeline",
+    "Problem",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowSpec",
+    "load_spec",
+    "load_workflow",
+    "parse_condition",
+    "step",
+    "workflow_schema",
+]

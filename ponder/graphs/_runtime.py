@@ -1,0 +1,427 @@
+"""A graph of async steps over one pydantic state type, run by LangGraph.
+
+``Graph(State, merge=...)`` collects nodes (``async fn(state) -> state``), edges and
+branches; ``compile()`` validates it (unknown nodes, unreachable nodes, a cycle with no
+bounded exit) and builds a LangGraph ``StateGraph``. The compiled graph runs with
+``arun``/``run`` or streams typed :class:`Event` s with ``astream``; with a checkpointer
+and a ``thread_id`` an interrupted run resumes where it stopped.
+
+Each node's output is kept under its name; a node's input is its entry value, or the
+fresh output of its predecessor, or the ``merge`` of several predecessors that ran in
+the same step (parallel branches). Per-sample fan-out belongs inside a node (a task
+group): LangGraph's ``Send`` costs ~0.3 ms per branch and waits for the slowest sibling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel, ConfigDict
+
+from ponder.errors import ConfigurationError, PonderError
+
+__all__ = ["CompiledGraph", "Event", "Graph", "GraphError", "GraphResult"]
+
+S = TypeVar("S", bound=BaseModel)
+NodeFn = Callable[[S], Awaitable[S]]
+
+
+class GraphError(ConfigurationError):
+    """A graph is malformed; ``node`` names where (None: the graph as a whole)."""
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        self.node = node
+        super().__init__(f"node {node!r}: {message}" if node else message)
+
+
+class Event(BaseModel):
+    """One thing that happened in a run (what front ends render).
+
+    ``kind``: ``node_started``, ``node_finished``, ``node_failed``, ``info`` (whatever a
+    node's ``describe`` adds, e.g. candidates and spend), ``run_finished``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["node_started", "node_finished", "node_failed", "info", "run_finished"]
+    node: str | None = None
+    iteration: int = 0
+    data: dict[str, Any] = {}
+
+
+class GraphResult(BaseModel, Generic[S]):
+    """The end state, which nodes failed and why, and how often each node ran."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    output: S
+    failures: dict[str, str]
+    visits: dict[str, int]
+    thread_id: str | None = None
+    interrupted_before: tuple[str, ...] = ()
+
+
+def _end(name: str) -> str:
+    return END if name in ("END", "end", END) else name
+
+
+def _merge_dicts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {**a, **b}
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+class _State(TypedDict, total=False):
+    input: dict[str, Any]
+    outputs: Annotated[dict[str, Any], _merge_dicts]  # node -> dumped state, or None
+    stamps: Annotated[dict[str, int], _merge_dicts]  # node -> step it last produced
+    consumed: Annotated[dict[str, int], _merge_dicts]  # node -> newest stamp it read
+    visits: Annotated[dict[str, int], _add_counts]
+    failures: Annotated[dict[str, str], _merge_dicts]
+    step: Annotated[int, operator.add]
+
+
+@dataclass
+class _Branch(Generic[S]):
+    source: str
+    condition: Callable[[S], bool]
+    then: str
+    otherwise: str
+    max_iterations: int | None
+    label: str
+
+
+@dataclass
+class Graph(Generic[S]):
+    """A graph under construction. ``merge`` combines states of parallel branches;
+    ``describe`` turns a node's output into event data (sizes, spend, ...)."""
+
+    state_type: type[S]
+    merge: Callable[[Sequence[S]], S]
+    describe: Callable[[S, S], dict[str, Any]] | None = None
+    nodes: dict[str, NodeFn[S]] = field(default_factory=dict)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    branches: list[_Branch[S]] = field(default_factory=list)
+    entry: str | None = None
+    approve: set[str] = field(default_factory=set)
+
+    def add_node(self, name: str, fn: NodeFn[S], *, approve: bool = False) -> Graph[S]:
+        if name in self.nodes:
+            raise GraphError("defined twice", node=name)
+        if name in (START, END) or not name:
+            raise GraphError("is a reserved name", node=name)
+        self.nodes[name] = fn
+        if approve:
+            self.approve.add(name)
+        if self.entry is None:
+            self.entry = name
+        return self
+
+    def add_edge(self, source: str, target: str) -> Graph[S]:
+        self.edges.append((source, _end(target)))
+        return self
+
+    def add_branch(
+        self,
+        source: str,
+        condition: Callable[[S], bool],
+        then: str,
+        otherwise: str,
+        *,
+        max_iterations: int | None = None,
+        label: str = "",
+    ) -> Graph[S]:
+        """After ``source``: go to ``then`` if ``condition(output)`` else ``otherwise``.
+
+        ``max_iterations`` bounds how often ``then`` may run; past it, ``otherwise``.
+        Use ``"END"`` as a target to finish.
+        """
+        self.branches.append(
+            _Branch(source, condition, _end(then), _end(otherwise), max_iterations, label)
+        )
+        return self
+
+    # -- validation --------------------------------------------------------------------------
+
+    def _successors(self) -> dict[str, list[str]]:
+        succ: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for a, b in self.edges:
+            succ.setdefault(a, []).append(b)
+        for br in self.branches:
+            succ.setdefault(br.source, []).extend([br.then, br.otherwise])
+        return succ
+
+    def validate(self) -> None:
+        """Raise :class:`GraphError` naming the node, before anything runs."""
+        if not self.nodes:
+            raise GraphError("the graph has no nodes")
+        known = set(self.nodes) | {END}
+        for a, b in self.edges:
+            for n in (a, b):
+                if n not in known:
+                    raise GraphError(f"an edge refers to undefined node {n!r}", node=a)
+        for br in self.branches:
+            for n in (br.source, br.then, br.otherwise):
+                if n not in known:
+                    raise GraphError(f"a branch refers to undefined node {n!r}", node=br.source)
+            if br.max_iterations is not None and br.max_iterations < 1:
+                raise GraphError("max_iterations must be >= 1", node=br.source)
+        sources = [br.source for br in self.branches]
+        if len(sources) != len(set(sources)):
+            raise GraphError("a node may have one branch", node=sources[0])
+        for br in self.branches:
+            if any(a == br.source for a, _ in self.edges):
+                raise GraphError("has both edges and a branch; use one", node=br.source)
+        succ = self._successors()
+        assert self.entry is not None
+        seen = {self.entry}
+        todo = [self.entry]
+        while todo:
+            for nxt in succ.get(todo.pop(), []):
+                if nxt != END and nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        unreachable = sorted(set(self.nodes) - seen)
+        if unreachable:
+            raise GraphError("cannot be reached from the entry node", node=unreachable[0])
+        self._check_cycles(succ)
+
+    def _check_cycles(self, succ: dict[str, list[str]]) -> None:
+        """Every cycle needs a branch with ``max_iterations`` whose ``then`` is in it."""
+        bounded = {(br.source, br.then) for br in self.branches if br.max_iterations}
+        graph = {
+            n: [m for m in succ.get(n, []) if m != END and (n, m) not in bounded]
+            for n in self.nodes
+        }
+        state: dict[str, int] = {}
+
+        def visit(n: str, path: list[str]) -> None:
+            state[n] = 1
+            for m in graph[n]:
+                if state.get(m) == 1:
+                    cycle = [*path[path.index(m) :], m] if m in path else [n, m]
+                    raise GraphError(
+                        "is in a loop with no bounded exit ("
+                        + " -> ".join(cycle)
+                        + "); give the branch that loops back a max_iterations",
+                        node=m,
+                    )
+                if state.get(m) is None:
+                    visit(m, [*path, m])
+            state[n] = 2
+
+        for n in self.nodes:
+            if n not in state:
+                visit(n, [n])
+
+    # -- compilation ------------------------------------------------------------------------
+
+    def compile(self, checkpointer: BaseCheckpointSaver[Any] | None = None) -> CompiledGraph[S]:
+        self.validate()
+        assert self.entry is not None
+        preds: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for a, b in self.edges:
+            if b != END:
+                preds[b].append(a)
+        for br in self.branches:
+            for t in (br.then, br.otherwise):
+                if t != END and br.source not in preds[t]:
+                    preds[t].append(br.source)
+        succ = self._successors()
+        builder: StateGraph[Any] = StateGraph(_State)
+        for name, fn in self.nodes.items():
+            node: Any = self._node(name, fn, preds[name])
+            builder.add_node(name, node)
+        builder.add_edge(START, self.entry)
+        for a, b in self.edges:
+            builder.add_edge(a, b)
+        for br in self.branches:
+            builder.add_conditional_edges(br.source, self._router(br), [br.then, br.otherwise])
+        for n in self.nodes:
+            if not succ.get(n):
+                builder.add_edge(n, END)
+        graph = builder.compile(
+            checkpointer=checkpointer, interrupt_before=sorted(self.approve) or None
+        )
+        finals = [n for n in self.nodes if not succ.get(n) or END in succ.get(n, [])]
+        return CompiledGraph(self, graph, finals)
+
+    def _load(self, data: Any) -> S:
+        return self.state_type.model_validate(data)
+
+    def _node(
+        self, name: str, fn: NodeFn[S], preds: list[str]
+    ) -> Callable[[_State], Awaitable[dict[str, Any]]]:
+        async def run(state: _State) -> dict[str, Any]:
+            write = get_stream_writer()
+            step = state.get("step", 0) + 1
+            visits = state.get("visits", {}).get(name, 0) + 1
+            outputs = state.get("outputs", {})
+            stamps = state.get("stamps", {})
+            seen = state.get("consumed", {}).get(name, 0)
+            if name == self.entry and not any(p in outputs for p in preds):
+                inputs: list[Any] = [state["input"]]
+                newest = seen
+            else:
+                fresh = [p for p in preds if stamps.get(p, 0) > seen] or [
+                    p for p in preds if p in outputs
+                ]
+                inputs = [outputs[p] for p in fresh if p in outputs]
+                newest = max((stamps.get(p, 0) for p in fresh), default=seen)
+            update: dict[str, Any] = {
+                "visits": {name: 1},
+                "consumed": {name: newest},
+                "stamps": {name: step},
+                "step": 1,
+            }
+            usable = [x for x in inputs if x is not None]
+            if not usable:
+                why = "every input failed upstream"
+                write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
+                return {**update, "outputs": {name: None}, "failures": {name: why}}
+            before = usable[0] if len(usable) == 1 else None
+            pool = (
+                self._load(before)
+                if before is not None
+                else self.merge([self._load(x) for x in usable])
+            )
+            write(Event(kind="node_started", node=name, iteration=visits))
+            try:
+                out = await fn(pool)
+            except (PonderError, ValueError, TimeoutError) as e:
+                why = f"{type(e).__name__}: {e}"
+                write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
+                return {**update, "outputs": {name: None}, "failures": {name: why}}
+            data = self.describe(pool, out) if self.describe is not None else {}
+            write(Event(kind="node_finished", node=name, iteration=visits, data=data))
+            return {**update, "outputs": {name: out.model_dump(mode="json")}}
+
+        run.__name__ = f"ponder_node_{name}"
+        return run
+
+    def _router(self, br: _Branch[S]) -> Callable[[_State], str]:
+        def route(state: _State) -> str:
+            raw = state.get("outputs", {}).get(br.source)
+            if raw is None:
+                return END  # the branch failed: stop it
+            ran = state.get("visits", {}).get(br.then, 0)
+            if br.max_iterations is not None and ran >= br.max_iterations:
+                return br.otherwise
+            return br.then if br.condition(self._load(raw)) else br.otherwise
+
+        return route
+
+
+class CompiledGraph(Generic[S]):
+    """A validated graph, ready to run (many times, on many threads)."""
+
+    def __init__(self, spec: Graph[S], graph: Any, finals: list[str]) -> None:
+        self.spec = spec
+        self.graph = graph
+        self.finals = finals
+
+    def _config(self, thread_id: str | None) -> dict[str, Any]:
+        if thread_id is None:
+            if self.graph.checkpointer is not None:
+                raise ConfigurationError("a graph with a checkpointer needs a thread_id")
+            return {"recursion_limit": 10_000}
+        return {"configurable": {"thread_id": thread_id}, "recursion_limit": 10_000}
+
+    async def _start_value(self, initial: S | None, thread_id: str | None) -> Any:
+        """The input to send: a fresh start, or None to resume a checkpointed thread."""
+        if thread_id is not None and self.graph.checkpointer is not None:
+            snap = await self.graph.aget_state(self._config(thread_id))
+            if snap.values.get("outputs") is not None:
+                return None  # resume (or, if it had finished, return what it produced)
+        if initial is None:
+            raise ConfigurationError(f"thread {thread_id!r} has no run to resume; give an input")
+        return {"input": initial.model_dump(mode="json"), "step": 0}
+
+    def _result(
+        self, values: dict[str, Any], thread_id: str | None, nxt: Sequence[str]
+    ) -> GraphResult[S]:
+        outputs = values.get("outputs", {})
+        stamps = values.get("stamps", {})
+        ran = [n for n in self.finals if outputs.get(n) is not None]
+        if not ran:
+            ran = [n for n in outputs if outputs[n] is not None]
+        if not ran:
+            out = self.spec._load(values["input"])
+        else:
+            newest = max(stamps.get(n, 0) for n in ran)
+            last = [self.spec._load(outputs[n]) for n in ran if stamps.get(n, 0) == newest]
+            out = last[0] if len(last) == 1 else self.spec.merge(last)
+        return GraphResult[S](
+            output=out,
+            failures=dict(values.get("failures", {})),
+            visits=dict(values.get("visits", {})),
+            thread_id=thread_id,
+            interrupted_before=tuple(nxt),
+        )
+
+    async def arun(self, initial: S | None, *, thread_id: str | None = None) -> GraphResult[S]:
+        """Run to the end (or to a node that needs approval); resume a thread if it has a
+        checkpoint. Node failures are in ``failures``; they do not raise."""
+        result: GraphResult[S] | None = None
+        async for _, done in self._events(initial, thread_id):
+            if done is not None:
+                result = done
+        assert result is not None
+        return result
+
+    def run(self, initial: S | None, *, thread_id: str | None = None) -> GraphResult[S]:
+        """Synchronous :meth:`arun` (not from inside a running event loop)."""
+        return asyncio.run(self.arun(initial, thread_id=thread_id))
+
+    async def astream(
+        self, initial: S | None, *, thread_id: str | None = None
+    ) -> AsyncIterator[Event]:
+        """The run's events as they happen, ending with ``run_finished``."""
+        async for e, _ in self._events(initial, thread_id):
+            yield e
+
+    async def approve(self, thread_id: str) -> GraphResult[S]:
+        """Let a run paused before a node that needs approval go on."""
+        return await self.arun(None, thread_id=thread_id)
+
+    async def _events(
+        self, initial: S | None, thread_id: str | None
+    ) -> AsyncIterator[tuple[Event, GraphResult[S] | None]]:
+        config = self._config(thread_id)
+        start = await self._start_value(initial, thread_id)
+        values: dict[str, Any] | None = None
+        async for mode, chunk in self.graph.astream(
+            start, config, stream_mode=["custom", "values"]
+        ):
+            if mode == "custom" and isinstance(chunk, Event):
+                yield chunk, None
+            elif mode == "values":
+                values = chunk
+        nxt: Sequence[str] = ()
+        if thread_id is not None and self.graph.checkpointer is not None:
+            snap = await self.graph.aget_state(config)
+            values = snap.values
+            nxt = snap.next
+        assert values is not None
+        result = self._result(values, thread_id, nxt)
+        event = Event(
+            kind="run_finished",
+            data={
+                "failures": result.failures,
+                "visits": result.visits,
+                "interrupted_before": list(nxt),
+            },
+        )
+        yield event, result

@@ -1,0 +1,153 @@
+"""Loading workflow files (YAML or JSON) with errors that point at file:line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ponder.settings import Settings
+from ponder.workflows._build import Problem, Workflow, WorkflowError, check
+from ponder.workflows._spec import WorkflowSpec
+
+__all__ = ["load_spec", "load_workflow", "workflow_schema"]
+
+_SYNTHETIC = ("components", "params")
+
+
+def _lines(
+    node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]
+) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value
+            out[(*path, k)] = key.start_mark.line + 1
+            _lines(value, (*path, k), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, (*path, i), out)
+
+
+def _line_for(path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
+    candidates = [path, tuple(p for p in path if p not in _SYNTHETIC)]
+    # a node's single component is written without a list: drop "components, 0"
+    stripped: list[str | int] = []
+    skip_next = False
+    for p in path:
+        if skip_next:
+            skip_next = False
+            if p == 0:
+                continue
+        if p == "components":
+            skip_next = True
+            continue
+        if p != "params":
+            stripped.append(p)
+    candidates.append(tuple(stripped))
+    for cand in candidates:
+        for n in range(len(cand), -1, -1):
+            if cand[:n] in lines:
+                # for a component given by name ({generate: {...}}), the name's line
+                return lines[cand[:n]]
+    return None
+
+
+def _read(path: Path) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise WorkflowError(
+            [Problem((), f"cannot read the file: {e.strerror}")], source=str(path)
+        ) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        message = f"YAML syntax: {e.problem or e}" + (f" ({e.context})" if e.context else "")
+        raise WorkflowError([Problem((), message, line)], source=str(path)) from None
+    if node is None or not isinstance(data, dict):
+        raise WorkflowError(
+            [Problem((), "the file must hold a mapping (models:, layers: or nodes:, ...)", 1)],
+            source=str(path),
+        )
+    lines: dict[tuple[str | int, ...], int] = {}
+    _lines(node, (), lines)
+    # a component written as {name: params}: make name-level paths resolvable too
+    return data, lines
+
+
+def _with_lines(problems: list[Problem], lines: dict[tuple[str | int, ...], int]) -> list[Problem]:
+    out = []
+    for p in problems:
+        line = _line_for(p.path, lines)
+        # components given as {generate: {...}}: look under their name as well
+        if line is not None:
+            out.append(Problem(p.path, p.message, line))
+        else:
+            out.append(p)
+    return out
+
+
+def load_spec(path: str | Path) -> WorkflowSpec:
+    """Read and validate a workflow file; every problem is reported with its line."""
+    p = Path(path)
+    data, lines = _read(p)
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as e:
+        problems = [
+            Problem(tuple(x for x in err["loc"] if not str(x).startswith("function-")), err["msg"])
+            for err in e.errors()
+        ]
+        raise WorkflowError(_with_lines(problems, lines), source=str(p)) from None
+    problems = check(spec)
+    if problems:
+        raise WorkflowError(_with_lines(_under_names(problems, spec), lines), source=str(p))
+    return spec
+
+
+def _under_names(problems: list[Problem], spec: WorkflowSpec) -> list[Problem]:
+    """Paths into a component's parameters also exist as ``...<component name>.<param>``
+    in files that use the short form; add that spelling so the line can be found."""
+    out = []
+    nodes = spec.node_map()
+    for p in problems:
+        path = p.path
+        if len(path) >= 2 and path[0] in ("layers", "nodes"):
+            key = path[1]
+            node = nodes.get(f"layer{key + 1}") if isinstance(key, int) else nodes.get(str(key))
+            if node is not None:
+                rest = list(path[2:])
+                idx = 0
+                if rest[:1] == ["components"] and len(rest) > 1 and isinstance(rest[1], int):
+                    idx = rest[1]
+                    rest = rest[2:]
+                if idx < len(node.components) and rest and rest[0] not in ("model", "models"):
+                    name = node.components[idx].component
+                    layered = len(node.components) > 1
+                    head: tuple[str | int, ...] = (path[0], key) + ((idx,) if layered else ())
+                    path = (*head, name, *[r for r in rest if r != "params"])
+        out.append(Problem(path, p.message, p.line))
+    return out
+
+
+def load_workflow(
+    path: str | Path,
+    *,
+    settings: Settings | None = None,
+    checkpoint: str | Path | None = None,
+) -> Workflow:
+    """A runnable :class:`Workflow` from a YAML or JSON file."""
+    spec = load_spec(path)
+    return Workflow(spec, settings=settings, checkpoint=checkpoint, source=str(path))
+
+
+def workflow_schema() -> str:
+    """The JSON Schema of workflow files (for editor completion: ``ponder schema``)."""
+    return json.dumps(WorkflowSpec.model_json_schema(by_alias=True), indent=2)

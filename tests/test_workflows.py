@@ -1,0 +1,303 @@
+"""Workflows: spec, YAML with file:line errors, the Python SDK, graph runtime, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from ponder import Settings
+from ponder.agents import Pool
+from ponder.apps.cli import main
+from ponder.graphs import Graph, GraphError
+from ponder.testing import StandinConfig, StandinServer
+from ponder.workflows import (
+    GraphBuilder,
+    Pipeline,
+    WorkflowError,
+    load_spec,
+    load_workflow,
+    parse_condition,
+    step,
+)
+
+Q = "Problem 0: What is 53 * 7 + 57?"
+EXAMPLES = Path(__file__).parent.parent / "examples" / "workflows"
+
+
+@pytest_asyncio.fixture
+async def standin_url(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    async with StandinServer(StandinConfig(time_scale=0)) as s:
+        monkeypatch.setenv("PONDER_STANDIN", s.base_url)
+        yield s.base_url
+
+
+def _write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# -- YAML and Python give the same workflow and the same answers ---------------------------
+
+
+async def test_yaml_and_python_forms_give_identical_results(
+    standin_url: str, settings: Settings
+) -> None:
+    from_yaml = load_workflow(EXAMPLES / "archon_stack.yaml", settings=settings)
+    models = {m: f"vllm:{m}@{standin_url}" for m in ("strong", "weak", "standin")}
+    from_code = (
+        Pipeline(name="archon-stack", models=models, seed=0)
+        .layer(step("generate", models=["strong", "weak", "standin"], n=5, temperature=0.8))
+        .then("critique", model="strong")
+        .then("rank", model="strong", top_k=3)
+        .then("fuse", model="strong", n=3)
+        .then("verify", model="strong")
+        .then("best_of_n", score="verifier")
+        .build(settings=Settings.load(cache=False))
+    )
+    a = await from_yaml.arun(Q)
+    b = await from_code.arun(Q)
+    assert a.output.final == b.output.final == "428"
+    assert [c.text for c in a.output.candidates] == [c.text for c in b.output.candidates]
+    assert a.output.spend.total_tokens == b.output.spend.total_tokens > 0
+    assert a.visits == {f"layer{i}": 1 for i in range(1, 7)}
+
+
+@pytest.mark.parametrize(
+    "name", ["archon_stack", "critique_refine_loop", "adaptive_vote", "mcts_math"]
+)
+async def test_every_example_workflow_runs_on_the_standin(
+    name: str, standin_url: str, settings: Settings
+) -> None:
+    q = Q
+    if name == "mcts_math":
+        q = "Problem 1: Start with 18. Then subtract 2. Then multiply by 2. What is the result?"
+    r = await load_workflow(EXAMPLES / f"{name}.yaml", settings=settings).arun(q)
+    assert r.failures == {}
+    assert r.output.final is not None
+
+
+async def test_events_stream_per_node_with_tokens(standin_url: str, settings: Settings) -> None:
+    wf = load_workflow(EXAMPLES / "archon_stack.yaml", settings=settings)
+    events = [e async for e in wf.astream(Q)]
+    kinds = [(e.kind, e.node) for e in events]
+    assert kinds[0] == ("node_started", "layer1")
+    assert kinds[-1] == ("run_finished", None)
+    finished = [e for e in events if e.kind == "node_finished"]
+    assert [e.node for e in finished] == [f"layer{i}" for i in range(1, 7)]
+    tokens = [e.data["tokens"] for e in finished]
+    assert tokens == sorted(tokens)
+    assert tokens[0] > 0
+    assert len(finished[0].data["new_candidates"]) == 15
+
+
+# -- graphs: branches, loops, parallel merges, failures -------------------------------------
+
+
+async def test_parallel_branches_merge_candidates_and_spend_exactly(
+    standin_url: str, settings: Settings
+) -> None:
+    g = (
+        GraphBuilder(models={"s": f"vllm:strong@{standin_url}", "w": f"vllm:weak@{standin_url}"})
+        .node("start", "generate", model="s", n=2)
+        .node("left", "generate", model="s", n=3, seed=7)
+        .node("right", "generate", model="w", n=4)
+        .node("pick", "vote")
+        .edge("start", "left")
+        .edge("start", "right")
+        .edge("left", "pick")
+        .edge("right", "pick")
+        .build(settings=settings)
+    )
+    r = await g.arun(Q)
+    out = r.output
+    assert r.visits == {"start": 1, "left": 1, "right": 1, "pick": 1}
+    assert len(out.candidates) == 2 + 3 + 4  # united by id, the shared 2 counted once
+    assert out.final is not None
+    assert out.spend.requests == sum(s.requests for s in out.ledger.values())
+    assert out.spend.requests == 3  # start, left, right: the shared history counted once
+
+
+async def test_a_loop_runs_at_most_max_iterations(standin_url: str, settings: Settings) -> None:
+    wf = (
+        GraphBuilder(models={"m": f"vllm:weak@{standin_url}"})
+        .node("draft", "generate", model="m", n=2)
+        .node("again", "generate", model="m", n=1)
+        .branch("draft", "candidates < 100", "again", max_iterations=3)
+        .edge("again", "draft")
+        .build(settings=settings)
+    )
+    r = await wf.arun(Q)
+    assert r.visits == {"draft": 4, "again": 3}
+
+
+async def test_a_failing_node_fails_its_branch_and_the_rest_survives(
+    standin_url: str, settings: Settings
+) -> None:
+    s = Settings.load(cache=False, max_retries=0)
+    wf = (
+        GraphBuilder(
+            models={"ok": f"vllm:strong@{standin_url}", "down": "vllm:x@http://127.0.0.1:9/v1"}
+        )
+        .node("start", "generate", model="ok", n=2)
+        .node("bad", "generate", model="down", n=1)
+        .node("after_bad", "vote")
+        .node("good", "vote")
+        .edge("start", "bad")
+        .edge("start", "good")
+        .edge("bad", "after_bad")
+        .build(settings=s)
+    )
+    r = await wf.arun(Q)
+    assert "TransportError" in r.failures["bad"]
+    assert r.failures["after_bad"] == "every input failed upstream"
+    assert r.output.final is not None  # the good branch finished
+    assert "good" not in r.failures
+
+
+async def test_approval_pauses_before_a_node_and_resumes(
+    standin_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    wf = (
+        Pipeline(models={"m": f"vllm:strong@{standin_url}"})
+        .then("generate", model="m", n=3)
+        .then("vote", approve=True)
+        .build(settings=settings, checkpoint=tmp_path / "ck.sqlite")
+    )
+    paused = await wf.arun(Q, thread_id="t")
+    assert paused.interrupted_before == ("layer2",)
+    assert paused.output.final is None
+    done = await wf.arun(None, thread_id="t")
+    assert done.interrupted_before == ()
+    assert done.output.final == "428"
+
+
+def test_conditions_parse_and_refuse_nonsense() -> None:
+    p = Pool(query="q")
+    assert parse_condition("candidates == 0 and has_final == false")(p)
+    assert parse_condition("tokens > 5 or candidates < 1")(p)
+    with pytest.raises(ValueError, match="unknown metric 'vibes'"):
+        parse_condition("vibes > 3")
+    with pytest.raises(ValueError, match="needs a score name"):
+        parse_condition("max_score > 0.5")
+    with pytest.raises(ValueError, match="cannot read condition"):
+        parse_condition("candidates >> 3")
+
+
+def test_graph_validation_names_the_node() -> None:
+    async def f(p: Pool) -> Pool:
+        return p
+
+    g: Graph[Pool] = Graph(Pool, merge=lambda ps: ps[0])
+    g.add_node("a", f).add_node("b", f).add_edge("a", "b").add_edge("b", "a")
+    with pytest.raises(GraphError, match="node 'a': is in a loop with no bounded exit"):
+        g.compile()
+    g2: Graph[Pool] = Graph(Pool, merge=lambda ps: ps[0])
+    g2.add_node("a", f).add_node("lost", f)
+    with pytest.raises(GraphError, match="node 'lost': cannot be reached"):
+        g2.compile()
+    g3: Graph[Pool] = Graph(Pool, merge=lambda ps: ps[0])
+    g3.add_node("a", f).add_edge("a", "nowhere")
+    with pytest.raises(GraphError, match="undefined node 'nowhere'"):
+        g3.compile()
+
+
+# -- bad workflow files: file:line and a hint, before any model call -----------------------
+
+
+H = "models:\n  m: vllm:x@http://h:1/v1\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (H + "layers:\n  - generate: {model: m, n: [\n", 5, "YAML syntax"),
+        (H + "layerz:\n  - vote\n", 3, "Extra inputs"),
+        (H + "layers:\n  - vote\n  - summon: {model: m}\n", 5, "unknown component 'summon'"),
+        (H + "layers:\n  - generate: {model: nope, n: 2}\n", 4, "model 'nope' is not defined"),
+        (H + "layers:\n  - vote\n  - generate:\n      model: m\n      n: 0\n", 7, "greater than"),
+        (H + "layers:\n  - rank: {model: m, sharpness: 3}\n", 4, "Extra inputs"),
+        ("models:\n  m: nonsense\nlayers:\n  - vote\n", 2, "malformed model reference"),
+        (H + "nodes:\n  a: vote\n  b: vote\nedges: [a -> b, b -> a]\n", 4, "no bounded exit"),
+        (
+            H + "nodes:\n  a: vote\nedges:\n"
+            "  - {from: a, to: a, when: 'vibes > 1', max_iterations: 2}\n",
+            6,
+            "unknown metric",
+        ),
+        ("- just\n- a list\n", 1, "must hold a mapping"),
+    ],
+)
+def test_bad_workflow_files_point_at_the_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(WorkflowError) as err:
+        load_spec(path)
+    assert f"{path}:{line}:" in str(err.value), str(err.value)
+    assert message in str(err.value)
+
+
+def test_cli_validate_schema_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLES / "critique_refine_loop.yaml")]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "layers" in schema["properties"]
+    bad = _write(tmp_path, "layers: [vote]\nmodels: {m: 'vllm:x@http://h:1/v1'}\nseed: lots\n")
+    assert main(["validate", str(bad)]) == 1
+    assert f"{bad}:3:" in capsys.readouterr().err
+
+
+# -- kill `ponder run` mid-way, rerun: it resumes, nothing is generated twice ----------------
+
+
+@pytest.fixture
+def slow_standin() -> Iterator[StandinServer]:
+    server = StandinServer(StandinConfig(ttft_base=0.6, per_token=0.0, time_scale=1.0))
+    with server.in_thread() as s:
+        yield s
+
+
+def test_killed_run_resumes_without_repeating_generations(
+    slow_standin: StandinServer, tmp_path: Path
+) -> None:
+    wf = _write(
+        tmp_path,
+        "models:\n  m: vllm:strong@${PONDER_STANDIN}\n"
+        "layers:\n  - generate: {model: m, n: 4}\n  - critique: {model: m}\n"
+        "  - fuse: {model: m}\n  - vote\n",
+    )
+    env = {
+        **os.environ,
+        "PONDER_STANDIN": slow_standin.base_url,
+        "PONDER_CACHE": "false",  # prove it is the checkpoint, not the cache, that resumes
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+    }
+    cmd = [sys.executable, "-m", "ponder", "run", str(wf), Q, "--json",
+           "--checkpoint", str(tmp_path / "ck.sqlite")]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    stats = slow_standin.stats
+    # kill while the third layer's request is in flight: the first two are checkpointed
+    while not (stats.completed == 2 and stats.in_flight == 1) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stats.completed == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["final"] == "428"
+    assert stats.completed == 3  # generate, critique, fuse: each completed exactly once
+    assert stats.cancelled == 1  # the request in flight when it was killed
+    assert stats.requests == 4  # ... was the only one sent again
