@@ -301,3 +301,64 @@ def test_killed_run_resumes_without_repeating_generations(
     assert stats.completed == 3  # generate, critique, fuse: each completed exactly once
     assert stats.cancelled == 1  # the request in flight when it was killed
     assert stats.requests == 4  # ... was the only one sent again
+
+
+# -- Archon import ----------------------------------------------------------------------------
+
+
+ARCHON = {
+    "name": "archon-testing",
+    "layers": [
+        [
+            {"type": "generator", "model": "strong", "model_type": "vLLM", "samples": 4,
+             "temperature": 0.7, "max_context_length": 2048},
+            {"type": "generator", "model": "weak", "model_type": "vLLM", "samples": 4},
+        ],
+        [{"type": "critic", "model": "strong", "model_type": "vLLM"}],
+        [{"type": "ranker", "model": "strong", "model_type": "vLLM", "top_k": 3}],
+        [{"type": "fuser", "model": "strong", "model_type": "vLLM", "samples": 1}],
+        {"models": [{"type": "verifier", "model": "strong", "model_type": "vLLM"}]},
+    ],
+}  # fmt: skip
+
+
+async def test_archon_config_imports_and_runs(
+    tmp_path: Path,
+    standin_url: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PONDER_ARCHON_URL", standin_url)
+    src = tmp_path / "archon.json"
+    src.write_text(json.dumps(ARCHON))
+    out = tmp_path / "imported.yaml"
+    assert main(["import-archon", str(src), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "# layer 5: Archon's verifier drops rejected candidates" in text
+    assert "ignored max_context_length" not in text  # a known Archon key with no meaning here
+    spec = load_spec(out)
+    assert [n.components[0].component for n in spec.layers] == [
+        "generate", "critique", "rank", "fuse", "verify", "best_of_n",
+    ]  # fmt: skip
+    assert len(spec.layers[0].components) == 2
+    r = await load_workflow(out, settings=settings).arun(Q)
+    assert r.output.final == "428"
+    assert r.failures == {}
+
+
+def test_archon_configs_with_no_counterpart_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"layers": [[{"type": "oracle", "model": "x"}]]}))
+    assert main(["import-archon", str(bad)]) == 1
+    assert "Archon type 'oracle' has no counterpart" in capsys.readouterr().err
+    bad.write_text(
+        json.dumps({"layers": [[{"type": "generator", "model": "x", "model_type": "Mars_API"}]]})
+    )
+    assert main(["import-archon", str(bad)]) == 1
+    assert "model_type 'Mars_API' has no counterpart" in capsys.readouterr().err
+    bad.write_text("{not json")
+    assert main(["import-archon", str(bad)]) == 1
+    assert "is not JSON" in capsys.readouterr().err

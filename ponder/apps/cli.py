@@ -359,12 +359,43 @@ def run_workflow(
             )
 
 
+@app.command("import-archon")
+def import_archon(
+    config: Annotated[str, typer.Argument(help="An Archon config (JSON).")],
+    out: Annotated[
+        str | None, typer.Option(help="Write the workflow here (default: print).")
+    ] = None,
+) -> None:
+    """Turn an Archon config into a Ponder workflow file (notes on what differs on top)."""
+    from ponder.workflows import archon_to_spec, spec_to_yaml
+
+    try:
+        with open(config, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ponder.ConfigurationError(f"cannot read {config}: {e.strerror}") from None
+    except ValueError as e:
+        raise ponder.ConfigurationError(f"{config} is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ponder.ConfigurationError(f"{config}: an Archon config is a JSON object")
+    spec, notes = archon_to_spec(data)
+    text = spec_to_yaml(spec, notes)
+    if out is None:
+        print(text, end="")
+        return
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(text)
+    _console().print(f"wrote {out} ({len(spec.layers)} layers, {len(spec.models)} models)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code (errors print, never raise)."""
     try:
         app(args=argv, prog_name="ponder")
     except PonderError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error:[/red] {e}", markup=True, highlight=False
+        )
         return 1
     except SystemExit as e:
         code = e.code

@@ -15,7 +15,7 @@ group): LangGraph's ``Send`` costs ~0.3 ms per branch and waits for the slowest 
 from __future__ import annotations
 
 import asyncio
-import operator
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar
@@ -83,14 +83,23 @@ def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return out
 
 
+def _merge_meta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Bookkeeping of a run: ``step`` (supersteps so far), ``visits`` per node, ``stamps``
+    (the step a node last produced), ``consumed`` (the newest stamp a node read),
+    ``failures`` (node -> reason)."""
+    return {
+        "step": a.get("step", 0) + b.get("step", 0),
+        "visits": _add_counts(a.get("visits", {}), b.get("visits", {})),
+        "stamps": _merge_dicts(a.get("stamps", {}), b.get("stamps", {})),
+        "consumed": _merge_dicts(a.get("consumed", {}), b.get("consumed", {})),
+        "failures": _merge_dicts(a.get("failures", {}), b.get("failures", {})),
+    }
+
+
 class _State(TypedDict, total=False):
     input: dict[str, Any]
-    outputs: Annotated[dict[str, Any], _merge_dicts]  # node -> dumped state, or None
-    stamps: Annotated[dict[str, int], _merge_dicts]  # node -> step it last produced
-    consumed: Annotated[dict[str, int], _merge_dicts]  # node -> newest stamp it read
-    visits: Annotated[dict[str, int], _add_counts]
-    failures: Annotated[dict[str, str], _merge_dicts]
-    step: Annotated[int, operator.add]
+    outputs: Annotated[dict[str, Any], _merge_dicts]  # node -> its output (or None: failed)
+    meta: Annotated[dict[str, Any], _merge_meta]
 
 
 @dataclass
@@ -242,7 +251,8 @@ class Graph(Generic[S]):
         succ = self._successors()
         builder: StateGraph[Any] = StateGraph(_State)
         for name, fn in self.nodes.items():
-            node: Any = self._node(name, fn, preds[name])
+            # a callable object, not a closure: LangGraph introspects closures (ms each)
+            node: Any = self._node(name, fn, preds[name], keep=checkpointer is None)
             builder.add_node(name, node)
         builder.add_edge(START, self.entry)
         for a, b in self.edges:
@@ -259,69 +269,92 @@ class Graph(Generic[S]):
         return CompiledGraph(self, graph, finals)
 
     def _load(self, data: Any) -> S:
+        if isinstance(data, self.state_type):
+            return data
         return self.state_type.model_validate(data)
 
-    def _node(
-        self, name: str, fn: NodeFn[S], preds: list[str]
-    ) -> Callable[[_State], Awaitable[dict[str, Any]]]:
-        async def run(state: _State) -> dict[str, Any]:
-            write = get_stream_writer()
-            step = state.get("step", 0) + 1
-            visits = state.get("visits", {}).get(name, 0) + 1
-            outputs = state.get("outputs", {})
-            stamps = state.get("stamps", {})
-            seen = state.get("consumed", {}).get(name, 0)
-            if name == self.entry and not any(p in outputs for p in preds):
-                inputs: list[Any] = [state["input"]]
-                newest = seen
-            else:
-                fresh = [p for p in preds if stamps.get(p, 0) > seen] or [
-                    p for p in preds if p in outputs
-                ]
-                inputs = [outputs[p] for p in fresh if p in outputs]
-                newest = max((stamps.get(p, 0) for p in fresh), default=seen)
-            update: dict[str, Any] = {
-                "visits": {name: 1},
-                "consumed": {name: newest},
-                "stamps": {name: step},
-                "step": 1,
-            }
-            usable = [x for x in inputs if x is not None]
-            if not usable:
-                why = "every input failed upstream"
-                write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
-                return {**update, "outputs": {name: None}, "failures": {name: why}}
-            before = usable[0] if len(usable) == 1 else None
-            pool = (
-                self._load(before)
-                if before is not None
-                else self.merge([self._load(x) for x in usable])
-            )
-            write(Event(kind="node_started", node=name, iteration=visits))
-            try:
-                out = await fn(pool)
-            except (PonderError, ValueError, TimeoutError) as e:
-                why = f"{type(e).__name__}: {e}"
-                write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
-                return {**update, "outputs": {name: None}, "failures": {name: why}}
-            data = self.describe(pool, out) if self.describe is not None else {}
-            write(Event(kind="node_finished", node=name, iteration=visits, data=data))
-            return {**update, "outputs": {name: out.model_dump(mode="json")}}
-
-        run.__name__ = f"ponder_node_{name}"
-        return run
+    def _node(self, name: str, fn: NodeFn[S], preds: list[str], keep: bool) -> _NodeRunner[S]:
+        return _NodeRunner(self, name, fn, preds, keep)
 
     def _router(self, br: _Branch[S]) -> Callable[[_State], str]:
         def route(state: _State) -> str:
             raw = state.get("outputs", {}).get(br.source)
             if raw is None:
                 return END  # the branch failed: stop it
-            ran = state.get("visits", {}).get(br.then, 0)
+            ran = state.get("meta", {}).get("visits", {}).get(br.then, 0)
             if br.max_iterations is not None and ran >= br.max_iterations:
                 return br.otherwise
             return br.then if br.condition(self._load(raw)) else br.otherwise
 
         return route
+
+
+_EMIT: contextvars.ContextVar[bool] = contextvars.ContextVar("ponder_emit", default=True)
+
+
+def _no_events(_event: Any) -> None:
+    return None
+
+
+class _NodeRunner(Generic[S]):
+    """One node as LangGraph sees it: picks its input, runs, reports, records its output.
+
+    Without a checkpointer outputs stay Python objects; with one they are stored as JSON
+    (so any process can resume them)."""
+
+    def __init__(
+        self, graph: Graph[S], name: str, fn: NodeFn[S], preds: list[str], keep: bool
+    ) -> None:
+        self.graph, self.name, self.fn, self.preds, self.keep = graph, name, fn, preds, keep
+
+    async def __call__(self, state: _State) -> dict[str, Any]:
+        g, name, preds = self.graph, self.name, self.preds
+        write = get_stream_writer() if _EMIT.get() else _no_events
+        meta = state.get("meta", {})
+        step = meta.get("step", 0) + 1
+        visits = meta.get("visits", {}).get(name, 0) + 1
+        outputs = state.get("outputs", {})
+        stamps = meta.get("stamps", {})
+        seen = meta.get("consumed", {}).get(name, 0)
+        if name == g.entry and not any(p in outputs for p in preds):
+            inputs: list[Any] = [state["input"]]
+            newest = seen
+        else:
+            fresh = [p for p in preds if stamps.get(p, 0) > seen] or [
+                p for p in preds if p in outputs
+            ]
+            inputs = [outputs[p] for p in fresh if p in outputs]
+            newest = max((stamps.get(p, 0) for p in fresh), default=seen)
+        update: dict[str, Any] = {
+            "visits": {name: 1},
+            "consumed": {name: newest},
+            "stamps": {name: step},
+            "step": 1,
+        }
+        usable = [x for x in inputs if x is not None]
+        if not usable:
+            why = "every input failed upstream"
+            write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
+            return {"meta": {**update, "failures": {name: why}}, "outputs": {name: None}}
+        pool = g._load(usable[0]) if len(usable) == 1 else g.merge([g._load(x) for x in usable])
+        write(Event(kind="node_started", node=name, iteration=visits))
+        try:
+            out = await self.fn(pool)
+        except (PonderError, ValueError, TimeoutError) as e:
+            why = f"{type(e).__name__}: {e}"
+            write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
+            return {"meta": {**update, "failures": {name: why}}, "outputs": {name: None}}
+        if write is not _no_events:
+            data = g.describe(pool, out) if g.describe is not None else {}
+            write(Event(kind="node_finished", node=name, iteration=visits, data=data))
+        stored = out if self.keep else out.model_dump(mode="json")
+        return {"meta": update, "outputs": {name: stored}}
+
+
+_REDUCERS: dict[str, Callable[[Any, Any], Any]] = {
+    "outputs": _merge_dicts,
+    "meta": _merge_meta,
+}
 
 
 class CompiledGraph(Generic[S]):
@@ -331,6 +364,12 @@ class CompiledGraph(Generic[S]):
         self.spec = spec
         self.graph = graph
         self.finals = finals
+
+    def with_checkpointer(self, checkpointer: BaseCheckpointSaver[Any]) -> CompiledGraph[S]:
+        """The same graph saving to ``checkpointer`` (compiled with one, it stores JSON)."""
+        return CompiledGraph(
+            self.spec, self.graph.copy({"checkpointer": checkpointer}), self.finals
+        )
 
     def _config(self, thread_id: str | None) -> dict[str, Any]:
         if thread_id is None:
@@ -347,13 +386,14 @@ class CompiledGraph(Generic[S]):
                 return None  # resume (or, if it had finished, return what it produced)
         if initial is None:
             raise ConfigurationError(f"thread {thread_id!r} has no run to resume; give an input")
-        return {"input": initial.model_dump(mode="json"), "step": 0}
+        return {"input": initial.model_dump(mode="json"), "meta": {"step": 0}}
 
     def _result(
         self, values: dict[str, Any], thread_id: str | None, nxt: Sequence[str]
     ) -> GraphResult[S]:
         outputs = values.get("outputs", {})
-        stamps = values.get("stamps", {})
+        meta = values.get("meta", {})
+        stamps = meta.get("stamps", {})
         ran = [n for n in self.finals if outputs.get(n) is not None]
         if not ran:
             ran = [n for n in outputs if outputs[n] is not None]
@@ -365,8 +405,8 @@ class CompiledGraph(Generic[S]):
             out = last[0] if len(last) == 1 else self.spec.merge(last)
         return GraphResult[S](
             output=out,
-            failures=dict(values.get("failures", {})),
-            visits=dict(values.get("visits", {})),
+            failures=dict(meta.get("failures", {})),
+            visits=dict(meta.get("visits", {})),
             thread_id=thread_id,
             interrupted_before=tuple(nxt),
         )
@@ -375,9 +415,13 @@ class CompiledGraph(Generic[S]):
         """Run to the end (or to a node that needs approval); resume a thread if it has a
         checkpoint. Node failures are in ``failures``; they do not raise."""
         result: GraphResult[S] | None = None
-        async for _, done in self._events(initial, thread_id):
-            if done is not None:
-                result = done
+        token = _EMIT.set(False)  # nobody watches: nodes skip building events
+        try:
+            async for _, done in self._events(initial, thread_id, events=False):
+                if done is not None:
+                    result = done
+        finally:
+            _EMIT.reset(token)
         assert result is not None
         return result
 
@@ -397,18 +441,22 @@ class CompiledGraph(Generic[S]):
         return await self.arun(None, thread_id=thread_id)
 
     async def _events(
-        self, initial: S | None, thread_id: str | None
+        self, initial: S | None, thread_id: str | None, *, events: bool = True
     ) -> AsyncIterator[tuple[Event, GraphResult[S] | None]]:
         config = self._config(thread_id)
         start = await self._start_value(initial, thread_id)
-        values: dict[str, Any] | None = None
-        async for mode, chunk in self.graph.astream(
-            start, config, stream_mode=["custom", "values"]
-        ):
+        # fold the small per-node updates ourselves rather than stream whole states
+        values: dict[str, Any] | None = dict(start) if start is not None else None
+        modes = ["custom", "updates"] if events else ["updates"]
+        async for mode, chunk in self.graph.astream(start, config, stream_mode=modes):
             if mode == "custom" and isinstance(chunk, Event):
                 yield chunk, None
-            elif mode == "values":
-                values = chunk
+            elif mode == "updates" and values is not None and isinstance(chunk, dict):
+                for update in chunk.values():
+                    for key, value in (update or {}).items():
+                        reduce = _REDUCERS.get(key)
+                        old = values.get(key)
+                        values[key] = value if reduce is None or old is None else reduce(old, value)
         nxt: Sequence[str] = ()
         if thread_id is not None and self.graph.checkpointer is not None:
             snap = await self.graph.aget_state(config)

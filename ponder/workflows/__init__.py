@@ -6,6 +6,7 @@
 >>> result.output.final                              # doctest: +SKIP
 """
 
+from ponder.workflows._archon import archon_to_spec, spec_to_yaml
 from ponder.workflows._build import (
     COMPONENT_FACTORIES,
     Problem,
@@ -37,9 +38,11 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "WorkflowSpec",
+    "archon_to_spec",
     "load_spec",
     "load_workflow",
     "parse_condition",
+    "spec_to_yaml",
     "step",
     "workflow_schema",
 ]

@@ -9,6 +9,7 @@ without a bounded exit. Problems are reported together, each with its path in th
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import operator
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -329,7 +330,8 @@ def check(spec: WorkflowSpec) -> list[Problem]:
 
 
 def _describe(before: Pool, after: Pool) -> dict[str, Any]:
-    new = [c for c in after.candidates if c.id not in {b.id for b in before.candidates}]
+    seen = {b.id for b in before.candidates}
+    new = [c for c in after.candidates if c.id not in seen]
     return {
         "candidates": len(after.candidates),
         "new_candidates": [{"id": c.id, "answer": c.answer} for c in new][:50],
@@ -340,7 +342,9 @@ def _describe(before: Pool, after: Pool) -> dict[str, Any]:
     }
 
 
-def _runner(name: str, node: NodeSpec, spec: WorkflowSpec, models: dict[str, Model]) -> Runner:
+def _runner(
+    name: str, node: NodeSpec, spec: WorkflowSpec, models: dict[str, Model], index: int = 0
+) -> Runner:
     built: list[Any] = []
     default = next(iter(models.values()), None)
     for comp in node.components:
@@ -352,14 +356,17 @@ def _runner(name: str, node: NodeSpec, spec: WorkflowSpec, models: dict[str, Mod
         prm_name = comp.params.get("prm_model")
         prm = models[prm_name] if isinstance(prm_name, str) else None
         if isinstance(config, GenerateConfig):
-            config = config.model_copy(update={"layer": list(spec.node_map()).index(name)})
+            config = config.model_copy(update={"layer": index})
         built.append(factory.build(config, ms, prm))
 
     visit = [0]
 
     async def run(pool: Pool) -> Pool:
         visit[0] += 1
-        outs = await asyncio.gather(*(c(pool) for c in built))
+        if len(built) == 1:
+            outs = [await built[0](pool)]
+        else:
+            outs = list(await asyncio.gather(*(c(pool) for c in built)))
         for i, out in enumerate(outs):
             delta = out.spend - pool.spend
             key = f"{name}#{visit[0]}.{i}"
@@ -367,6 +374,20 @@ def _runner(name: str, node: NodeSpec, spec: WorkflowSpec, models: dict[str, Mod
         return outs[0] if len(outs) == 1 else merge_pools(outs)
 
     return run
+
+
+_RUNNERS: contextvars.ContextVar[dict[str, Runner]] = contextvars.ContextVar("ponder_runners")
+
+
+class _Dispatch:
+    """A node's step in the compiled graph: runs this run's component instance (the graph is
+    compiled once per workflow; models and components are made per run)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, pool: Pool) -> Pool:
+        return await _RUNNERS.get()[self.name](pool)
 
 
 def _graph(spec: WorkflowSpec, models: dict[str, Model], *, dry: bool = False) -> Graph[Pool]:
@@ -381,7 +402,7 @@ def _graph(spec: WorkflowSpec, models: dict[str, Model], *, dry: bool = False) -
         return pool
 
     for name in order:
-        fn = noop if dry else _runner(name, nodes[name], spec, models)
+        fn: Runner = noop if dry else _Dispatch(name)
         graph.add_node(name, fn, approve=nodes[name].approve)
     for e in spec.edge_list():
         if e.when is None:
@@ -402,7 +423,8 @@ class Workflow:
     """A validated workflow: ``await wf.arun("question")``, ``wf.run(...)``,
     ``async for event in wf.astream(...)``.
 
-    Models are opened for a run and closed after it. With ``checkpoint`` (a SQLite file)
+    Models are opened for a run and closed after it (``models`` passes ready Model objects,
+    e.g. fakes, for names of the spec; the caller keeps those open). With ``checkpoint``
     and a ``thread_id``, an interrupted run resumes where it stopped; with the response
     cache on, no completed model call is paid twice.
     """
@@ -414,17 +436,31 @@ class Workflow:
         settings: Settings | None = None,
         checkpoint: str | Path | None = None,
         source: str | None = None,
+        models: dict[str, Model] | None = None,
     ) -> None:
         problems = check(spec)
         if problems:
             raise WorkflowError(problems, source=source)
+        unknown = sorted(set(models or {}) - set(spec.models))
+        if unknown:
+            raise WorkflowError(
+                [
+                    Problem(("models", u), "given as an object but not named in the spec")
+                    for u in unknown
+                ],
+                source=source,
+            )
         self.spec = spec
         self.settings = settings
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.given_models = dict(models or {})
+        self._base: CompiledGraph[Pool] | None = None
 
     def _models(self, budget: Budget | None) -> dict[str, Model]:
-        out = {}
+        out = dict(self.given_models)
         for name, m in self.spec.models.items():
+            if name in out:
+                continue
             ref = ModelRef.parse(m.ref)
             limit = m.max_concurrency or self.spec.concurrency
             if limit is not None:
@@ -439,18 +475,30 @@ class Workflow:
         return Budget(max_cost=b.max_cost, max_tokens=b.max_tokens, max_requests=b.max_requests)
 
     async def _compiled(self, stack: AsyncExitStack) -> CompiledGraph[Pool]:
+        """This run's graph; the caller must run it in the current context (the node
+        steps find this run's components through a context variable)."""
         models = self._models(self._budget())
-        for m in models.values():
-            await stack.enter_async_context(m)
-        checkpointer = None
-        if self.checkpoint is not None:
-            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+        for name, m in models.items():
+            if name not in self.given_models:  # the caller owns the models it passed in
+                await stack.enter_async_context(m)
+        nodes = self.spec.node_map()
+        _RUNNERS.set({n: _runner(n, nodes[n], self.spec, models, i) for i, n in enumerate(nodes)})
+        if self._base is None:  # compiling is the slow part: once per workflow
+            probe: Any = None
+            if self.checkpoint is not None:
+                from langgraph.checkpoint.memory import InMemorySaver
 
-            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            checkpointer = await stack.enter_async_context(
-                AsyncSqliteSaver.from_conn_string(str(self.checkpoint))
-            )
-        return _graph(self.spec, models).compile(checkpointer)
+                probe = InMemorySaver()  # stores JSON outputs, like the real one
+            self._base = _graph(self.spec, {}).compile(probe)
+        if self.checkpoint is None:
+            return self._base
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpointer = await stack.enter_async_context(
+            AsyncSqliteSaver.from_conn_string(str(self.checkpoint))
+        )
+        return self._base.with_checkpointer(checkpointer)
 
     def _pool(self, question: str | Pool | None) -> Pool | None:
         if question is None or isinstance(question, Pool):

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ponder.backends import Model
 from ponder.settings import Settings
 from ponder.workflows._build import Workflow
 from ponder.workflows._spec import (
@@ -95,9 +96,13 @@ class Pipeline(_Base):
         return WorkflowSpec(**self._common, layers=tuple(self._layers))
 
     def build(
-        self, *, settings: Settings | None = None, checkpoint: str | Path | None = None
+        self,
+        *,
+        settings: Settings | None = None,
+        checkpoint: str | Path | None = None,
+        models: dict[str, Model] | None = None,
     ) -> Workflow:
-        return Workflow(self.spec(), settings=settings, checkpoint=checkpoint)
+        return Workflow(self.spec(), settings=settings, checkpoint=checkpoint, models=models)
 
 
 class GraphBuilder(_Base):
@@ -151,6 +156,10 @@ class GraphBuilder(_Base):
         return WorkflowSpec(**self._common, nodes=self._nodes, edges=tuple(self._edges))
 
     def build(
-        self, *, settings: Settings | None = None, checkpoint: str | Path | None = None
+        self,
+        *,
+        settings: Settings | None = None,
+        checkpoint: str | Path | None = None,
+        models: dict[str, Model] | None = None,
     ) -> Workflow:
-        return Workflow(self.spec(), settings=settings, checkpoint=checkpoint)
+        return Workflow(self.spec(), settings=settings, checkpoint=checkpoint, models=models)
