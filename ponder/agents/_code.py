@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import secrets
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -20,7 +20,7 @@ from ponder.agents._answers import extract_answer
 from ponder.agents._components import JudgeConfig, _Config, _messages, _spend, register_component
 from ponder.agents._state import Candidate, Pool, Spend
 from ponder.backends import Model
-from ponder.tools import SandboxLimits, run_python
+from ponder.tools import RunResult, SandboxLimits, run_python
 
 __all__ = [
     "ExecutionVote",
@@ -121,6 +121,18 @@ print(MARK + json.dumps({{"results": results}}), flush=True)
 """
 
 
+async def _run_harness(
+    template: str, field: str, items: list[str], code: str, limits: SandboxLimits
+) -> tuple[Any, RunResult]:
+    """Run ``code`` (as solution.py) under a harness that prints one JSON result after a
+    random marker (so the code cannot fake it); the parsed result, or None."""
+    mark = f"PONDER-{secrets.token_hex(8)} "
+    harness = template.format(mark=mark, **{field: json.dumps(items)})
+    r = await run_python(harness, files={"solution.py": code}, limits=limits)
+    line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith(mark)), None)
+    return (None if line is None else json.loads(line[len(mark) :])), r
+
+
 class RunTestsConfig(_Config):
     limits: SandboxLimits = Field(default_factory=lambda: SandboxLimits(timeout=10))
     parallel: int = Field(0, ge=0, description="Sandboxes at once (0: the number of CPUs).")
@@ -144,20 +156,13 @@ class RunTests:
         self, code: str, tests: list[str]
     ) -> tuple[float, str | None, list[str | None]]:
         """(pass rate, reason it could not run, per-test failure or None)."""
-        mark = f"PONDER-{secrets.token_hex(8)} "
-        harness = _HARNESS.format(mark=mark, tests=json.dumps(tests))
-        r = await run_python(harness, files={"solution.py": code}, limits=self.config.limits)
-        line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith(mark)), None)
-        if line is None:
+        data, r = await _run_harness(_HARNESS, "tests", tests, code, self.config.limits)
+        if data is None:
             why = r.killed_reason or (r.stderr.strip().splitlines() or ["no result"])[-1]
             return 0.0, f"the tests did not finish: {why}", [why] * len(tests)
-        data = json.loads(line[len(mark) :])
         if "load_error" in data:
-            return (
-                0.0,
-                f"the code does not load: {data['load_error']}",
-                [data["load_error"]] * len(tests),
-            )
+            why = data["load_error"]
+            return 0.0, f"the code does not load: {why}", [why] * len(tests)
         results: list[str | None] = data["results"]
         return sum(x is None for x in results) / max(1, len(results)), None, results
 
@@ -247,14 +252,8 @@ class ExecutionVote:
 
     async def behaviour(self, code: str, probes: list[str]) -> str | None:
         """A key for what ``code`` computes on ``probes`` (None if it does not run)."""
-        mark = f"PONDER-{secrets.token_hex(8)} "
-        harness = _PROBE_HARNESS.format(mark=mark, probes=json.dumps(probes))
-        r = await run_python(harness, files={"solution.py": code}, limits=self.config.limits)
-        line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith(mark)), None)
-        if line is None:
-            return None
-        outputs = json.loads(line[len(mark) :])
-        return None if outputs is None else json.dumps(outputs)
+        data, _ = await _run_harness(_PROBE_HARNESS, "probes", probes, code, self.config.limits)
+        return None if data is None else json.dumps(data)
 
     async def __call__(self, pool: Pool) -> Pool:
         probes = list(self.config.probes) or probes_from_tests(pool.tests)

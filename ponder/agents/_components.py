@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from ponder.agents._answers import (
     AnswerKind,
     answers_equivalent,
-    extract_answer,
     normalize_answer,
 )
 from ponder.agents._state import Candidate, Pool, Provenance, Spend
@@ -184,13 +183,11 @@ class Generate:
                 choices = [replace(ch, index=start + ch.index) for ch in c.choices]
             out = []
             for ch in choices:
-                answer = extract_answer(ch.text, cfg.answer_kind)
                 out.append(
-                    Candidate(
+                    Candidate.read(
                         id=f"{self.name}:{model.id}:{cfg.layer}:{ch.index}",
                         text=ch.text,
-                        answer=answer,
-                        error=None if answer is not None else "no final answer found",
+                        kind=cfg.answer_kind,
                         provenance=Provenance(
                             component=self.name,
                             model=model.id,
@@ -600,13 +597,11 @@ class Fuser:
         parents = tuple(c.id for c in pool.candidates)
         fused = []
         for ch in out.choices:
-            answer = extract_answer(ch.text, cfg.answer_kind)
             fused.append(
-                Candidate(
+                Candidate.read(
                     id=f"{self.name}:{self.model.id}:{cfg.layer}:{ch.index}",
                     text=ch.text,
-                    answer=answer,
-                    error=None if answer is not None else "no final answer found",
+                    kind=cfg.answer_kind,
                     provenance=Provenance(
                         component=self.name,
                         model=self.model.id,
@@ -720,12 +715,10 @@ class Refine:
                     max_tokens=cfg.max_tokens,
                     seed=None if cfg.seed is None else cfg.seed + 1000 * rnd + i,
                 )
-                answer = extract_answer(out.text, cfg.answer_kind)
-                new = Candidate(
+                new = Candidate.read(
                     id=f"{c.id}/r{rnd}",
                     text=out.text,
-                    answer=answer,
-                    error=None if answer is not None else "no final answer found",
+                    kind=cfg.answer_kind,
                     critiques=(*c.critiques, feedback),
                     provenance=c.provenance.model_copy(
                         update={"component": self.name, "parents": (c.id,)}

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ponder.agents._answers import AnswerKind, extract_answer
+from ponder.agents._answers import AnswerKind
 from ponder.agents._components import (
     GENERATOR_SYSTEM,
     _Config,
@@ -179,13 +179,11 @@ class _Stepper:
         how = self.step.aggregate
         cands = []
         for i, n in enumerate(sorted(finished, key=lambda n: -n.value(how))):
-            answer = extract_answer(n.text, self.step.answer_kind)
             cands.append(
-                Candidate(
+                Candidate.read(
                     id=f"{label}:{i}",
                     text=self.step.start + n.text,
-                    answer=answer,
-                    error=None if answer is not None else "no final answer found",
+                    kind=self.step.answer_kind,
                     scores={"prm": n.value(how)},
                     provenance=Provenance(component=label, model=self.model.id, index=i),
                 )
@@ -440,12 +438,10 @@ class FirstFinish:
                 max_tokens=cfg.max_tokens,
                 seed=cfg.seed + i,
             )
-            answer = extract_answer(out.text, cfg.answer_kind)
-            return Candidate(
+            return Candidate.read(
                 id=f"{self.name}:{i}",
                 text=out.text,
-                answer=answer,
-                error=None if answer is not None else "no final answer found",
+                kind=cfg.answer_kind,
                 provenance=Provenance(
                     component=self.name, model=self.model.id, seed=cfg.seed + i, index=i
                 ),

@@ -8,9 +8,11 @@ can checkpoint any step and a failed component leaves its input intact.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ponder.agents._answers import AnswerKind, extract_answer
 from ponder.types import Usage
 
 __all__ = ["Candidate", "Pool", "Provenance", "Spend", "merge_pools"]
@@ -89,6 +91,21 @@ class Candidate(BaseModel):
     provenance: Provenance
     spend: Spend = Field(default_factory=Spend)
     finish_reason: str | None = None
+
+    @classmethod
+    def read(
+        cls,
+        *,
+        id: str,
+        text: str,
+        provenance: Provenance,
+        kind: AnswerKind = "auto",
+        **fields: Any,
+    ) -> Candidate:
+        """A candidate for a model's reply: its final answer extracted, or marked missing."""
+        answer = extract_answer(text, kind)
+        error = None if answer is not None else "no final answer found"
+        return cls(id=id, text=text, answer=answer, error=error, provenance=provenance, **fields)
 
     def scored(self, name: str, value: float) -> Candidate:
         return self.model_copy(update={"scores": {**self.scores, name: value}})

@@ -62,6 +62,19 @@ class _Base:
             "system": system,
         }
 
+    def spec(self) -> WorkflowSpec:
+        raise NotImplementedError
+
+    def build(
+        self,
+        *,
+        settings: Settings | None = None,
+        checkpoint: str | Path | None = None,
+        models: dict[str, Model] | None = None,
+    ) -> Workflow:
+        """A validated, runnable :class:`Workflow` (``models`` passes ready model objects)."""
+        return Workflow(self.spec(), settings=settings, checkpoint=checkpoint, models=models)
+
 
 def _node(
     what: str | ComponentSpec | Sequence[ComponentSpec], approve: bool, params: dict[str, Any]
@@ -94,15 +107,6 @@ class Pipeline(_Base):
 
     def spec(self) -> WorkflowSpec:
         return WorkflowSpec(**self._common, layers=tuple(self._layers))
-
-    def build(
-        self,
-        *,
-        settings: Settings | None = None,
-        checkpoint: str | Path | None = None,
-        models: dict[str, Model] | None = None,
-    ) -> Workflow:
-        return Workflow(self.spec(), settings=settings, checkpoint=checkpoint, models=models)
 
 
 class GraphBuilder(_Base):
@@ -154,12 +158,3 @@ class GraphBuilder(_Base):
 
     def spec(self) -> WorkflowSpec:
         return WorkflowSpec(**self._common, nodes=self._nodes, edges=tuple(self._edges))
-
-    def build(
-        self,
-        *,
-        settings: Settings | None = None,
-        checkpoint: str | Path | None = None,
-        models: dict[str, Model] | None = None,
-    ) -> Workflow:
-        return Workflow(self.spec(), settings=settings, checkpoint=checkpoint, models=models)
