@@ -201,7 +201,10 @@ class Generate:
                 )
             return out, _spend(c)
 
-        results = await asyncio.gather(*(one(m) for m in self.models))
+        if len(self.models) == 1:  # no task per call for the common case
+            results = [await one(self.models[0])]
+        else:
+            results = list(await asyncio.gather(*(one(m) for m in self.models)))
         cands = [c for cs, _ in results for c in cs]
         spend = sum((s for _, s in results), Spend())
         return cands, spend

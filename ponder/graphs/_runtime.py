@@ -414,16 +414,18 @@ class CompiledGraph(Generic[S]):
     async def arun(self, initial: S | None, *, thread_id: str | None = None) -> GraphResult[S]:
         """Run to the end (or to a node that needs approval); resume a thread if it has a
         checkpoint. Node failures are in ``failures``; they do not raise."""
-        result: GraphResult[S] | None = None
+        config = self._config(thread_id)
+        start = await self._start_value(initial, thread_id)
         token = _EMIT.set(False)  # nobody watches: nodes skip building events
         try:
-            async for _, done in self._events(initial, thread_id, events=False):
-                if done is not None:
-                    result = done
+            values = await self.graph.ainvoke(start, config)
         finally:
             _EMIT.reset(token)
-        assert result is not None
-        return result
+        nxt: Sequence[str] = ()
+        if thread_id is not None and self.graph.checkpointer is not None:
+            snap = await self.graph.aget_state(config)
+            values, nxt = snap.values, snap.next
+        return self._result(values, thread_id, nxt)
 
     def run(self, initial: S | None, *, thread_id: str | None = None) -> GraphResult[S]:
         """Synchronous :meth:`arun` (not from inside a running event loop)."""
