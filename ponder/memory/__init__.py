@@ -1,1 +1,32 @@
-"""Ponder memory (see docs/architecture.md)."""
+"""Memory: versioned cheatsheets in a store behind one Protocol (docs/memory.md).
+
+>>> from ponder.memory import SQLiteStore, update
+>>> store = SQLiteStore("memory.sqlite")                           # doctest: +SKIP
+>>> await update(store, "game24", lambda old: add_strategy(old))   # doctest: +SKIP
+"""
+
+from ponder.memory._store import (
+    Cheatsheet,
+    InMemoryStore,
+    MemoryStore,
+    RedisStore,
+    SQLiteStore,
+    VersionConflict,
+    export_namespace,
+    import_namespace,
+    rollback,
+    update,
+)
+
+__all__ = [
+    "Cheatsheet",
+    "InMemoryStore",
+    "MemoryStore",
+    "RedisStore",
+    "SQLiteStore",
+    "VersionConflict",
+    "export_namespace",
+    "import_namespace",
+    "rollback",
+    "update",
+]
