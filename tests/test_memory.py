@@ -8,15 +8,18 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from ponder import GenerateParams, Message
 from ponder.errors import ConfigurationError
 from ponder.memory import (
     Cheatsheet,
+    CheatsheetConfig,
+    DynamicCheatsheet,
     InMemoryStore,
     MemoryStore,
     RedisStore,
@@ -24,9 +27,11 @@ from ponder.memory import (
     VersionConflict,
     export_namespace,
     import_namespace,
+    parse_cheatsheet,
     rollback,
     update,
 )
+from ponder.testing import FakeModel
 
 
 def _free_port() -> int:
@@ -214,3 +219,116 @@ def test_memory_cli_show_history_rollback_export_import(
     assert "g24 is at v3" in capsys.readouterr().out
     assert main(["memory", "show", "nope", "--store", db]) == 1
     assert "no cheatsheet named 'nope'" in capsys.readouterr().err
+
+
+# -- Dynamic Cheatsheet (cumulative) ------------------------------------------------------------
+
+
+def _scripted(curator_reply: Callable[[str], str]) -> FakeModel:
+    def respond(messages: Sequence[Message], _p: GenerateParams, _i: int) -> str:
+        system = messages[0].content if messages and messages[0].role == "system" else ""
+        if "You curate a cheatsheet" in system:
+            return curator_reply(messages[-1].content)
+        return "Using the cheatsheet. The answer is \\boxed{24}."
+
+    return FakeModel(respond)
+
+
+async def test_cumulative_cheatsheet_grows_and_is_used_next_time(tmp_path: Path) -> None:
+    def curator(prompt: str) -> str:
+        old = parse_cheatsheet(prompt) or ""
+        lines = [] if old == "(empty)" else old.splitlines()
+        return (
+            "<cheatsheet>\n"
+            + "\n".join([*lines, f"- insight {len(lines) + 1}"])
+            + "\n</cheatsheet>"
+        )
+
+    model = _scripted(curator)
+    store = SQLiteStore(tmp_path / "m.sqlite")
+    dc = DynamicCheatsheet(model, store, CheatsheetConfig(namespace="g24"))
+    first = await dc.answer("Use 1 2 3 4 to make 24.")
+    second = await dc.answer("Use 2 3 4 5 to make 24.")
+    assert (first.used_version, first.curated_version) == (0, 1)
+    assert (second.used_version, second.curated_version) == (1, 2)
+    latest = await store.latest("g24")
+    assert latest is not None
+    assert latest.content == "- insight 1\n- insight 2"
+    # the second answer saw the first curated cheatsheet in its system prompt
+    prompts = [
+        c.messages[0].content for c in model.calls if "Solve the problem" in c.messages[0].content
+    ]
+    assert "- insight 1" in prompts[1]
+    assert latest.note.startswith("curated after: Use 2 3 4 5")
+
+
+async def test_bad_curator_output_keeps_the_previous_version(tmp_path: Path) -> None:
+    store = InMemoryStore()
+    await store.put("ns", "- keep me", expected_version=0)
+    dc = DynamicCheatsheet(
+        _scripted(lambda _p: "I think it is fine."), store, CheatsheetConfig(namespace="ns")
+    )
+    r = await dc.answer("q")
+    assert r.curated_version is None
+    assert "no <cheatsheet> block" in r.curation_note
+    latest = await store.latest("ns")
+    assert latest is not None
+    assert (latest.version, latest.content) == (1, "- keep me")
+
+
+async def test_an_oversized_cheatsheet_is_compacted_or_kept(tmp_path: Path) -> None:
+    long = "- " + "x" * 400
+
+    def compacting(prompt: str) -> str:
+        return (
+            "<cheatsheet>- short</cheatsheet>"
+            if "Compact it" in prompt
+            else f"<cheatsheet>{long}</cheatsheet>"
+        )
+
+    store = InMemoryStore()
+    cfg = CheatsheetConfig(namespace="ns", max_chars=200)
+    ok = await DynamicCheatsheet(_scripted(compacting), store, cfg).answer("q")
+    assert ok.curated_version == 1
+    latest = await store.latest("ns")
+    assert latest is not None
+    assert latest.content == "- short"
+    stubborn = await DynamicCheatsheet(
+        _scripted(lambda _p: f"<cheatsheet>{long}</cheatsheet>"), store, cfg
+    ).answer("q2")
+    assert stubborn.curated_version is None
+    assert "over 200 characters" in stubborn.curation_note
+    assert (await store.latest("ns")) == latest  # never cut mid-entry
+
+
+async def test_concurrent_curators_keep_every_insight(tmp_path: Path) -> None:
+    def curator(prompt: str) -> str:
+        old = parse_cheatsheet(prompt) or "(empty)"
+        lines = [] if old == "(empty)" else old.splitlines()
+        problem = prompt.split("Problem: ", 1)[1].split("\n", 1)[0]
+        return "<cheatsheet>\n" + "\n".join([*lines, f"- from {problem}"]) + "\n</cheatsheet>"
+
+    path = tmp_path / "m.sqlite"
+
+    async def worker(i: int) -> None:
+        dc = DynamicCheatsheet(
+            _scripted(curator), SQLiteStore(path), CheatsheetConfig(namespace="ns")
+        )
+        await dc.answer(f"puzzle {i}")
+
+    await asyncio.gather(*(worker(i) for i in range(8)))
+    latest = await SQLiteStore(path).latest("ns")
+    assert latest is not None
+    assert sorted(latest.content.splitlines()) == sorted(f"- from puzzle {i}" for i in range(8))
+
+
+async def test_no_memory_baseline_reads_and_writes_nothing() -> None:
+    store = InMemoryStore()
+    dc = DynamicCheatsheet(
+        _scripted(lambda _p: "<cheatsheet>- x</cheatsheet>"),
+        store,
+        CheatsheetConfig(variant="none"),
+    )
+    r = await dc.answer("q")
+    assert (r.used_version, r.curated_version, r.curation_note) == (0, None, "no memory")
+    assert await store.namespaces() == []

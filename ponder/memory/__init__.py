@@ -5,6 +5,12 @@
 >>> await update(store, "game24", lambda old: add_strategy(old))   # doctest: +SKIP
 """
 
+from ponder.memory._cheatsheet import (
+    CheatsheetConfig,
+    CheatsheetResult,
+    DynamicCheatsheet,
+    parse_cheatsheet,
+)
 from ponder.memory._store import (
     Cheatsheet,
     InMemoryStore,
@@ -20,6 +26,9 @@ from ponder.memory._store import (
 
 __all__ = [
     "Cheatsheet",
+    "CheatsheetConfig",
+    "CheatsheetResult",
+    "DynamicCheatsheet",
     "InMemoryStore",
     "MemoryStore",
     "RedisStore",
@@ -27,6 +36,7 @@ __all__ = [
     "VersionConflict",
     "export_namespace",
     "import_namespace",
+    "parse_cheatsheet",
     "rollback",
     "update",
 ]
