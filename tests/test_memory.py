@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from ponder import GenerateParams, Message
+from ponder import GenerateParams, Message, Model, Settings
 from ponder.errors import ConfigurationError
+from ponder.eval import check_24, extract_expression, load_game24
 from ponder.memory import (
+    BM25Retriever,
     Cheatsheet,
     CheatsheetConfig,
     DynamicCheatsheet,
+    EmbeddingRetriever,
     InMemoryStore,
     MemoryStore,
     RedisStore,
@@ -31,7 +34,9 @@ from ponder.memory import (
     rollback,
     update,
 )
-from ponder.testing import FakeModel
+from ponder.testing import FakeModel, StandinConfig, StandinServer
+from ponder.testing.oracle import OracleConfig, _solve24
+from ponder.workflows import Workflow, WorkflowError, WorkflowSpec
 
 
 def _free_port() -> int:
@@ -332,3 +337,209 @@ async def test_no_memory_baseline_reads_and_writes_nothing() -> None:
     r = await dc.answer("q")
     assert (r.used_version, r.curated_version, r.curation_note) == (0, None, "no memory")
     assert await store.namespaces() == []
+
+
+# -- retrieval, DC-RS and the baselines ---------------------------------------------------------
+
+
+def test_bm25_ranks_by_shared_words_and_finds_nothing_unrelated() -> None:
+    docs = ["Game of 24: 4 7 8 8", "Game of 24: 1 1 4 6", "What is 3 * 4 + 2?"]
+    r = BM25Retriever()
+    assert r.search("Game of 24: 8 4 8 7", docs, 2)[0] == 0
+    assert r.search("zebra", docs, 2) == []
+    assert r.search("anything", [], 3) == []
+
+
+def test_embedding_retriever_runs_the_bundled_model_offline() -> None:
+    docs = ["How do I bake bread?", "Solve 3x + 2 = 11 for x.", "The cat sat on the mat."]
+    r = EmbeddingRetriever()
+    assert r.search("Find x when 5x - 4 = 6.", docs, 1) == [1]
+    assert r.search("A recipe for sourdough loaves", docs, 3)[0] == 0
+
+
+def test_embedding_retriever_with_a_missing_model_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        EmbeddingRetriever(tmp_path / "nope").search("q", ["d"], 1)
+
+
+def _recording(curator_reply: Callable[[str], str]) -> FakeModel:
+    def respond(messages: Sequence[Message], _p: GenerateParams, _i: int) -> str:
+        system = messages[0].content if messages and messages[0].role == "system" else ""
+        if "You curate a cheatsheet" in system:
+            return curator_reply(messages[-1].content)
+        question = messages[-1].content
+        return f"Answer to {question}: \\boxed{{{len(question)}}}"
+
+    return FakeModel(respond)
+
+
+async def test_retrieval_synthesis_builds_a_sheet_from_similar_past_queries() -> None:
+    seen: list[str] = []
+
+    def synth(prompt: str) -> str:
+        seen.append(prompt)
+        nxt = prompt.split("Next problem: ", 1)[1].split("\n", 1)[0]
+        return f"<cheatsheet>\n- synthesised for {nxt}\n</cheatsheet>"
+
+    store = InMemoryStore()
+    model = _recording(synth)
+    cfg = CheatsheetConfig(namespace="rs", variant="retrieval_synthesis", top_k=1)
+    dc = DynamicCheatsheet(model, store, cfg)
+    for q in ["Game of 24: 4 7 8 8", "What is the capital of France?", "Game of 24: 8 8 7 4"]:
+        r = await dc.answer(q)
+    # the third query retrieved the first (shared numbers), not the unrelated one
+    assert [e.query for e in r.retrieved] == ["Game of 24: 4 7 8 8"]
+    assert "Q: Game of 24: 4 7 8 8" in seen[-1]
+    assert "Next problem: Game of 24: 8 8 7 4" in seen[-1]
+    # the sheet was written before answering and the generator saw it
+    assert r.used_version == 3
+    assert r.curation_note == "synthesised; recorded"
+    assert "- synthesised for Game of 24: 8 8 7 4" in model.calls[-1].messages[0].content
+    assert len(await dc.log.entries()) == 3
+
+
+async def test_retrieval_and_full_history_baselines_show_past_answers() -> None:
+    store = InMemoryStore()
+    never = _recording(lambda _p: pytest.fail("baselines never curate"))
+    history = DynamicCheatsheet(
+        never, store, CheatsheetConfig(namespace="h", variant="full_history")
+    )
+    await history.answer("first question")
+    await history.answer("second question")
+    system = never.calls[-1].messages[0].content
+    assert "Q: first question" in system
+    assert "A: Answer to first question" in system
+    retrieval = DynamicCheatsheet(
+        never, store, CheatsheetConfig(namespace="h", variant="retrieval", top_k=1)
+    )
+    r = await retrieval.answer("the second question again")
+    assert [e.query for e in r.retrieved] == ["second question"]
+    assert await store.latest("h") is None  # baselines write no cheatsheet, only the log
+    assert len(await history.log.entries()) == 3
+
+
+async def test_a_failed_synthesis_answers_with_the_previous_sheet() -> None:
+    store = InMemoryStore()
+    await store.put("rs", "- kept", expected_version=0)
+    dc = DynamicCheatsheet(
+        _recording(lambda _p: "I refuse to use tags."),
+        store,
+        CheatsheetConfig(namespace="rs", variant="retrieval_synthesis"),
+    )
+    r = await dc.answer("q")
+    assert r.used_version == 1
+    assert "no <cheatsheet> block" in r.curation_note
+    assert (await store.latest("rs")) is not None
+
+
+# -- code in memory, on the stand-in oracle -------------------------------------------------------
+
+G24_ORACLE = OracleConfig(
+    accuracy={"g": 0.0},
+    curator_insight_rate=1.0,
+    solver_after=1,
+    solver_rate=1.0,
+)
+
+
+async def test_a_solver_the_curator_stored_is_run_by_later_answers(tmp_path: Path) -> None:
+    puzzles = load_game24(0, 3)
+    async with StandinServer(StandinConfig(time_scale=0, oracle=G24_ORACLE)) as s:
+        model = Model(f"vllm:g@{s.base_url}", settings=Settings.load(cache=False))
+        dc = DynamicCheatsheet(
+            model, SQLiteStore(tmp_path / "m.sqlite"), CheatsheetConfig(execute_code=True)
+        )
+        results = [await dc.answer(p.question) for p in puzzles]
+        await model.aclose()
+    first, second, _ = results
+    assert first.code_output is None
+    assert not check_24(extract_expression(first.answer_text), puzzles[0].numbers)
+    assert first.curated_version == 1  # the curator added an insight and the solver
+    assert second.code_output is not None
+    assert "def solve24" in second.answer_text
+    assert check_24(second.code_output, puzzles[1].numbers)
+    assert all(
+        check_24(extract_expression(r.answer_text), p.numbers)
+        for r, p in zip(results[1:], puzzles[1:], strict=True)
+    )
+
+
+async def test_code_that_hangs_is_stopped_and_the_answer_still_comes() -> None:
+    def respond(messages: Sequence[Message], _p: GenerateParams, _i: int) -> str:
+        if "Your code printed" in messages[-1].content:
+            return "It timed out, so I guess: \\boxed{0}"
+        if "You curate" in messages[0].content:
+            return "<cheatsheet>- avoid infinite loops</cheatsheet>"
+        return "```python\nwhile True:\n    pass\n```"
+
+    dc = DynamicCheatsheet(
+        FakeModel(respond),
+        InMemoryStore(),
+        CheatsheetConfig(execute_code=True, code_timeout=0.5),
+    )
+    r = await dc.answer("loop forever")
+    assert r.code_output is not None
+    assert "stopped" in r.code_output
+    assert r.answer_text.endswith("\\boxed{0}")
+    assert r.curated_version == 1
+
+
+# -- workflow steps ---------------------------------------------------------------------------
+
+
+async def test_memory_steps_wrap_a_workflow(tmp_path: Path) -> None:
+    store = str(tmp_path / "wf.sqlite")
+    spec = {
+        "name": "with-memory",
+        "models": {"m": "vllm:m@http://127.0.0.1:9/v1"},
+        "layers": [
+            {"memory_read": {"namespace": "wf", "store": store}},
+            {"generate": {"n": 3}},
+            {"vote": {}},
+            {"memory_curate": {"namespace": "wf", "store": store}},
+        ],
+    }
+
+    def respond(messages: Sequence[Message], _p: GenerateParams, _i: int) -> str:
+        if "You curate" in messages[0].content:
+            old = parse_cheatsheet(messages[-1].content) or ""
+            return f"<cheatsheet>{old}\n- learned</cheatsheet>"
+        return "\\boxed{7}"
+
+    fake = FakeModel(respond)
+    wf = Workflow(WorkflowSpec.model_validate(spec), models={"m": fake})
+    first = (await wf.arun("What is 3 + 4?")).output
+    second = (await wf.arun("What is 2 + 5?")).output
+    assert first.final == second.final == "7"
+    assert any("memory wf v0 (cumulative)" in n for n in first.notes)
+    assert any("memory wf v1 (cumulative)" in n for n in second.notes)
+    assert any("memory wf: updated (v2)" in n for n in second.notes)
+    gen = [c for c in fake.calls if "You curate" not in c.messages[0].content]
+    assert "- learned" in gen[-1].messages[0].content
+    with pytest.raises(WorkflowError, match="variant"):
+        Workflow(
+            WorkflowSpec.model_validate(
+                {**spec, "layers": [{"memory_read": {"variant": "telepathy"}}]}
+            ),
+            models={"m": fake},
+        )
+
+
+# -- Game of 24 data and checker ------------------------------------------------------------
+
+
+def test_game24_data_and_checker() -> None:
+    puzzles = load_game24()
+    assert len(puzzles) == 1362
+    assert puzzles[0].numbers == (1, 1, 4, 6)
+    assert check_24("(7 - 8/8) * 4", (4, 7, 8, 8))
+    assert check_24("8 / (3 - 8/3)", (3, 3, 8, 8))  # exact fractions, no rounding
+    assert not check_24("6 * 4", (1, 1, 4, 6))  # must use every number
+    assert not check_24("__import__('os')", (1, 1, 4, 6))
+    assert not check_24("1/(1-1)*4*6", (1, 1, 4, 6))
+    assert extract_expression("so \\boxed{(1+1)*...}") == "(1+1)*..."
+    assert extract_expression("work\n(6 - 1 - 1) * 4 = 24") == "(6 - 1 - 1) * 4"
+    assert extract_expression("no expression here") is None
+    # the stand-in oracle's solver (and the solver code its curator stores) is exact
+    for p in puzzles[::7]:
+        assert check_24(_solve24(tuple(sorted(p.numbers))), p.numbers), p

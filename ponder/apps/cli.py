@@ -399,18 +399,11 @@ StoreOption = Annotated[
 ]
 
 
-def _store(store: str | None) -> Any:
-    from ponder.memory import RedisStore, SQLiteStore
-    from ponder.settings import default_cache_path
-
-    if store is not None and store.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(store)
-    return SQLiteStore(store or default_cache_path().with_name("memory.sqlite"))
-
-
 def _with_store(store: str | None, fn: Any) -> Any:
     async def go() -> Any:
-        s = _store(store)
+        from ponder.memory import open_store
+
+        s = open_store(store)
         try:
             return await fn(s)
         finally:

@@ -30,6 +30,7 @@ __all__ = [
     "VersionConflict",
     "export_namespace",
     "import_namespace",
+    "open_store",
     "rollback",
     "update",
 ]
@@ -387,3 +388,19 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def open_store(url: str | Path | None = None) -> MemoryStore:
+    """A store from a string: ``memory`` (in-process), ``redis://host:port/db`` (also
+    ``rediss://``, ``unix://``), or a SQLite file path (default: ``memory.sqlite`` next to
+    the response cache)."""
+    from ponder.settings import default_cache_path
+
+    if url is None:
+        return SQLiteStore(default_cache_path().with_name("memory.sqlite"))
+    text = str(url)
+    if text == "memory":
+        return InMemoryStore()
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(text)
+    return SQLiteStore(text)

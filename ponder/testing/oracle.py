@@ -37,6 +37,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ponder.eval import check_24
+
 __all__ = [
     "OracleConfig",
     "Problem",
@@ -48,10 +50,15 @@ __all__ = [
     "respond",
 ]
 
-Role = Literal["generator", "verifier", "critic", "ranker", "fuser", "step_scorer", "test_writer"]
+Role = Literal[
+    "generator", "verifier", "critic", "ranker", "fuser", "step_scorer", "test_writer", "curator"
+]
 Kind = Literal["arithmetic", "multistep", "game24", "code"]
 
 _TAG = re.compile(r"Problem (\d+):")
+_GAME24 = re.compile(r"Game of 24: (\d+) (\d+) (\d+) (\d+)")
+_SHEET = re.compile(r"<cheatsheet>\s*(.*?)\s*</cheatsheet>", re.DOTALL)
+_CODE_OUTPUT = "Your code printed:"
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 _CANDIDATE = re.compile(r"^(?:Candidate\s*(\d+)\s*:|\[(\d+)\])", re.MULTILINE)
 
@@ -73,6 +80,21 @@ class OracleConfig(BaseModel):
     ranker_accuracy: float = Field(0.8, ge=0, le=1, description="P(a right one ranked first).")
     fuser_boost: float = Field(0.15, ge=0, le=1, description="Accuracy gain of a fuser.")
     step_noise: float = Field(0.15, ge=0, le=1, description="Noise of process rewards.")
+    insight_gain: float = Field(
+        0.1, ge=0, le=1, description="Game of 24: accuracy gain per cheatsheet insight."
+    )
+    insight_cap: float = Field(0.4, ge=0, le=1, description="Cap of the insight gain.")
+    example_gain: float = Field(
+        0.02, ge=0, le=1, description="Game of 24: accuracy gain per past example in context."
+    )
+    example_cap: float = Field(0.2, ge=0, le=1, description="Cap of the example gain.")
+    curator_insight_rate: float = Field(
+        0.5, ge=0, le=1, description="P(a curation adds a new insight)."
+    )
+    solver_after: int = Field(
+        3, ge=0, description="Insights a cheatsheet holds before the curator may add code."
+    )
+    solver_rate: float = Field(0.3, ge=0, le=1, description="P(a curation then adds a solver).")
 
     def p_correct(self, model: str) -> float:
         return self.accuracy.get(model, self.default_accuracy)
@@ -125,14 +147,14 @@ def _solve24(nums: tuple[int, ...]) -> str | None:
                 rest = items[:i] + items[i + 1 : j] + items[j + 1 :]
                 options = [
                     (a + b, f"({ea}+{eb})"),
-                    (a * b, f"{ea}*{eb}"),
+                    (a * b, f"({ea}*{eb})"),
                     (a - b, f"({ea}-{eb})"),
                     (b - a, f"({eb}-{ea})"),
                 ]
                 if b != 0:
-                    options.append((a / b, f"{ea}/{eb}"))
+                    options.append((a / b, f"({ea}/{eb})"))
                 if a != 0:
-                    options.append((b / a, f"{eb}/{ea}"))
+                    options.append((b / a, f"({eb}/{ea})"))
                 for value, expr in options:
                     found = go([*rest, (value, expr)])
                     if found:
@@ -252,6 +274,7 @@ class ProblemBank:
 def detect_role(system: str) -> Role:
     s = system.lower()
     for needle, role in (
+        ("curat", "curator"),
         ("verif", "verifier"),
         ("step scor", "step_scorer"),
         ("process reward", "step_scorer"),
@@ -349,6 +372,10 @@ def respond(
     """The oracle's answer text and whether it is right (None: not applicable), or None if
     the prompt names no known problem. A generator given a ``prefill`` on a multi-step
     problem continues it from its last ``Step k:`` line (step-level search)."""
+    g24 = _GAME24.search(user)
+    if g24 is not None:
+        nums = tuple(int(x) for x in g24.groups())
+        return _game24(config, model, detect_role(system), system, user, nums, rng)
     tag = _TAG.search(user)
     if tag is None:
         return None
@@ -407,6 +434,124 @@ def respond(
     # test_writer
     tests = list(p.tests) or [f"assert answer() == {p.answer!r}"]
     return "```python\n" + "\n".join(tests) + "\n```", None
+
+
+# -- Game of 24 with memory (Dynamic Cheatsheet) ------------------------------------------
+
+GAME24_INSIGHTS = (
+    "* Look for a pair that makes 24 with the rest collapsing to 1 (x*1, x/1) or 0 (x+0).",
+    "* Factor 24 as 4*6, 3*8, 2*12 or 1*24 and build each factor from two numbers.",
+    "* Division can build fractions that cancel: 8/(3-8/3) = 24.",
+    "* Subtraction of a product: a*b - c*d (e.g. 5*5 - 1*1 = 24).",
+    "* With repeated numbers, x/x = 1 and x-x = 0 are free helpers.",
+    "* Check every candidate by evaluating it; use each number exactly once.",
+)
+GAME24_SOLVER = """```python
+from fractions import Fraction
+
+
+def solve24(nums):
+    \"\"\"An expression over nums (each once) equal to 24, or None: exhaustive search.\"\"\"
+
+    def go(items):
+        if len(items) == 1:
+            return items[0][1] if items[0][0] == 24 else None
+        for i in range(len(items)):
+            for j in range(len(items)):
+                if i == j:
+                    continue
+                (a, ea), (b, eb) = items[i], items[j]
+                rest = [items[k] for k in range(len(items)) if k not in (i, j)]
+                options = [
+                    (a + b, f"({ea}+{eb})"),
+                    (a - b, f"({ea}-{eb})"),
+                    (a * b, f"({ea}*{eb})"),
+                ]
+                if b != 0:
+                    options.append((a / b, f"({ea}/{eb})"))
+                for value, expr in options:
+                    found = go([*rest, (value, expr)])
+                    if found:
+                        return found
+        return None
+
+    return go([(Fraction(n), str(n)) for n in nums])
+```"""
+
+
+def _wrong24(nums: tuple[int, ...], rng: random.Random) -> str:
+    a, b, c, d = rng.sample(list(nums), 4)
+    return rng.choice([f"{a}*{b}+{c}-{d}", f"({a}+{b})*{c}-{d}", f"{a}+{b}+{c}+{d}"])
+
+
+def _game24(
+    config: OracleConfig,
+    model: str,
+    role: Role,
+    system: str,
+    user: str,
+    nums: tuple[int, ...],
+    rng: random.Random,
+) -> tuple[str, bool | None]:
+    """Game of 24 (the real puzzles) with a memory-aware simulated model.
+
+    * generator: right with ``p_correct(model)`` plus ``insight_gain`` per ``* `` insight
+      line in its context (capped at ``insight_cap``) plus ``example_gain`` per past
+      ``Game of 24:`` example shown (capped at ``example_cap``). When its context holds the
+      ``solve24`` code it writes a program calling it instead; given that program's output
+      (``Your code printed:``) it boxes the printed expression.
+    * curator (system prompt mentions curation): rewrites the ``<cheatsheet>`` of its
+      prompt, adding a new insight with ``curator_insight_rate`` and, once it holds
+      ``solver_after`` insights, the solver code with ``solver_rate``.
+    """
+    if role == "curator":
+        old = _SHEET.search(user)
+        lines = [] if old is None else [ln for ln in old.group(1).splitlines() if ln.strip()]
+        if lines == ["(empty)"]:
+            lines = []
+        text = "\n".join(lines)
+        have = [i for i in GAME24_INSIGHTS if i in text]
+        if len(have) < len(GAME24_INSIGHTS) and rng.random() < config.curator_insight_rate:
+            lines.append(GAME24_INSIGHTS[len(have)])
+            have.append(GAME24_INSIGHTS[len(have)])
+        if (
+            "def solve24" not in text
+            and len(have) >= config.solver_after
+            and rng.random() < config.solver_rate
+        ):
+            lines.append("* Code: a complete solver; run it on the four numbers.")
+            lines.append(GAME24_SOLVER)
+        body = "\n".join(lines) or "(empty)"
+        return f"Updated the cheatsheet.\n<cheatsheet>\n{body}\n</cheatsheet>", None
+    context = system + "\n" + user
+    if _CODE_OUTPUT in user:
+        printed = user.rsplit(_CODE_OUTPUT, 1)[1].strip().splitlines()
+        expr = printed[0].strip() if printed else ""
+        ok = check_24(expr, nums)
+        return f"The program found an expression.\nThe answer is \\boxed{{{expr}}}.", ok
+    if "def solve24" in context:
+        block = context[context.index("def solve24") :]
+        end = block.find("```")
+        code = "from fractions import Fraction\n\n\n" + (block[:end] if end >= 0 else block)
+        call = f"print(solve24([{', '.join(map(str, nums))}]))"
+        return (
+            f"I use the solver from the cheatsheet.\n```python\n{code.rstrip()}\n\n{call}\n```",
+            None,
+        )
+    insights = sum(1 for ln in context.splitlines() if ln.startswith("* "))
+    examples = max(0, context.count("Game of 24:") - 1)
+    p = (
+        config.p_correct(model)
+        + min(config.insight_cap, config.insight_gain * insights)
+        + min(config.example_cap, config.example_gain * examples)
+    )
+    correct = rng.random() < min(1.0, p)
+    sol = _solve24(tuple(sorted(nums)))
+    expr = sol if correct and sol else _wrong24(nums, rng)
+    return (
+        f"Let me try combinations of {' '.join(map(str, nums))}.\nThe answer is \\boxed{{{expr}}}.",
+        correct and sol is not None,
+    )
 
 
 def majority_vote_accuracy(p: float, k: int, n: int) -> float:

@@ -63,6 +63,7 @@ from ponder.backends import Budget, Model, ModelRef
 from ponder.errors import ConfigurationError
 from ponder.graphs import CompiledGraph, Event, Graph, GraphError, GraphResult
 from ponder.settings import Settings
+from ponder.workflows._memory import MemoryCurate, MemoryRead, MemoryStepConfig
 from ponder.workflows._spec import ComponentSpec, NodeSpec, WorkflowSpec
 
 __all__ = ["COMPONENT_FACTORIES", "Problem", "Workflow", "WorkflowError", "parse_condition"]
@@ -164,6 +165,12 @@ COMPONENT_FACTORIES: dict[str, _Factory] = {
     ),
     "first_finish": _Factory(
         FirstFinishConfig, True, lambda c, ms, _p: FirstFinish(ms[0], cast(FirstFinishConfig, c))
+    ),
+    "memory_read": _Factory(
+        MemoryStepConfig, True, lambda c, ms, _p: MemoryRead(ms[0], cast(MemoryStepConfig, c))
+    ),
+    "memory_curate": _Factory(
+        MemoryStepConfig, True, lambda c, ms, _p: MemoryCurate(ms[0], cast(MemoryStepConfig, c))
     ),
 }
 
