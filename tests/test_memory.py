@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from conftest import free_port
 
 from ponder import GenerateParams, Message, Model, Settings
 from ponder.errors import ConfigurationError
@@ -37,42 +35,6 @@ from ponder.memory import (
 from ponder.testing import FakeModel, StandinConfig, StandinServer
 from ponder.testing.oracle import OracleConfig, _solve24
 from ponder.workflows import Workflow, WorkflowError, WorkflowSpec
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free loopback port (installed by .ci/run / ./dev test)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed: apt-get install redis-server (./dev test does)")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
-
 
 StoreMaker = Callable[[], MemoryStore]
 
@@ -182,7 +144,7 @@ async def test_parallel_writers_lose_nothing_and_apply_nothing_twice(
 
 
 async def test_unreachable_redis_names_the_url() -> None:
-    store = RedisStore(f"redis://127.0.0.1:{_free_port()}/0")
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(ConfigurationError, match=r"cannot reach Redis at redis://127\.0\.0\.1"):
         await store.latest("ns")
     await store.aclose()

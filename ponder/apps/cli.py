@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -77,6 +78,46 @@ def generate(
         con.rule(f"sample {ch.index}" + (" (cached)" if ch.cached else ""))
         con.print(ch.text, markup=False)
     con.print(f"[dim]{c.usage.total_tokens} tokens, ${c.cost:.5f}, {c.requests} requests[/dim]")
+
+
+@app.command()
+def serve(
+    workflows: Annotated[
+        str, typer.Option("--workflows", help="A directory of workflow files (or one file).")
+    ],
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve workflows as OpenAI-compatible models, with the web chat page at / and the
+    Slack app at /slack/events (settings: PONDER_SERVE_* variables, docs/serve.md)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ponder.ConfigurationError(
+            "ponder serve needs the web extra: pip install 'ponder[web]' ('ponder[slack]' "
+            "for the Slack app)"
+        ) from None
+
+    from ponder.apps._serve_settings import ServeSettings
+    from ponder.apps.server import PonderServer, load_workflows
+    from ponder.workflows import load_workflow
+
+    path = Path(workflows)
+    if path.is_dir():
+        found = load_workflows(path)
+    else:
+        wf = load_workflow(path)
+        found = {wf.spec.name or path.stem: wf}
+    settings = ServeSettings()
+    server = PonderServer(found, settings)
+    print(f"ponder serve: {', '.join(sorted(found))} on http://{host}:{port}/", flush=True)
+    uvicorn.run(
+        server.app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+    )
 
 
 @app.command()

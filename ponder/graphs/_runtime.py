@@ -15,8 +15,10 @@ group): LangGraph's ``Send`` costs ~0.3 ms per branch and waits for the slowest 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar
 
@@ -290,6 +292,11 @@ class Graph(Generic[S]):
 
 
 _EMIT: contextvars.ContextVar[bool] = contextvars.ContextVar("ponder_emit", default=True)
+# the node tasks of the run being streamed: LangGraph leaves them running when the stream
+# is abandoned (a client gone), so the stream's owner cancels them itself
+_RUNNING: contextvars.ContextVar[set[asyncio.Task[Any]] | None] = contextvars.ContextVar(
+    "ponder_running", default=None
+)
 
 
 def _no_events(_event: Any) -> None:
@@ -308,6 +315,16 @@ class _NodeRunner(Generic[S]):
         self.graph, self.name, self.fn, self.preds, self.keep = graph, name, fn, preds, keep
 
     async def __call__(self, state: _State) -> dict[str, Any]:
+        running, task = _RUNNING.get(), asyncio.current_task()
+        if running is None or task is None:
+            return await self._run(state)
+        running.add(task)
+        try:
+            return await self._run(state)
+        finally:
+            running.discard(task)
+
+    async def _run(self, state: _State) -> dict[str, Any]:
         g, name, preds = self.graph, self.name, self.preds
         write = get_stream_writer() if _EMIT.get() else _no_events
         meta = state.get("meta", {})
@@ -433,10 +450,20 @@ class CompiledGraph(Generic[S]):
 
     async def astream(
         self, initial: S | None, *, thread_id: str | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """The run's events as they happen, ending with ``run_finished``."""
-        async for e, _ in self._events(initial, thread_id):
-            yield e
+        async with aclosing(self._events(initial, thread_id)) as events:
+            async for e, _ in events:
+                yield e
+
+    async def aevents(
+        self, initial: S | None, *, thread_id: str | None = None
+    ) -> AsyncGenerator[tuple[Event, GraphResult[S] | None], None]:
+        """Like :meth:`astream`, paired with the result (set on ``run_finished`` only), for
+        front ends that render the events and then need the output."""
+        async with aclosing(self._events(initial, thread_id)) as events:
+            async for pair in events:
+                yield pair
 
     async def approve(self, thread_id: str) -> GraphResult[S]:
         """Let a run paused before a node that needs approval go on."""
@@ -444,21 +471,35 @@ class CompiledGraph(Generic[S]):
 
     async def _events(
         self, initial: S | None, thread_id: str | None, *, events: bool = True
-    ) -> AsyncIterator[tuple[Event, GraphResult[S] | None]]:
+    ) -> AsyncGenerator[tuple[Event, GraphResult[S] | None], None]:
         config = self._config(thread_id)
         start = await self._start_value(initial, thread_id)
         # fold the small per-node updates ourselves rather than stream whole states
         values: dict[str, Any] | None = dict(start) if start is not None else None
         modes = ["custom", "updates"] if events else ["updates"]
-        async for mode, chunk in self.graph.astream(start, config, stream_mode=modes):
-            if mode == "custom" and isinstance(chunk, Event):
-                yield chunk, None
-            elif mode == "updates" and values is not None and isinstance(chunk, dict):
-                for update in chunk.values():
-                    for key, value in (update or {}).items():
-                        reduce = _REDUCERS.get(key)
-                        old = values.get(key)
-                        values[key] = value if reduce is None or old is None else reduce(old, value)
+        # closed explicitly: a consumer that stops (a client gone) must cancel the nodes now,
+        # not when the generator is garbage collected
+        running: set[asyncio.Task[Any]] = set()
+        token = _RUNNING.set(running)
+        stream = self.graph.astream(start, config, stream_mode=modes)
+        try:
+            async with aclosing(stream):
+                async for mode, chunk in stream:
+                    if mode == "custom" and isinstance(chunk, Event):
+                        yield chunk, None
+                    elif mode == "updates" and values is not None and isinstance(chunk, dict):
+                        for update in chunk.values():
+                            for key, value in (update or {}).items():
+                                reduce = _REDUCERS.get(key)
+                                old = values.get(key)
+                                values[key] = (
+                                    value if reduce is None or old is None else reduce(old, value)
+                                )
+        finally:
+            with contextlib.suppress(ValueError):  # finalised from another context
+                _RUNNING.reset(token)
+            for t in running:
+                t.cancel()
         nxt: Sequence[str] = ()
         if thread_id is not None and self.graph.checkpointer is not None:
             snap = await self.graph.aget_state(config)

@@ -12,8 +12,8 @@ import asyncio
 import contextvars
 import operator
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +28,7 @@ from ponder.agents import (
     BeamSearchConfig,
     BestOfN,
     BestOfNConfig,
+    Candidate,
     Critic,
     ExecutionVote,
     ExecutionVoteConfig,
@@ -336,12 +337,34 @@ def check(spec: WorkflowSpec) -> list[Problem]:
 # -- building ------------------------------------------------------------------------------
 
 
+def _card(c: Candidate) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "answer": c.answer,
+        "model": c.provenance.model,
+        "scores": c.scores,
+        "verdicts": c.verdicts,
+        "critiques": [k[:300] for k in c.critiques[:3]],
+    }
+
+
 def _describe(before: Pool, after: Pool) -> dict[str, Any]:
-    seen = {b.id for b in before.candidates}
-    new = [c for c in after.candidates if c.id not in seen]
+    old = {b.id: b for b in before.candidates}
+    new = [c for c in after.candidates if c.id not in old]
+    changed = [
+        c
+        for c in after.candidates
+        if c.id in old
+        and (c.scores, c.critiques, c.verdicts)
+        != (old[c.id].scores, old[c.id].critiques, old[c.id].verdicts)
+    ]
+    k = len(before.notes)
+    notes = after.notes[k:] if after.notes[:k] == before.notes else after.notes
     return {
         "candidates": len(after.candidates),
-        "new_candidates": [{"id": c.id, "answer": c.answer} for c in new][:50],
+        "new_candidates": [_card(c) for c in new[:50]],
+        "updated_candidates": [_card(c) for c in changed[:50]],
+        "notes": list(notes),
         "final": after.final,
         "tokens": after.spend.total_tokens,
         "cost": after.spend.cost,
@@ -529,13 +552,26 @@ class Workflow:
 
     async def astream(
         self, question: str | Pool | None, *, thread_id: str | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Events as they happen: node started/finished/failed (with candidates, final
         answer, tokens and cost so far), then ``run_finished``."""
         async with AsyncExitStack() as stack:
             graph = await self._compiled(stack)
-            async for e in graph.astream(self._pool(question), thread_id=thread_id):
-                yield e
+            events = graph.astream(self._pool(question), thread_id=thread_id)
+            async with aclosing(events):
+                async for e in events:
+                    yield e
+
+    async def aevents(
+        self, question: str | Pool | None, *, thread_id: str | None = None
+    ) -> AsyncGenerator[tuple[Event, GraphResult[Pool] | None], None]:
+        """Events as they happen, each paired with the result (set on ``run_finished``)."""
+        async with AsyncExitStack() as stack:
+            graph = await self._compiled(stack)
+            pairs = graph.aevents(self._pool(question), thread_id=thread_id)
+            async with aclosing(pairs):
+                async for pair in pairs:
+                    yield pair
 
     @staticmethod
     def total_spend(result: GraphResult[Pool]) -> Spend:

@@ -1,0 +1,58 @@
+"""One settings object for the front ends: ``ponder serve``, the web page and Slack."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ServeSettings"]
+
+
+def _split(v: object) -> object:
+    return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+
+class ServeSettings(BaseSettings):
+    """Configuration of ``ponder serve`` (environment variables ``PONDER_SERVE_*``).
+
+    With no ``api_keys`` the API is open (fine on loopback; the server warns otherwise).
+    Lists come from the environment comma-separated: ``PONDER_SERVE_API_KEYS=k1,k2``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PONDER_SERVE_", extra="forbid")
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Bearer tokens clients must send."
+    )
+    requests_per_minute: int = Field(600, ge=1, description="Per API key (or per client IP).")
+    token_budget: int | None = Field(
+        None, ge=1, description="Tokens each API key may spend (None: no limit)."
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger requests get 413.")
+    max_concurrent_runs: int = Field(64, ge=1, description="Runs at once; more wait.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (none: CORS off)."
+    )
+    redis_url: str | None = Field(
+        None, description="Share rate limits, budgets and Slack retry marks between servers."
+    )
+    runs_kept: int = Field(1000, ge=1, description="Finished runs whose events stay readable.")
+    graceful_shutdown_seconds: float = Field(30.0, ge=0)
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = Field(
+        "https://slack.com/api/", description="Slack Web API base URL (tests point it at a fake)."
+    )
+    slack_update_seconds: float = Field(
+        1.0, ge=0, description="Least time between progress updates of a Slack reply."
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        return _split(v)
+
+    def keys(self) -> set[str]:
+        return {k.get_secret_value() for k in self.api_keys}

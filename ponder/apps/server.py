@@ -1,0 +1,606 @@
+"""``ponder serve``: each workflow as an OpenAI-compatible model, the run's events as a
+stream, a web chat page, and (when configured) the Slack app, in one Starlette app.
+
+    ponder serve --workflows examples/workflows --port 8080
+    client = openai.OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="k1")
+    client.chat.completions.create(model="adaptive-self-consistency", messages=[...])
+
+See docs/serve.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sse_starlette.sse import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ponder.agents import Candidate, Pool
+from ponder.apps._serve_settings import ServeSettings
+from ponder.graphs import Event, GraphResult
+from ponder.workflows import Workflow, load_workflow
+
+__all__ = ["ChatRequest", "PonderServer", "RunRecord", "answer_texts", "load_workflows"]
+
+log = logging.getLogger("ponder.serve")
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+class ChatMessage(BaseModel):
+    """One message; ``content`` may be a string or a list of text parts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+
+
+class ChatRequest(BaseModel):
+    """The parts of an OpenAI chat request Ponder uses; sampling options are accepted and
+    left to the workflow (its YAML sets temperatures, n and budgets)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    n: int = Field(1, ge=1, le=8, description="Distinct candidates to return.")
+    stream_options: dict[str, Any] | None = None
+    user: str | None = None
+
+    def to_pool(self) -> Pool:
+        system = "\n\n".join(m.text() for m in self.messages if m.role in ("system", "developer"))
+        turns = [m for m in self.messages if m.role in ("user", "assistant")]
+        if not turns or turns[-1].role != "user":
+            raise ValueError("the last non-system message must come from the user")
+        history = "\n".join(f"{m.role}: {m.text()}" for m in turns[:-1])
+        query = turns[-1].text()
+        if history:
+            query = f"Earlier in this conversation:\n{history}\n\n{query}"
+        return Pool(query=query, system=system or None)
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "code"}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {
+            "error": {"message": self.message, "type": self.type, "param": None, "code": self.code}
+        }
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+class RunRecord:
+    """A run's events (kept after it ends, for ``/v1/runs/{id}/events``)."""
+
+    def __init__(self, run_id: str, owner: str, model: str) -> None:
+        self.id, self.owner, self.model = run_id, owner, model
+        self.events: list[dict[str, Any]] = []
+        self.done = False
+        self._changed = asyncio.Condition()
+
+    async def add(self, event: dict[str, Any]) -> None:
+        async with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    async def finish(self) -> None:
+        async with self._changed:
+            self.done = True
+            self._changed.notify_all()
+
+    async def follow(self) -> AsyncIterator[dict[str, Any]]:
+        """Every event so far, then the new ones until the run ends."""
+        i = 0
+        while True:
+            async with self._changed:
+                while i >= len(self.events) and not self.done:
+                    await self._changed.wait()
+                fresh, done = self.events[i:], self.done
+            for e in fresh:
+                yield e
+            i += len(fresh)
+            if done and i >= len(self.events):
+                return
+
+
+async def _until_disconnect(request: Request, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``items``, but stop (cancelling the producer, hence the run's model calls) as soon as
+    the client disconnects, even while the run is between events."""
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    async def produce() -> None:
+        try:
+            async with aclosing(items):  # type: ignore[type-var]
+                async for item in items:
+                    queue.put_nowait(("item", item))
+        except Exception as e:
+            queue.put_nowait(("error", e))
+        finally:
+            queue.put_nowait(("end", None))
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                log.info("client disconnected; cancelling its run")
+                run.cancel()
+                return
+
+    run = asyncio.create_task(produce())
+    watcher = asyncio.create_task(watch())
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        watcher.cancel()
+        run.cancel()
+        await asyncio.gather(run, watcher, return_exceptions=True)
+
+
+def _event_dict(e: Event) -> dict[str, Any]:
+    return {"kind": e.kind, "node": e.node, "iteration": e.iteration, "data": e.data}
+
+
+def answer_texts(pool: Pool, n: int) -> list[str]:
+    """The chosen candidate's text first, then other candidates with distinct answers."""
+    cands: list[Candidate] = list(pool.candidates)
+    chosen = [c for c in cands if pool.final is not None and c.answer == pool.final][:1]
+    out = [c.text for c in chosen]
+    seen = {pool.final} if chosen else set()
+    for c in cands:
+        if len(out) >= n:
+            break
+        if c.answer not in seen and c.text not in out:
+            out.append(c.text)
+            seen.add(c.answer)
+    if not out and pool.final is not None:
+        out = [pool.final]
+    return out[:n]
+
+
+# -- limits --------------------------------------------------------------------------------
+
+
+class Limits:
+    """Requests per minute and token budgets per client, in memory or shared via Redis."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self._counts: dict[str, int] = {}
+        self._spent: dict[str, int] = {}
+        self._redis: Any = None
+        if settings.redis_url:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+
+    async def hit(self, who: str) -> None:
+        window = int(time.time() // 60)
+        key = f"ponder:rl:{who}:{window}"
+        if self._redis is not None:
+            count = int(await self._redis.incr(key))
+            if count == 1:
+                await self._redis.expire(key, 120)
+        else:
+            if len(self._counts) > 10_000:
+                self._counts = {k: v for k, v in self._counts.items() if k.endswith(f":{window}")}
+            count = self._counts[key] = self._counts.get(key, 0) + 1
+        if count > self.settings.requests_per_minute:
+            wait = str(60 - int(time.time()) % 60)
+            raise ApiError(
+                429,
+                f"rate limit: {self.settings.requests_per_minute} requests per minute; "
+                f"retry after {wait} s",
+                type_="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": wait},
+            )
+
+    async def spent(self, who: str) -> int:
+        if self._redis is not None:
+            return int(await self._redis.get(f"ponder:spent:{who}") or 0)
+        return self._spent.get(who, 0)
+
+    async def check_budget(self, who: str) -> None:
+        budget = self.settings.token_budget
+        if budget is not None and await self.spent(who) >= budget:
+            raise ApiError(
+                429,
+                f"token budget of {budget} used up for this API key; ask for a larger "
+                "PONDER_SERVE_TOKEN_BUDGET",
+                type_="insufficient_quota",
+                code="insufficient_quota",
+            )
+
+    async def charge(self, who: str, tokens: int) -> None:
+        if self._redis is not None:
+            await self._redis.incrby(f"ponder:spent:{who}", tokens)
+        else:
+            self._spent[who] = self._spent.get(who, 0) + tokens
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+def load_workflows(directory: str | Path, **kwargs: Any) -> dict[str, Workflow]:
+    """Every ``*.yaml``/``*.yml``/``*.json`` workflow in ``directory``, by its name."""
+    found: dict[str, Workflow] = {}
+    path = Path(directory)
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+    if not files:
+        from ponder.errors import ConfigurationError
+
+        raise ConfigurationError(f"no workflow files (*.yaml, *.yml, *.json) in {path}")
+    for f in files:
+        wf = load_workflow(f, **kwargs)
+        found[wf.spec.name or f.stem] = wf
+    return found
+
+
+class PonderServer:
+    """The Starlette app (``.app``) over named workflows."""
+
+    def __init__(
+        self, workflows: Mapping[str, Workflow], settings: ServeSettings | None = None
+    ) -> None:
+        if not workflows:
+            from ponder.errors import ConfigurationError
+
+            raise ConfigurationError("ponder serve needs at least one workflow")
+        self.workflows = dict(workflows)
+        self.settings = settings or ServeSettings()
+        self.limits = Limits(self.settings)
+        self.runs: OrderedDict[str, RunRecord] = OrderedDict()
+        self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
+        self._keys = self.settings.keys()
+        self.slack: Any = None
+        routes = [
+            Route("/", self.page),
+            Route("/health", self.health),
+            Route("/v1/models", self.models),
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            Route("/v1/runs/{run_id}/events", self.run_events),
+        ]
+        if self.settings.slack_bot_token and self.settings.slack_signing_secret:
+            from ponder.apps.slack import SlackBot
+
+            self.slack = SlackBot(self)
+            routes.append(Route("/slack/events", self.slack.handle, methods=["POST"]))
+        middleware = []
+        if self.settings.cors_origins:
+            middleware.append(
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=self.settings.cors_origins,
+                    allow_methods=["GET", "POST"],
+                    allow_headers=["Authorization", "Content-Type"],
+                )
+            )
+        self.app = Starlette(
+            routes=routes,
+            middleware=middleware,
+            lifespan=self._lifespan,
+            exception_handlers={ApiError: self._api_error},
+        )
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        if not self._keys:
+            log.warning("ponder serve: no API keys set (PONDER_SERVE_API_KEYS); the API is open")
+        yield
+        await self.limits.aclose()
+        if self.slack is not None:
+            await self.slack.aclose()
+
+    @staticmethod
+    async def _api_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    # -- plumbing --
+
+    def _client(self, request: Request) -> str:
+        """The caller's API key (checked), or its address when the API is open."""
+        if not self._keys:
+            return f"ip:{request.client.host if request.client else '?'}"
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not token:
+            raise ApiError(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                type_="authentication_error",
+                code="missing_api_key",
+            )
+        if not any(secrets.compare_digest(token, k) for k in self._keys):
+            raise ApiError(
+                401, "invalid API key", type_="authentication_error", code="invalid_api_key"
+            )
+        return f"key:{token[:6]}…{uuid.uuid5(uuid.NAMESPACE_OID, token).hex[:8]}"
+
+    async def _body(self, request: Request) -> Any:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ApiError(400, f"the body is not valid JSON: {e}", code="invalid_json") from e
+
+    def _record(self, owner: str, model: str) -> RunRecord:
+        rec = RunRecord(f"run-{uuid.uuid4().hex[:16]}", owner, model)
+        self.runs[rec.id] = rec
+        while len(self.runs) > self.settings.runs_kept:
+            self.runs.popitem(last=False)
+        return rec
+
+    async def execute(
+        self, workflow: str, pool: Pool, owner: str
+    ) -> AsyncGenerator[tuple[RunRecord, dict[str, Any], GraphResult[Pool] | None], None]:
+        """Run ``workflow`` on ``pool``: yields (record, event, result on the last event).
+        Used by every front end; the run's model calls are cancelled if the consumer
+        stops iterating (e.g. a client disconnects)."""
+        rec = self._record(owner, workflow)
+        try:
+            async with self._slots:
+                pairs = self.workflows[workflow].aevents(pool)
+                async with aclosing(pairs):
+                    async for event, result in pairs:
+                        d = _event_dict(event)
+                        if result is not None:
+                            d["data"] = {**d["data"], "final": result.output.final}
+                            d["data"]["tokens"] = result.output.spend.total_tokens
+                            d["data"]["cost"] = result.output.spend.cost
+                        await rec.add(d)
+                        yield rec, d, result
+        finally:
+            await rec.finish()
+
+    # -- routes --
+
+    async def health(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok", "workflows": sorted(self.workflows)})
+
+    async def page(self, _request: Request) -> Response:
+        html = (resources.files("ponder.apps") / "web" / "index.html").read_text()
+        return HTMLResponse(html)
+
+    async def models(self, request: Request) -> Response:
+        self._client(request)
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "ponder"}
+            for name in sorted(self.workflows)
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def run_events(self, request: Request) -> Response:
+        who = self._client(request)
+        rec = self.runs.get(request.path_params["run_id"])
+        if rec is None or (self._keys and rec.owner != who):
+            raise ApiError(404, "no such run (runs are kept for a while)", code="run_not_found")
+
+        async def stream() -> AsyncIterator[dict[str, str]]:
+            async for e in rec.follow():
+                yield {"event": e["kind"], "data": json.dumps(e, default=str)}
+            yield {"event": "end", "data": "{}"}
+
+        return EventSourceResponse(stream(), ping=15)
+
+    async def chat(self, request: Request) -> Response:
+        who = self._client(request)
+        await self.limits.hit(who)
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object", code="invalid_body")
+        try:
+            req = ChatRequest.model_validate(body)
+            pool = req.to_pool()
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ApiError(
+                422, f"invalid request: {where}: {first['msg']}", code="invalid_request"
+            ) from e
+        except ValueError as e:
+            raise ApiError(422, f"invalid request: {e}", code="invalid_request") from e
+        if req.model not in self.workflows:
+            known = ", ".join(sorted(self.workflows))
+            raise ApiError(
+                404,
+                f"no workflow named {req.model!r}; GET /v1/models lists them ({known})",
+                code="model_not_found",
+            )
+        await self.limits.check_budget(who)
+        if req.stream:
+            return self._stream(request, req, pool, who)
+        created = int(time.time())
+        result: GraphResult[Pool] | None = None
+        record: RunRecord | None = None
+        try:
+            async for rec, _e, res in _until_disconnect(
+                request, self.execute(req.model, pool, who)
+            ):
+                record, result = rec, res or result
+        except Exception as e:
+            log.exception("run of %s failed", req.model)
+            raise ApiError(
+                500, f"the workflow failed: {type(e).__name__}: {e}", type_="server_error"
+            ) from e
+        assert result is not None
+        assert record is not None
+        return JSONResponse(
+            await self._completion(req, result, record, who, created),
+            headers={"X-Ponder-Run-Id": record.id},
+        )
+
+    async def _completion(
+        self, req: ChatRequest, result: GraphResult[Pool], rec: RunRecord, who: str, created: int
+    ) -> dict[str, Any]:
+        out = result.output
+        texts = answer_texts(out, req.n)
+        if not texts:
+            why = "; ".join(f"{k}: {v}" for k, v in result.failures.items()) or "no answer"
+            raise ApiError(
+                502, f"the workflow produced no answer ({why}); run {rec.id}", type_="server_error"
+            )
+        await self.limits.charge(who, out.spend.total_tokens)
+        return {
+            "id": rec.id,
+            "object": "chat.completion",
+            "created": created,
+            "model": req.model,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": t},
+                    "finish_reason": "stop",
+                }
+                for i, t in enumerate(texts)
+            ],
+            "usage": {
+                "prompt_tokens": out.spend.prompt_tokens,
+                "completion_tokens": out.spend.completion_tokens,
+                "total_tokens": out.spend.total_tokens,
+            },
+            "ponder": {"run_id": rec.id, "final": out.final, "cost": out.spend.cost},
+        }
+
+    def _stream(self, request: Request, req: ChatRequest, pool: Pool, who: str) -> Response:
+        created = int(time.time())
+        usage_wanted = bool((req.stream_options or {}).get("include_usage"))
+
+        def chunk(rid: str, choices: list[dict[str, Any]], **extra: Any) -> str:
+            body = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": req.model,
+                "choices": choices,
+                **extra,
+            }
+            return f"data: {json.dumps(body, default=str)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            result: GraphResult[Pool] | None = None
+            rid = ""
+            try:
+                async for rec, e, res in _until_disconnect(
+                    request, self.execute(req.model, pool, who)
+                ):
+                    if not rid:
+                        rid = rec.id
+                        yield chunk(
+                            rid,
+                            [
+                                {
+                                    "index": i,
+                                    "delta": {"role": "assistant", "content": ""},
+                                    "finish_reason": None,
+                                }
+                                for i in range(req.n)
+                            ],
+                            ponder={"run_id": rid},
+                        )
+                    yield chunk(rid, [], ponder={"event": e})
+                    result = res or result
+            except Exception as e:  # the run crashed: tell this client, keep serving
+                log.exception("run of %s failed", req.model)
+                err = {
+                    "message": f"the workflow failed: {type(e).__name__}: {e}",
+                    "type": "server_error",
+                }
+                yield f"data: {json.dumps({'error': err})}\n\n"
+                return
+            assert result is not None
+            out = result.output
+            texts = answer_texts(out, req.n)
+            if not texts:
+                why = "; ".join(f"{k}: {v}" for k, v in result.failures.items()) or "no answer"
+                err = {
+                    "message": f"the workflow produced no answer ({why})",
+                    "type": "server_error",
+                }
+                yield f"data: {json.dumps({'error': err})}\n\n"
+                return
+            await self.limits.charge(who, out.spend.total_tokens)
+            for i, text in enumerate(texts):
+                for k in range(0, len(text), 24):
+                    piece = text[k : k + 24]
+                    yield chunk(
+                        rid, [{"index": i, "delta": {"content": piece}, "finish_reason": None}]
+                    )
+            yield chunk(
+                rid,
+                [{"index": i, "delta": {}, "finish_reason": "stop"} for i in range(len(texts))],
+                ponder={"final": out.final, "cost": out.spend.cost},
+            )
+            if usage_wanted:
+                usage = {
+                    "prompt_tokens": out.spend.prompt_tokens,
+                    "completion_tokens": out.spend.completion_tokens,
+                    "total_tokens": out.spend.total_tokens,
+                }
+                yield chunk(rid, [], usage=usage)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )

@@ -1,0 +1,185 @@
+"""The Slack app: answers mentions and direct messages in threads, on slack-bolt (async,
+HTTP events mode at ``/slack/events`` of ``ponder serve``).
+
+* A first reply ("Thinking…") is posted at once, then updated as the run progresses and
+  replaced by the answer.
+* Each Slack thread is a conversation: earlier turns go with the question.
+* Slack re-sends an event it thinks was missed (``X-Slack-Retry-Num``); each ``event_id``
+  runs once (remembered in memory, or in Redis when ``redis_url`` is set, so several
+  servers agree).
+* ``/ponder list`` shows the workflows, ``/ponder use NAME`` picks one for the channel.
+* Request signatures are verified by Bolt (forged or stale: 401, nothing runs).
+
+Configure with ``PONDER_SERVE_SLACK_BOT_TOKEN`` and ``PONDER_SERVE_SLACK_SIGNING_SECRET``
+(see docs/serve.md); ``slack_api_url`` points the Web API client elsewhere (tests use a
+local fake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ponder.agents import Pool
+
+if TYPE_CHECKING:
+    from ponder.apps.server import PonderServer
+
+__all__ = ["SlackBot"]
+
+log = logging.getLogger("ponder.slack")
+_MENTION = re.compile(r"<@[A-Z0-9]+>\s*")
+
+
+class SlackBot:
+    """Slack front end over a :class:`PonderServer`'s workflows."""
+
+    def __init__(self, server: PonderServer) -> None:
+        s = server.settings
+        assert s.slack_bot_token is not None
+        assert s.slack_signing_secret is not None
+        self.server = server
+        self.client = AsyncWebClient(
+            token=s.slack_bot_token.get_secret_value(), base_url=s.slack_api_url
+        )
+        self.app = AsyncApp(
+            signing_secret=s.slack_signing_secret.get_secret_value(),
+            client=self.client,
+            process_before_response=False,
+        )
+        self.handler = AsyncSlackRequestHandler(self.app)
+        self.threads: OrderedDict[tuple[str, str], list[tuple[str, str]]] = OrderedDict()
+        self.channel_workflow: dict[str, str] = {}
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.app.middleware(self._once)
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        self.app.command("/ponder")(self._on_command)
+
+    async def handle(self, request: Request) -> Response:
+        return await self.handler.handle(request)
+
+    async def aclose(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait for the answers in progress (tests, graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- retries --
+
+    async def _first_time(self, event_id: str) -> bool:
+        redis = self.server.limits._redis
+        if redis is not None:
+            return bool(await redis.set(f"ponder:slack:event:{event_id}", "1", nx=True, ex=3600))
+        if event_id in self._seen:
+            return False
+        self._seen[event_id] = time.time()
+        while len(self._seen) > 10_000:
+            self._seen.popitem(last=False)
+        return True
+
+    async def _once(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
+        event_id = body.get("event_id")
+        if isinstance(event_id, str) and not await self._first_time(event_id):
+            log.info("slack: event %s already handled (a retry); not running it again", event_id)
+            return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+    # -- listeners --
+
+    async def _on_mention(self, event: dict[str, Any]) -> None:
+        self._start(event)
+
+    async def _on_message(self, event: dict[str, Any]) -> None:
+        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
+            return
+        self._start(event)
+
+    async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
+        words = (command.get("text") or "").split()
+        names = sorted(self.server.workflows)
+        channel = command.get("channel_id", "")
+        if words[:1] == ["use"] and len(words) == 2:
+            if words[1] not in self.server.workflows:
+                await ack(f"No workflow named {words[1]!r}. Known: {', '.join(names)}")
+                return
+            self.channel_workflow[channel] = words[1]
+            await ack(f"This channel now uses the workflow {words[1]}.")
+            return
+        current = self.channel_workflow.get(channel, names[0])
+        await ack(
+            f"Workflows: {', '.join(names)} (this channel: {current}). "
+            "Pick one with `/ponder use NAME`."
+        )
+
+    def _start(self, event: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._answer(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, event: dict[str, Any]) -> None:
+        channel = str(event.get("channel", ""))
+        thread = str(event.get("thread_ts") or event.get("ts") or "")
+        question = _MENTION.sub("", str(event.get("text", ""))).strip()
+        if not question:
+            return
+        workflow = self.channel_workflow.get(channel, sorted(self.server.workflows)[0])
+        first = await self.client.chat_postMessage(
+            channel=channel, thread_ts=thread, text=f"Thinking… ({workflow})"
+        )
+        ts = str(first["ts"])
+        history = self.threads.setdefault((channel, thread), [])
+        self.threads.move_to_end((channel, thread))
+        while len(self.threads) > 5000:
+            self.threads.popitem(last=False)
+        query = question
+        if history:
+            lines = "\n".join(f"{who}: {text}" for who, text in history[-10:])
+            query = f"Earlier in this conversation:\n{lines}\n\n{question}"
+        owner = f"slack:{event.get('team', '')}:{event.get('user', '')}"
+        last_update = 0.0
+        final: Pool | None = None
+        try:
+            async for _rec, e, res in self.server.execute(workflow, Pool(query=query), owner):
+                if res is not None:
+                    final = res.output
+                elif e["kind"] == "node_finished":
+                    now = time.monotonic()
+                    if now - last_update >= self.server.settings.slack_update_seconds:
+                        last_update = now
+                        d = e["data"]
+                        await self.client.chat_update(
+                            channel=channel,
+                            ts=ts,
+                            text=f"Thinking… {e['node']} done "
+                            f"({d.get('candidates', 0)} candidates, {d.get('tokens', 0)} tokens)",
+                        )
+        except Exception as exc:
+            log.exception("slack: run failed")
+            await self.client.chat_update(
+                channel=channel, ts=ts, text=f"Sorry, the workflow failed: {exc}"
+            )
+            return
+        from ponder.apps.server import answer_texts
+
+        texts = answer_texts(final, 1) if final is not None else []
+        answer = texts[0] if texts else "Sorry, the workflow produced no answer."
+        await self.client.chat_update(channel=channel, ts=ts, text=answer)
+        history += [("user", question), ("assistant", answer)]

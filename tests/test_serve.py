@@ -1,0 +1,347 @@
+"""``ponder serve``: the official openai client against a real uvicorn server whose
+workflows run on the stand-in server; errors, limits, events, cancellation, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+import uvicorn
+from pydantic import BaseModel
+
+from ponder import Settings
+from ponder.agents import Pool
+from ponder.apps._serve_settings import ServeSettings
+from ponder.apps.server import PonderServer
+from ponder.testing import StandinConfig, StandinServer
+from ponder.testing.oracle import OracleConfig, ProblemBank
+from ponder.workflows import Workflow, WorkflowSpec
+from ponder.workflows._build import COMPONENT_FACTORIES, _Factory
+
+ORACLE = OracleConfig(accuracy={"m": 0.7})
+BANK = ProblemBank(ORACLE.bank_seed, ORACLE.distractors)
+KEY = "sk-test-key"
+
+
+def vote_workflow(url: str, name: str = "vote", n: int = 5) -> Workflow:
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": name,
+            "models": {"m": f"vllm:m@{url}"},
+            "layers": [{"generate": {"n": n}}, {"vote": {}}],
+        }
+    )
+    return Workflow(spec, settings=Settings.load(cache=False))
+
+
+@asynccontextmanager
+async def serving(server: PonderServer) -> AsyncIterator[str]:
+    """``server`` under a real uvicorn on a free loopback port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(server.app, log_level="warning", lifespan="on")
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(uv.serve(sockets=[sock]))
+    for _ in range(1000):
+        if uv.started:
+            break
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest_asyncio.fixture
+async def standin_url() -> AsyncIterator[str]:
+    async with StandinServer(StandinConfig(time_scale=0, oracle=ORACLE)) as s:
+        yield s.base_url
+
+
+@pytest_asyncio.fixture
+async def served(standin_url: str) -> AsyncIterator[tuple[str, PonderServer]]:
+    server = PonderServer(
+        {"vote": vote_workflow(standin_url), "single": vote_workflow(standin_url, "single", 1)},
+        ServeSettings(api_keys=[KEY]),
+    )
+    async with serving(server) as base:
+        yield base, server
+
+
+def question(i: int = 0) -> str:
+    return BANK.problem(BANK.ids("arithmetic", 1, start=i * 4)[0]).question
+
+
+# -- the openai client, unchanged ------------------------------------------------------------
+
+
+async def test_openai_client_gets_answers_with_usage(served: tuple[str, PonderServer]) -> None:
+    base, _ = served
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=KEY) as client:
+        models = await client.models.list()
+        assert sorted(m.id for m in models.data) == ["single", "vote"]
+        q = question()
+        r = await client.chat.completions.create(
+            model="vote", messages=[{"role": "user", "content": q}], n=2
+        )
+    answer = BANK.problem(int(q.split()[1].rstrip(":"))).answer
+    assert r.choices[0].message.content is not None
+    assert f"\\boxed{{{answer}}}" in r.choices[0].message.content  # vote of 5 at p=0.7
+    assert len(r.choices) == 2  # the chosen answer, then a different candidate
+    assert r.choices[1].message.content != r.choices[0].message.content
+    assert r.usage is not None
+    assert r.usage.completion_tokens > 0
+    assert r.id.startswith("run-")
+
+
+async def test_openai_client_streams_events_then_the_answer(
+    served: tuple[str, PonderServer],
+) -> None:
+    base, _ = served
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=KEY) as client:
+        stream = await client.chat.completions.create(
+            model="vote",
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": question(1)},
+            ],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text, kinds, usage = "", [], None
+        async for chunk in stream:
+            extra = chunk.model_extra or {}
+            if "event" in extra.get("ponder", {}):
+                kinds.append(extra["ponder"]["event"]["kind"])
+            for c in chunk.choices:
+                text += c.delta.content or ""
+            usage = chunk.usage or usage
+    assert "\\boxed{" in text
+    assert kinds[0] == "node_started"
+    assert kinds[-1] == "run_finished"
+    assert "node_finished" in kinds
+    assert usage is not None
+    assert usage.total_tokens > 0
+
+
+async def test_run_events_replay_after_the_run(served: tuple[str, PonderServer]) -> None:
+    base, _ = served
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as c:
+        body = {"model": "vote", "messages": [{"role": "user", "content": question(2)}]}
+        r = await c.post("/v1/chat/completions", json=body)
+        run_id = r.headers["x-ponder-run-id"]
+        events = []
+        async with c.stream("GET", f"/v1/runs/{run_id}/events") as s:
+            async for line in s.aiter_lines():
+                if line.startswith("data: ") and line != "data: {}":
+                    events.append(json.loads(line[6:]))
+        other = await c.get(f"/v1/runs/{run_id}/events", headers={"Authorization": "Bearer x"})
+        missing = await c.get("/v1/runs/run-nope/events")
+    nodes = [e["node"] for e in events if e["kind"] == "node_finished"]
+    assert nodes == ["layer_0", "layer_1"] or len(nodes) == 2
+    finished = events[-1]
+    assert finished["kind"] == "run_finished"
+    assert finished["data"]["tokens"] > 0
+    new = next(e for e in events if e["kind"] == "node_finished")["data"]["new_candidates"]
+    assert len(new) == 5
+    assert other.status_code == 401
+    assert missing.status_code == 404
+
+
+# -- bad input and security ------------------------------------------------------------------
+
+
+async def test_keys_are_required_and_checked(served: tuple[str, PonderServer]) -> None:
+    base, _ = served
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0) as cl:
+        with pytest.raises(openai.AuthenticationError, match="invalid API key"):
+            await cl.models.list()
+    async with httpx.AsyncClient(base_url=base) as c:
+        r = await c.get("/v1/models")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "missing_api_key"
+
+
+async def test_malformed_requests_get_openai_style_4xx(served: tuple[str, PonderServer]) -> None:
+    base, _ = served
+    auth = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(base_url=base, headers=auth) as c:
+        bad_json = await c.post("/v1/chat/completions", content=b"{nope")
+        no_messages = await c.post("/v1/chat/completions", json={"model": "vote", "messages": []})
+        bad_role = await c.post(
+            "/v1/chat/completions",
+            json={"model": "vote", "messages": [{"role": "wizard", "content": "hi"}]},
+        )
+        last_not_user = await c.post(
+            "/v1/chat/completions",
+            json={"model": "vote", "messages": [{"role": "assistant", "content": "hi"}]},
+        )
+        unknown = await c.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        huge = await c.post(
+            "/v1/chat/completions",
+            json={"model": "vote", "messages": [{"role": "user", "content": "x" * 2_000_000}]},
+        )
+    assert bad_json.status_code == 400
+    assert "not valid JSON" in bad_json.json()["error"]["message"]
+    assert no_messages.status_code == 422
+    assert "messages" in no_messages.json()["error"]["message"]
+    assert bad_role.status_code == 422
+    assert last_not_user.status_code == 422
+    assert "from the user" in last_not_user.json()["error"]["message"]
+    assert unknown.status_code == 404
+    assert "GET /v1/models" in unknown.json()["error"]["message"]
+    assert huge.status_code == 413
+
+
+async def test_rate_limits_and_budgets_per_key(standin_url: str) -> None:
+    settings = ServeSettings(api_keys=["a", "b"], requests_per_minute=2, token_budget=1)
+    server = PonderServer({"single": vote_workflow(standin_url, "single", 1)}, settings)
+    body = {"model": "single", "messages": [{"role": "user", "content": question(3)}]}
+    async with serving(server) as base, httpx.AsyncClient(base_url=base) as c:
+        a = {"Authorization": "Bearer a"}
+        first = await c.post("/v1/chat/completions", json=body, headers=a)
+        broke = await c.post("/v1/chat/completions", json=body, headers=a)
+        limited = await c.post("/v1/chat/completions", json=body, headers=a)
+        other_key = await c.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": "Bearer b"}
+        )
+    assert first.status_code == 200
+    assert broke.status_code == 429
+    assert broke.json()["error"]["code"] == "insufficient_quota"
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 0
+    assert other_key.status_code == 200
+
+
+async def test_rate_limits_are_shared_through_redis(standin_url: str, redis_url: str) -> None:
+    settings = ServeSettings(requests_per_minute=3, redis_url=redis_url, api_keys=["shared"])
+    wf = vote_workflow(standin_url, "single", 1)
+    one, two = PonderServer({"single": wf}, settings), PonderServer({"single": wf}, settings)
+    h = {"Authorization": "Bearer shared"}
+    async with serving(one) as b1, serving(two) as b2, httpx.AsyncClient() as c:
+        codes = [(await c.get(f"{b}/v1/models", headers=h)).status_code for b in (b1, b2)]
+        body = {"model": "single", "messages": [{"role": "user", "content": question(4)}]}
+        codes += [
+            (await c.post(f"{b}/v1/chat/completions", json=body, headers=h)).status_code
+            for b in (b1, b2, b1, b2)
+        ]
+    # models does not count; three chats pass in total over both servers, the fourth is refused
+    assert codes[:2] == [200, 200]
+    assert sorted(codes[2:]) == [200, 200, 200, 429]
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+class SlowConfig(BaseModel):
+    seconds: float = 30.0
+
+
+class Slow:
+    """A node that waits; records whether it was cancelled."""
+
+    started: asyncio.Event
+    cancelled: list[bool]
+
+    def __init__(self, config: SlowConfig) -> None:
+        self.config = config
+
+    async def __call__(self, pool: Pool) -> Pool:
+        Slow.started.set()
+        try:
+            await asyncio.sleep(self.config.seconds)
+        except asyncio.CancelledError:
+            Slow.cancelled.append(True)
+            raise
+        return pool
+
+
+class Boom:
+    def __init__(self, _config: SlowConfig) -> None:
+        pass
+
+    async def __call__(self, pool: Pool) -> Pool:
+        raise RuntimeError("kaboom")
+
+
+@pytest.fixture
+def test_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    Slow.started, Slow.cancelled = asyncio.Event(), []
+    factories: dict[str, Any] = {
+        "slow": _Factory(SlowConfig, False, lambda c, _m, _p: Slow(c)),  # type: ignore[arg-type]
+        "boom": _Factory(SlowConfig, False, lambda c, _m, _p: Boom(c)),  # type: ignore[arg-type]
+    }
+    for k, v in factories.items():
+        monkeypatch.setitem(COMPONENT_FACTORIES, k, v)
+
+
+def one_node(name: str, component: str, url: str) -> Workflow:
+    spec = WorkflowSpec.model_validate(
+        {"name": name, "models": {"m": f"vllm:m@{url}"}, "layers": [{component: {}}]}
+    )
+    return Workflow(spec)
+
+
+@pytest.mark.usefixtures("test_components")
+async def test_a_client_that_disconnects_cancels_its_run(standin_url: str) -> None:
+    server = PonderServer({"slow": one_node("slow", "slow", standin_url)}, ServeSettings())
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "wait"}]}
+    async with serving(server) as base, httpx.AsyncClient(base_url=base) as c:
+        async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            await asyncio.wait_for(Slow.started.wait(), 10)
+        # the client is gone: the run's node must be cancelled, not left running
+        for _ in range(200):
+            if Slow.cancelled:
+                break
+            await asyncio.sleep(0.05)
+    assert Slow.cancelled == [True]
+
+
+@pytest.mark.usefixtures("test_components")
+async def test_a_crashing_run_never_takes_the_server_down(standin_url: str) -> None:
+    server = PonderServer(
+        {
+            "boom": one_node("boom", "boom", standin_url),
+            "single": vote_workflow(standin_url, "single", 1),
+        },
+        ServeSettings(),
+    )
+    async with serving(server) as base, httpx.AsyncClient(base_url=base) as c:
+        boom = await c.post(
+            "/v1/chat/completions",
+            json={"model": "boom", "messages": [{"role": "user", "content": "x"}]},
+        )
+        ok = await c.post(
+            "/v1/chat/completions",
+            json={"model": "single", "messages": [{"role": "user", "content": question(5)}]},
+        )
+    assert boom.status_code in (500, 502)
+    assert "kaboom" in boom.json()["error"]["message"]
+    assert ok.status_code == 200
+
+
+async def test_the_web_page_is_served_without_a_cdn(served: tuple[str, PonderServer]) -> None:
+    base, _ = served
+    async with httpx.AsyncClient(base_url=base) as c:
+        page = await c.get("/")
+        health = await c.get("/health")
+    assert page.status_code == 200
+    assert "<title>Ponder</title>" in page.text
+    assert "http://" not in page.text
+    assert "https://" not in page.text
+    assert health.json()["workflows"] == ["single", "vote"]
