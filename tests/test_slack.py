@@ -1,0 +1,246 @@
+"""The Slack app: signed HTTP events into ``ponder serve``, Slack's Web API replaced by a
+local fake (a real HTTP server) that records every call."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import httpx
+import pytest_asyncio
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+from test_serve import serving
+
+from ponder import GenerateParams, Message
+from ponder.apps._serve_settings import ServeSettings
+from ponder.apps.server import PonderServer
+from ponder.testing import FakeModel
+from ponder.workflows import Workflow, WorkflowSpec
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+@dataclass
+class FakeSlack:
+    """Slack's Web API on loopback: answers auth.test, chat.postMessage, chat.update."""
+
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    url: str = ""
+    _n: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        raw = await request.text()
+        if request.content_type == "application/json":
+            args = json.loads(raw or "{}")
+        else:
+            args = {k: v[0] for k, v in parse_qs(raw).items()}
+        self.calls.append((method, args))
+        if method == "auth.test":
+            return web.json_response(
+                {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "user": "ponder"}
+            )
+        if method == "chat.postMessage":
+            self._n += 1
+            return web.json_response({"ok": True, "channel": args["channel"], "ts": f"9.{self._n}"})
+        if method == "chat.update":
+            return web.json_response({"ok": True, "channel": args["channel"], "ts": args["ts"]})
+        return web.json_response({"ok": False, "error": "unknown_method"})
+
+    def of(self, method: str) -> list[dict[str, Any]]:
+        return [a for m, a in self.calls if m == method]
+
+
+@pytest_asyncio.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack()
+    app = web.Application()
+    app.router.add_post("/api/{method}", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}/api/"
+    yield fake
+    await runner.cleanup()
+
+
+def echo_model() -> FakeModel:
+    def respond(messages: Sequence[Message], _p: GenerateParams, _i: int) -> str:
+        q = messages[-1].content
+        return f"I read: {q!r}. The answer is \\boxed{{{len(q)}}}."
+
+    return FakeModel(respond)
+
+
+def workflow(name: str, model: FakeModel) -> Workflow:
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": name,
+            "models": {"m": "vllm:m@http://127.0.0.1:9/v1"},
+            "layers": [{"generate": {"n": 1}}, {"vote": {}}],
+        }
+    )
+    return Workflow(spec, models={"m": model})
+
+
+@pytest_asyncio.fixture
+async def slack_server(
+    fake_slack: FakeSlack,
+) -> AsyncIterator[tuple[str, PonderServer, FakeModel]]:
+    model = echo_model()
+    settings = ServeSettings(
+        slack_bot_token="xoxb-test",
+        slack_signing_secret=SECRET,
+        slack_api_url=fake_slack.url,
+        slack_update_seconds=0,
+    )
+    server = PonderServer(
+        {"alpha": workflow("alpha", model), "beta": workflow("beta", model)}, settings
+    )
+    async with serving(server) as base:
+        yield base, server, model
+
+
+def signed(body: str, *, secret: str = SECRET, age: float = 0) -> dict[str, str]:
+    ts = str(int(time.time() - age))
+    sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    assert sig is not None
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig}
+
+
+def mention(text: str, *, event_id: str, ts: str, thread_ts: str | None = None) -> str:
+    event: dict[str, Any] = {
+        "type": "app_mention",
+        "user": "U1",
+        "text": f"<@UBOT> {text}",
+        "ts": ts,
+        "channel": "C1",
+        "team": "T1",
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return json.dumps(
+        {
+            "token": "t",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "event": event,
+            "authorizations": [{"team_id": "T1", "user_id": "UBOT", "is_bot": True}],
+        }
+    )
+
+
+async def post(base: str, body: str, headers: dict[str, str], **extra: str) -> httpx.Response:
+    async with httpx.AsyncClient() as c:
+        return await c.post(
+            f"{base}/slack/events",
+            content=body,
+            headers={"Content-Type": "application/json", **headers, **extra},
+        )
+
+
+async def test_a_mention_is_answered_in_its_thread_and_updated(
+    slack_server: tuple[str, PonderServer, FakeModel], fake_slack: FakeSlack
+) -> None:
+    base, server, _ = slack_server
+    body = mention("what is 2 + 2?", event_id="Ev1", ts="100.1")
+    r = await post(base, body, signed(body))
+    assert r.status_code == 200
+    assert server.slack is not None
+    await server.slack.drain()
+    (first,) = fake_slack.of("chat.postMessage")
+    assert first["thread_ts"] == "100.1"
+    assert first["text"].startswith("Thinking")
+    updates = fake_slack.of("chat.update")
+    assert all(u["ts"] == "9.1" for u in updates)
+    assert any("done" in u["text"] for u in updates[:-1])  # progress while it runs
+    assert "what is 2 + 2?" in updates[-1]["text"]
+    assert "\\boxed{" in updates[-1]["text"]
+
+
+async def test_a_retried_event_runs_once(
+    slack_server: tuple[str, PonderServer, FakeModel], fake_slack: FakeSlack
+) -> None:
+    base, server, model = slack_server
+    body = mention("once only", event_id="Ev2", ts="200.1")
+    first = await post(base, body, signed(body))
+    retry = await post(
+        base,
+        body,
+        signed(body),
+        **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"},
+    )
+    assert server.slack is not None
+    await server.slack.drain()
+    assert (first.status_code, retry.status_code) == (200, 200)
+    assert len(fake_slack.of("chat.postMessage")) == 1
+    assert len(model.calls) == 1
+
+
+async def test_forged_or_stale_signatures_are_refused_and_nothing_runs(
+    slack_server: tuple[str, PonderServer, FakeModel], fake_slack: FakeSlack
+) -> None:
+    base, server, model = slack_server
+    body = mention("evil", event_id="Ev3", ts="300.1")
+    forged = await post(base, body, signed(body, secret="not-the-secret"))
+    stale = await post(base, body, signed(body, age=600))
+    unsigned = await post(base, body, {})
+    assert server.slack is not None
+    await server.slack.drain()
+    assert [forged.status_code, stale.status_code, unsigned.status_code] == [401, 401, 401]
+    assert fake_slack.of("chat.postMessage") == []
+    assert model.calls == []
+
+
+async def test_a_thread_is_a_conversation(
+    slack_server: tuple[str, PonderServer, FakeModel], fake_slack: FakeSlack
+) -> None:
+    base, server, model = slack_server
+    assert server.slack is not None
+    one = mention("my name is Ada", event_id="Ev4", ts="400.1")
+    await post(base, one, signed(one))
+    await server.slack.drain()
+    two = mention("what is my name?", event_id="Ev5", ts="400.2", thread_ts="400.1")
+    await post(base, two, signed(two))
+    await server.slack.drain()
+    prompt = model.calls[-1].messages[-1].content
+    assert "user: my name is Ada" in prompt
+    assert prompt.endswith("what is my name?")
+    assert [p["thread_ts"] for p in fake_slack.of("chat.postMessage")] == ["400.1", "400.1"]
+
+
+async def test_slash_command_picks_the_channel_workflow(
+    slack_server: tuple[str, PonderServer, FakeModel], fake_slack: FakeSlack
+) -> None:
+    base, server, _ = slack_server
+    form = urlencode(
+        {"command": "/ponder", "text": "use beta", "channel_id": "C1", "user_id": "U1",
+         "team_id": "T1", "response_url": fake_slack.url + "respond", "trigger_id": "x"}
+    )  # fmt: skip
+    headers = {**signed(form), "Content-Type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient() as c:
+        r = await c.post(f"{base}/slack/events", content=form, headers=headers)
+        bad_form = form.replace("use+beta", "use+gamma")
+        bad = await c.post(
+            f"{base}/slack/events",
+            content=bad_form,
+            headers={**signed(bad_form), "Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert r.status_code == 200
+    assert "now uses the workflow beta" in r.text
+    assert "No workflow named 'gamma'" in bad.text
+    body = mention("hello", event_id="Ev6", ts="600.1")
+    await post(base, body, signed(body))
+    assert server.slack is not None
+    await server.slack.drain()
+    assert fake_slack.of("chat.postMessage")[-1]["text"] == "Thinking… (beta)"
