@@ -37,7 +37,14 @@ from ponder.apps._serve_settings import ServeSettings
 from ponder.graphs import Event, GraphResult
 from ponder.workflows import Workflow, load_workflow
 
-__all__ = ["ChatRequest", "PonderServer", "RunRecord", "answer_texts", "load_workflows"]
+__all__ = [
+    "ChatRequest",
+    "PonderServer",
+    "RunRecord",
+    "answer_texts",
+    "load_workflows",
+    "openapi_schema",
+]
 
 log = logging.getLogger("ponder.serve")
 
@@ -206,6 +213,99 @@ def answer_texts(pool: Pool, n: int) -> list[str]:
     return out[:n]
 
 
+# -- the OpenAPI description (for clients and for fuzzing with schemathesis) ---------------
+
+
+def openapi_schema(workflows: Mapping[str, Workflow]) -> dict[str, Any]:
+    """OpenAPI 3.1 description of the HTTP API (``GET /openapi.json``)."""
+    request = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = request.pop("$defs", {})
+    request["properties"]["model"]["enum"] = sorted(workflows)
+    schemas["ChatRequest"] = request
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": ["string", "null"]},
+                },
+            }
+        },
+    }
+    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+    def errors(*codes: int) -> dict[str, Any]:
+        return {str(c): {"description": "error", **err} for c in codes}
+
+    sse: dict[str, Any] = {"text/event-stream": {}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Ponder", "version": "1"},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/health": {
+                "get": {"security": [], "responses": {"200": {"description": "ok"}}},
+            },
+            "/v1/models": {
+                "get": {
+                    "responses": {
+                        "200": {
+                            "description": "the workflows",
+                            "content": {"application/json": {}},
+                        },
+                        **errors(401, 429),
+                    }
+                }
+            },
+            "/v1/chat/completions": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ChatRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "a completion, or its stream",
+                            "content": {"application/json": {}, **sse},
+                        },
+                        **errors(400, 401, 404, 413, 422, 429, 500, 502),
+                    },
+                }
+            },
+            "/v1/runs/{run_id}/events": {
+                "get": {
+                    "parameters": [
+                        {
+                            "name": "run_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "the run's events", "content": sse},
+                        **errors(401, 404),
+                    },
+                }
+            },
+        },
+    }
+
+
 # -- limits --------------------------------------------------------------------------------
 
 
@@ -312,6 +412,7 @@ class PonderServer:
             Route("/v1/models", self.models),
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/runs/{run_id}/events", self.run_events),
+            Route("/openapi.json", self.openapi),
         ]
         if self.settings.slack_bot_token and self.settings.slack_signing_secret:
             from ponder.apps.slack import SlackBot
@@ -415,6 +516,9 @@ class PonderServer:
             await rec.finish()
 
     # -- routes --
+
+    async def openapi(self, _request: Request) -> Response:
+        return JSONResponse(openapi_schema(self.workflows))
 
     async def health(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok", "workflows": sorted(self.workflows)})
