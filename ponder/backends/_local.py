@@ -84,6 +84,16 @@ def resolve_model_path(name: str) -> Path:
     """The GGUF file for a ``local:`` model name (``smollm2`` or a path)."""
     if name in _DEFAULT_ALIASES:
         return default_model_path()
+    from ponder.backends._fixtures import FIXTURES, fixture_path
+
+    if name in FIXTURES:
+        installed = fixture_path(name)
+        if not installed.is_file():
+            raise ConfigurationError(
+                f"local model {name!r} is not installed: run 'ponder models add {name}' "
+                "(downloads its parts and verifies the SHA-256)"
+            )
+        return installed
     path = Path(name).expanduser()
     if not path.is_file():
         raise ConfigurationError(

