@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -279,3 +280,18 @@ async def test_replica_that_keeps_failing_is_ejected(
     assert dead_ep.ejections >= 1
     assert live_ep.served == 30
     assert dead_ep.served == 0
+
+
+async def test_a_cached_sample_is_readable_at_every_moment_of_its_write(tmp_path: Path) -> None:
+    """Read-your-writes while the writer thread commits: a look-up between the commit and
+    the writer's bookkeeping once missed entries (seen under load)."""
+    from ponder.backends._cache import SQLiteCache
+    from ponder.types import Choice
+
+    cache = SQLiteCache(tmp_path / "c.sqlite")
+    try:
+        for i in range(3000):
+            cache.put_many(f"k{i}", [Choice(0, f"text {i}")])
+            assert cache.get_many(f"k{i}", 1)[0].text == f"text {i}"
+    finally:
+        cache.close()

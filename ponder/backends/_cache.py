@@ -138,18 +138,24 @@ class SQLiteCache:
         return db
 
     def get_many(self, key: str, n: int) -> dict[int, Choice]:
+        # Snapshot the uncommitted entries *before* reading the file: an entry leaves
+        # ``_writing`` only after its commit, so it is in the snapshot or in the file
+        # (reading the file first could miss one committed and cleared in between).
+        unsaved: dict[int, str] = {}
+        if self._pending or self._writing:
+            with self._lock:
+                for i in range(n):
+                    raw = self._pending.get((key, i)) or self._writing.get((key, i))
+                    if raw is not None:
+                        unsaved[i] = raw
         out = {
             idx: _load_choice(idx, raw)
             for idx, raw in self._db.execute(
                 "SELECT idx, choice FROM responses WHERE key = ? AND idx < ?", (key, n)
             ).fetchall()
         }
-        if self._pending or self._writing:
-            with self._lock:
-                for i in range(n):
-                    raw = self._pending.get((key, i)) or self._writing.get((key, i))
-                    if raw is not None:
-                        out[i] = _load_choice(i, raw)
+        for i, raw in unsaved.items():
+            out[i] = _load_choice(i, raw)
         return out
 
     def put_many(self, key: str, choices: Sequence[Choice]) -> None:
