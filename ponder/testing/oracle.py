@@ -95,6 +95,21 @@ class OracleConfig(BaseModel):
         3, ge=0, description="Insights a cheatsheet holds before the curator may add code."
     )
     solver_rate: float = Field(0.3, ge=0, le=1, description="P(a curation then adds a solver).")
+    difficulty_spread: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Per-problem difficulty: a generator's accuracy on problem i is "
+        "accuracy + spread * u_i, u_i uniform in [-1, 1] (seeded by the problem), clipped.",
+    )
+
+    def p_for(self, model: str, pid: int) -> float:
+        """Accuracy of ``model`` on problem ``pid`` (with the difficulty spread)."""
+        p = self.p_correct(model)
+        if self.difficulty_spread:
+            u = _rng("difficulty", self.bank_seed, pid).uniform(-1.0, 1.0)
+            p = min(1.0, max(0.0, p + self.difficulty_spread * u))
+        return p
 
     def p_correct(self, model: str) -> float:
         return self.accuracy.get(model, self.default_accuracy)
@@ -344,7 +359,7 @@ def _continue_steps(
     """
     done = _STEP_LINE.findall(prefill)
     value = int(done[-1][4]) if done else None
-    per_step = config.p_correct(model) ** (1 / len(p.steps))
+    per_step = config.p_for(model, p.id) ** (1 / len(p.steps))
     lines = []
     for i in range(len(done), len(p.steps)):
         a, op, x, _, _b = p.steps[i].split()
@@ -384,7 +399,7 @@ def respond(
     if role == "generator" and p.steps and prefill:
         return _continue_steps(config, p, model, prefill, rng)
     if role == "generator":
-        correct = rng.random() < config.p_correct(model)
+        correct = rng.random() < config.p_for(model, p.id)
         answer = p.answer if correct else rng.choice(p.distractors)
         return _answer_text(p, answer, correct, rng), correct
     if role == "fuser":

@@ -29,7 +29,13 @@ from ponder.agents import (
     BestOfN,
     BestOfNConfig,
     Candidate,
+    Cascade,
+    CascadeConfig,
+    ConfidenceVote,
+    ConfidenceVoteConfig,
     Critic,
+    EarlyRejection,
+    EarlyRejectionConfig,
     ExecutionVote,
     ExecutionVoteConfig,
     FirstFinish,
@@ -51,6 +57,8 @@ from ponder.agents import (
     RefineConfig,
     RunTests,
     RunTestsConfig,
+    SpeculativeConfig,
+    SpeculativeReasoning,
     Spend,
     VerifierConfig,
     Vote,
@@ -167,6 +175,25 @@ COMPONENT_FACTORIES: dict[str, _Factory] = {
     "first_finish": _Factory(
         FirstFinishConfig, True, lambda c, ms, _p: FirstFinish(ms[0], cast(FirstFinishConfig, c))
     ),
+    "cascade": _Factory(
+        CascadeConfig, True, lambda c, ms, _p: Cascade(ms, cast(CascadeConfig, c)), True
+    ),
+    "confidence_vote": _Factory(
+        ConfidenceVoteConfig, False, lambda c, _m, _p: ConfidenceVote(cast(ConfidenceVoteConfig, c))
+    ),
+    "early_rejection": _Factory(
+        EarlyRejectionConfig,
+        True,
+        lambda c, ms, p: EarlyRejection(ms[0], _prm(ms, p), cast(EarlyRejectionConfig, c)),
+    ),
+    "speculative_reasoning": _Factory(
+        SpeculativeConfig,
+        True,
+        lambda c, ms, p: SpeculativeReasoning(
+            ms[0], ms[-1], ProcessRewardModel(p or ms[-1]), cast(SpeculativeConfig, c)
+        ),
+        True,
+    ),
     "memory_read": _Factory(
         MemoryStepConfig, True, lambda c, ms, _p: MemoryRead(ms[0], cast(MemoryStepConfig, c))
     ),
@@ -270,7 +297,8 @@ def _component_config(
         params["system"] = system
     prm = (
         params.pop("prm_model", None)
-        if spec.component in ("beam_search", "mcts", "particle_filter")
+        if spec.component
+        in ("beam_search", "mcts", "particle_filter", "early_rejection", "speculative_reasoning")
         else None
     )
     try:
