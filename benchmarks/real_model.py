@@ -207,6 +207,7 @@ def main() -> None:
         print(f"gain of {name} over one sample: {d['gain']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     if args.plot:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -221,6 +222,7 @@ def main() -> None:
             ax.annotate(r["technique"], (r["tokens_per_problem"], r["accuracy"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("generated tokens per problem (log)")
         ax.set_ylabel("accuracy")
         ax.set_title(f"{args.model}: {out['task']}", fontsize=8)

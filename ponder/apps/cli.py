@@ -80,6 +80,96 @@ def generate(
     con.print(f"[dim]{c.usage.total_tokens} tokens, ${c.cost:.5f}, {c.requests} requests[/dim]")
 
 
+@app.command("eval")
+def eval_(
+    workflow: Annotated[str, typer.Argument(help="A workflow file (YAML or JSON).")],
+    dataset: Annotated[
+        str,
+        typer.Argument(help="game24[:N], humaneval[:N], rg:TASK[:N], bank:KIND[:N] or a .jsonl"),
+    ],
+    out: Annotated[str | None, typer.Option(help="Results JSONL (resumed if it exists).")] = None,
+    concurrency: Annotated[int, typer.Option(help="Items in flight.")] = 8,
+    plot: Annotated[str | None, typer.Option(help="Write an accuracy-vs-cost PNG.")] = None,
+) -> None:
+    """Run a workflow over a dataset: resumable JSONL results, a summary with 95%
+    intervals, latency percentiles, coverage and vote curves against samples."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from ponder.eval import evaluate, load_dataset, plot_accuracy_vs_cost, summarize
+    from ponder.workflows import load_workflow
+
+    wf = load_workflow(workflow)
+    ds = load_dataset(dataset)
+    for why in ds.skipped:
+        Console(stderr=True).print(f"[yellow]skipped[/yellow] {why}")
+    name = wf.spec.name or Path(workflow).stem
+    path = Path(out or f"eval-{name}-{dataset.replace(':', '_').replace('/', '_')}.jsonl")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task(f"{name} on {ds.name}", total=len(ds.items))
+        done_before = (
+            len([line for line in path.read_text().splitlines() if line]) if path.is_file() else 0
+        )
+        bar.update(task, completed=min(done_before, len(ds.items)))
+        rows = asyncio.run(
+            evaluate(
+                wf, ds, path, name=name, concurrency=concurrency,
+                on_item=lambda _r: bar.advance(task),
+            )
+        )  # fmt: skip
+    _print_summaries([summarize(rows, name, ds.name)])
+    print(f"results: {path}")
+    if plot:
+        print(f"plot: {plot_accuracy_vs_cost([summarize(rows, name, ds.name)], plot)}")
+
+
+@app.command("eval-report")
+def eval_report(
+    results: Annotated[list[str], typer.Argument(help="Results JSONL files of ponder eval.")],
+    plot: Annotated[str | None, typer.Option(help="Accuracy-vs-cost PNG of them all.")] = None,
+) -> None:
+    """Summaries of several eval results side by side (and one plot)."""
+    from ponder.eval import plot_accuracy_vs_cost, read_results, summarize
+
+    sums = []
+    for r in results:
+        rows = read_results(Path(r))
+        if not rows:
+            raise ponder.ConfigurationError(f"{r}: no results (run ponder eval first)")
+        sums.append(summarize(rows))
+    _print_summaries(sums)
+    if plot:
+        print(f"plot: {plot_accuracy_vs_cost(sums, plot)}")
+
+
+def _print_summaries(sums: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="ponder eval")
+    for col in ("workflow", "dataset", "items", "accuracy", "95% CI", "tokens", "$/item",
+                "p50 s", "p90 s", "p99 s", "errors"):  # fmt: skip
+        table.add_column(col)
+    for s in sums:
+        lo, hi = s.ci95
+        table.add_row(
+            s.workflow, s.dataset, str(s.items), f"{s.accuracy:.3f}", f"[{lo:.3f}, {hi:.3f}]",
+            f"{s.tokens_per_item:.0f}", f"{s.cost_per_item:.5f}", f"{s.latency_p50:.2f}",
+            f"{s.latency_p90:.2f}", f"{s.latency_p99:.2f}", str(s.errors),
+        )  # fmt: skip
+    con = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+    con.print(table)
+    for s in sums:
+        if s.curve:
+            pts = "  ".join(
+                f"k={k}: cover {v['coverage']:.3f} vote {v['vote']:.3f}" for k, v in s.curve.items()
+            )
+            con.print(f"{s.workflow}: {pts}")
+
+
 models_app = typer.Typer(help="Verified local model fixtures (GGUF files run by local:NAME).")
 app.add_typer(models_app, name="models")
 

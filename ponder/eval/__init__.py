@@ -1,4 +1,4 @@
-"""Evaluation data and checkers (docs/memory.md has the Game-of-24 benchmark).
+"""Evaluation: offline datasets, scorers and the ``ponder eval`` harness (docs/eval.md).
 
 >>> from ponder.eval import check_24, load_game24
 >>> check_24("(7 - 8/8) * 4", (4, 7, 8, 8))
@@ -9,6 +9,35 @@ False
 1362
 """
 
+from ponder.eval._datasets import Dataset, Item, Scorer, load_dataset, load_jsonl
 from ponder.eval._game24 import Game24Puzzle, check_24, extract_expression, load_game24
+from ponder.eval._harness import (
+    EvalSummary,
+    coverage_curve,
+    evaluate,
+    pass_at_k,
+    plot_accuracy_vs_cost,
+    read_results,
+    summarize,
+    wilson,
+)
 
-__all__ = ["Game24Puzzle", "check_24", "extract_expression", "load_game24"]
+__all__ = [
+    "Dataset",
+    "EvalSummary",
+    "Game24Puzzle",
+    "Item",
+    "Scorer",
+    "check_24",
+    "coverage_curve",
+    "evaluate",
+    "extract_expression",
+    "load_dataset",
+    "load_game24",
+    "load_jsonl",
+    "pass_at_k",
+    "plot_accuracy_vs_cost",
+    "read_results",
+    "summarize",
+    "wilson",
+]

@@ -1,0 +1,257 @@
+"""``ponder eval``: run a workflow over a dataset, concurrently and resumably.
+
+Results stream to a JSONL file, one line per item as it finishes; a rerun with the same
+file skips every item already there, so an interrupted eval loses nothing and runs no
+item twice. Each line keeps the final answer, whether it is right, every candidate's
+answer and correctness (for coverage and vote curves), tokens, cost and latency; a
+scorer that crashes marks its item (``error``) instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ponder.eval._datasets import Dataset, Item
+
+__all__ = [
+    "EvalSummary",
+    "coverage_curve",
+    "evaluate",
+    "pass_at_k",
+    "plot_accuracy_vs_cost",
+    "read_results",
+    "summarize",
+    "wilson",
+]
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% by default)."""
+    if n == 0:
+        return 0.0, 0.0
+    p = successes / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al., 2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def coverage_curve(rows: Sequence[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """For k = 1, 2, 4, ... up to the fewest candidates of any item: coverage (unbiased
+    pass@k: some sample of k is right) and vote@k (the plurality of the first k)."""
+    sizes = [len(r["candidates"]) for r in rows if r.get("candidates")]
+    if not sizes:
+        return {}
+    top = min(sizes)
+    out: dict[int, dict[str, float]] = {}
+    k = 1
+    while k <= top:
+        cov, vot = [], []
+        for r in rows:
+            cands = r.get("candidates") or []
+            if not cands:
+                continue
+            right = [bool(c["correct"]) for c in cands]
+            cov.append(pass_at_k(len(right), sum(right), k))
+            first = cands[:k]
+            counts = Counter(c["answer"] for c in first if c["answer"] is not None)
+            if counts:
+                best = max(counts.values())
+                winner = next(
+                    c for c in first if c["answer"] is not None and counts[c["answer"]] == best
+                )
+                vot.append(float(winner["correct"]))
+            else:
+                vot.append(0.0)
+        out[k] = {"coverage": statistics.fmean(cov), "vote": statistics.fmean(vot)}
+        k *= 2
+    return out
+
+
+class EvalSummary(BaseModel):
+    """What an eval found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow: str
+    dataset: str
+    items: int
+    correct: int
+    errors: int
+    accuracy: float
+    ci95: tuple[float, float]
+    tokens_per_item: float
+    cost_per_item: float
+    latency_p50: float
+    latency_p90: float
+    latency_p99: float
+    curve: dict[int, dict[str, float]]
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def summarize(rows: Sequence[dict[str, Any]], workflow: str = "", dataset: str = "") -> EvalSummary:
+    """The summary of result rows (from :func:`evaluate` or its JSONL file)."""
+    n = len(rows)
+    correct = sum(bool(r.get("correct")) for r in rows)
+    lat = [float(r.get("latency", 0.0)) for r in rows]
+    return EvalSummary(
+        workflow=workflow or (rows[0].get("workflow", "") if rows else ""),
+        dataset=dataset or (rows[0].get("dataset", "") if rows else ""),
+        items=n,
+        correct=correct,
+        errors=sum(1 for r in rows if r.get("error")),
+        accuracy=correct / n if n else 0.0,
+        ci95=wilson(correct, n),
+        tokens_per_item=statistics.fmean([r.get("tokens", 0) for r in rows]) if rows else 0.0,
+        cost_per_item=statistics.fmean([r.get("cost", 0.0) for r in rows]) if rows else 0.0,
+        latency_p50=_pct(lat, 0.5),
+        latency_p90=_pct(lat, 0.9),
+        latency_p99=_pct(lat, 0.99),
+        curve=coverage_curve(rows),
+    )
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results file (a torn last line, from a crash, is ignored)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+async def evaluate(
+    workflow: Any,
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    name: str = "",
+    concurrency: int = 8,
+    on_item: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``workflow`` (a :class:`~ponder.workflows.Workflow`) on every item not yet in
+    ``out``; append one JSON line per item; return all rows (old and new)."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = await asyncio.to_thread(read_results, path)
+    done = {r["id"] for r in rows}
+    todo = [it for it in dataset.items if it.id not in done]
+    lock = asyncio.Lock()
+    slots = asyncio.Semaphore(concurrency)
+    wf_name = name or getattr(getattr(workflow, "spec", None), "name", "") or "workflow"
+
+    async def score(item: Item, answer: str | None, text: str) -> tuple[bool, str | None]:
+        try:
+            return bool(await asyncio.to_thread(dataset.scorer, item, answer, text)), None
+        except Exception as e:  # a scorer crash marks the item, the eval goes on
+            return False, f"scorer failed: {type(e).__name__}: {e}"
+
+    async def one(item: Item) -> None:
+        async with slots:
+            t0 = time.perf_counter()
+            error: str | None = None
+            try:
+                result = await workflow.arun(item.question)
+                pool = result.output
+                failures = result.failures
+            except Exception as e:
+                pool, failures = None, {}
+                error = f"run failed: {type(e).__name__}: {e}"
+            latency = time.perf_counter() - t0
+            row: dict[str, Any] = {
+                "id": item.id,
+                "workflow": wf_name,
+                "dataset": dataset.name,
+                "latency": latency,
+            }
+            if pool is None:
+                row.update(final=None, correct=False, candidates=[], tokens=0, cost=0.0)
+            else:
+                chosen = next(
+                    (
+                        c
+                        for c in pool.candidates
+                        if pool.final is not None and c.answer == pool.final
+                    ),
+                    pool.candidates[0] if pool.candidates else None,
+                )
+                text = chosen.text if chosen else (pool.final or "")
+                ok, err = await score(item, pool.final, text)
+                error = error or err or ("; ".join(failures.values()) if failures else None)
+                cands = []
+                for c in pool.candidates[:64]:
+                    c_ok, _ = await score(item, c.answer, c.text)
+                    cands.append({"answer": c.answer, "correct": c_ok})
+                row.update(
+                    final=pool.final,
+                    correct=ok,
+                    candidates=cands,
+                    tokens=pool.spend.total_tokens,
+                    cost=pool.spend.cost,
+                )
+            if error:
+                row["error"] = error
+            async with lock:
+                with path.open("a") as f:  # noqa: ASYNC230 - one short line under a lock
+                    f.write(json.dumps(row) + "\n")
+                rows.append(row)
+            if on_item is not None:
+                on_item(row)
+
+    await asyncio.gather(*(one(it) for it in todo))
+    return rows
+
+
+def plot_accuracy_vs_cost(summaries: Sequence[EvalSummary], path: str | Path) -> Path:
+    """Accuracy (with its 95% interval) against tokens per item, one point per workflow."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    several = len({s.dataset for s in summaries}) > 1
+    for s in summaries:
+        lo, hi = s.ci95
+        x = max(s.tokens_per_item, 1.0)
+        ax.errorbar(x, s.accuracy, yerr=[[s.accuracy - lo], [hi - s.accuracy]], fmt="o", capsize=3)
+        label = f"{s.workflow} on {s.dataset}" if several else s.workflow
+        ax.annotate(label, (x, s.accuracy), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("tokens per item (log)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(", ".join(sorted({s.dataset for s in summaries})), fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,165 @@
+"""``ponder eval``: datasets offline, scorers, resumable concurrent runs, summaries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ponder import Settings
+from ponder.apps.cli import main
+from ponder.errors import ConfigurationError
+from ponder.eval import (
+    Dataset,
+    Item,
+    evaluate,
+    load_dataset,
+    load_jsonl,
+    pass_at_k,
+    read_results,
+    summarize,
+    wilson,
+)
+from ponder.eval._datasets import CodeScorer
+from ponder.testing import StandinConfig, StandinServer
+from ponder.workflows import Workflow, WorkflowSpec
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_intervals_and_unbiased_pass_at_k() -> None:
+    lo, hi = wilson(8, 10)
+    assert (round(lo, 3), round(hi, 3)) == (0.490, 0.943)
+    assert wilson(0, 0) == (0.0, 0.0)
+    assert pass_at_k(10, 0, 3) == 0.0
+    assert pass_at_k(10, 10, 1) == 1.0
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
+
+
+def test_jsonl_rows_without_answers_are_reported_and_bad_lines_named(tmp_path: Path) -> None:
+    good = tmp_path / "qa.jsonl"
+    good.write_text(
+        '{"id": "a", "question": "1+1?", "answer": "2"}\n'
+        '{"id": "b", "question": "2+2?"}\n'
+        '{"question": "3+3?", "answer": 6}\n'
+    )
+    ds = load_jsonl(good)
+    assert [i.id for i in ds.items] == ["a", "3"]
+    assert ds.skipped == ["qa.jsonl:2 (id b): no 'answer' field; skipped"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "x", "answer": "1"}\n{oops\n')
+    with pytest.raises(ConfigurationError, match=r"bad\.jsonl:2: not a JSON object"):
+        load_jsonl(bad)
+    with pytest.raises(ConfigurationError, match="unknown dataset"):
+        load_dataset("imagenet")
+
+
+def test_bundled_datasets_load_offline_and_score() -> None:
+    g = load_dataset("game24:3")
+    assert [i.id for i in g.items] == ["game24:901", "game24:902", "game24:903"]
+    item = g.items[0]
+    nums = item.meta["numbers"]
+    from ponder.testing.oracle import _solve24
+
+    assert g.scorer(item, _solve24(tuple(sorted(nums))), "")
+    he = load_dataset("humaneval:2")
+    assert he.items[0].id == "HumanEval/0"
+    rg = load_dataset("rg:basic_arithmetic:3")
+    assert rg.scorer(rg.items[0], rg.items[0].answer, "")
+    assert not rg.scorer(rg.items[0], "not a number", "")
+    bank = load_dataset("bank:arithmetic:2")
+    assert bank.scorer(bank.items[0], bank.items[0].answer, "")
+
+
+def test_humaneval_is_scored_by_running_its_tests() -> None:
+    he = load_dataset("humaneval:1")
+    item = he.items[0]
+    right = (
+        "```python\n"
+        + item.meta["prompt"]
+        + (
+            "    for i, a in enumerate(numbers):\n"
+            "        for j, b in enumerate(numbers):\n"
+            "            if i != j and abs(a - b) < threshold:\n"
+            "                return True\n"
+            "    return False\n```"
+        )
+    )
+    wrong = "```python\n" + item.meta["prompt"] + "    return False\n```"
+    assert isinstance(he.scorer, CodeScorer)
+    assert he.scorer(item, None, right)
+    assert not he.scorer(item, None, wrong)
+
+
+def _workflow(url: str) -> Workflow:
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "vote3",
+            "models": {"m": f"vllm:strong@{url}"},
+            "layers": [{"generate": {"n": 3}}, {"vote": {}}],
+        }
+    )
+    return Workflow(spec, settings=Settings.load(cache=False))
+
+
+async def test_eval_resumes_without_running_an_item_twice(
+    standin: StandinServer, tmp_path: Path
+) -> None:
+    ds = load_dataset("bank:arithmetic:10")
+    out = tmp_path / "r.jsonl"
+    first = Dataset(ds.name, ds.items[:4], ds.scorer)
+    await evaluate(_workflow(standin.base_url), first, out)
+    before = standin.stats.requests
+    ran: list[str] = []
+    rows = await evaluate(
+        _workflow(standin.base_url), ds, out, on_item=lambda r: ran.append(r["id"])
+    )
+    assert len(ran) == 6  # only the items not in the file
+    assert standin.stats.requests - before == 6
+    ids = [r["id"] for r in read_results(out)]
+    assert sorted(ids) == sorted(i.id for i in ds.items)
+    s = summarize(rows)
+    assert s.items == 10
+    assert s.tokens_per_item > 0
+    assert set(s.curve) == {1, 2}
+    assert all(len(r["candidates"]) == 3 for r in rows)
+
+
+async def test_a_crashing_scorer_marks_its_item(standin: StandinServer, tmp_path: Path) -> None:
+    class Boom:
+        kind = "test"
+
+        def __call__(self, item: Item, answer: str | None, text: str) -> bool:
+            if item.id.endswith("4"):
+                raise ValueError("bad item")
+            return True
+
+    ds = load_dataset("bank:arithmetic:3")
+    rows = await evaluate(
+        _workflow(standin.base_url), Dataset("x", ds.items, Boom()), tmp_path / "r.jsonl"
+    )
+    marked = [r for r in rows if r.get("error")]
+    assert len(marked) == 1
+    assert "scorer failed: ValueError: bad item" in marked[0]["error"]
+    assert sum(r["correct"] for r in rows) == 2
+
+
+def test_cli_eval_and_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "e.jsonl"
+    wf = str(ROOT / "examples" / "workflows" / "adaptive_vote.yaml")
+    plot = str(tmp_path / "p.png")
+    with StandinServer(StandinConfig(time_scale=0)).in_thread() as s:
+        monkeypatch.setenv("PONDER_STANDIN", s.base_url)
+        assert main(["eval", wf, "bank:arithmetic:6", "--out", str(out), "--plot", plot]) == 0
+    text = capsys.readouterr().out
+    assert "adaptive-self-consistency" in text
+    assert "95% CI" in text
+    assert (tmp_path / "p.png").stat().st_size > 5000
+    assert len(out.read_text().splitlines()) == 6
+    assert main(["eval-report", str(out)]) == 0
+    assert "bank:arithmetic:6" in capsys.readouterr().out
+    assert main(["eval-report", str(tmp_path / "none.jsonl")]) == 1
+    assert json.loads(out.read_text().splitlines()[0])["workflow"] == "adaptive-self-consistency"
