@@ -163,3 +163,35 @@ def test_cli_eval_and_report(
     assert "bank:arithmetic:6" in capsys.readouterr().out
     assert main(["eval-report", str(tmp_path / "none.jsonl")]) == 1
     assert json.loads(out.read_text().splitlines()[0])["workflow"] == "adaptive-self-consistency"
+
+
+def test_search_finds_a_pareto_front_and_writes_a_runnable_workflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ponder.eval._search import SearchSpace, run_search, write_workflow
+    from ponder.workflows import load_workflow
+
+    with StandinServer(StandinConfig(time_scale=0)).in_thread() as s:
+        space = SearchSpace(
+            models={"weak": f"vllm:weak@{s.base_url}", "strong": f"vllm:strong@{s.base_url}"},
+            prices={"weak": (0.1, 0.4), "strong": (2.0, 8.0)},
+            samples=[1, 3],
+        )
+        result = run_search(space, load_dataset("bank:arithmetic:16"), tmp_path, trials=6)
+    assert len(result.baselines) == 4
+    assert result.pareto
+    for t in result.pareto:  # nothing on the front is dominated by another full trial
+        assert not any(
+            o.accuracy > t.accuracy and o.cost_per_item < t.cost_per_item
+            for o in result.trials
+            if not o.pruned
+        )
+    assert result.best is not None
+    path = write_workflow(result.best, tmp_path / "best.yaml")
+    wf = load_workflow(path)
+    assert wf.spec.name == "searched"
+    assert wf.spec.models["strong"].price == (2.0, 8.0)
+    bad = tmp_path / "space.yaml"
+    bad.write_text("models: {}\n")
+    assert main(["search", str(bad), "bank:arithmetic:4"]) == 1
+    assert "not a valid search space" in capsys.readouterr().err

@@ -170,6 +170,64 @@ def _print_summaries(sums: list[Any]) -> None:
             con.print(f"{s.workflow}: {pts}")
 
 
+@app.command("search")
+def search(
+    space: Annotated[str, typer.Argument(help="A search-space YAML (models, prices, choices).")],
+    dataset: Annotated[str, typer.Argument(help="The dev set, as for ponder eval.")],
+    trials: Annotated[int, typer.Option(help="Optuna trials.")] = 30,
+    budget: Annotated[float | None, typer.Option(help="Max $ per item for the pick.")] = None,
+    out: Annotated[str, typer.Option(help="Where to write the best workflow.")] = "searched.yaml",
+    workdir: Annotated[str, typer.Option(help="Per-trial results.")] = "search-runs",
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+) -> None:
+    """Architecture search over layer stacks with optuna: Pareto front of accuracy and
+    cost, single-layer baselines, and the best stack within the budget as YAML."""
+    import yaml
+    from rich.table import Table
+
+    from ponder.eval import load_dataset
+    from ponder.eval._search import SearchSpace, run_search, write_workflow
+
+    try:
+        raw = yaml.safe_load(Path(space).read_text())
+        sp = SearchSpace.model_validate(raw)
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        raise ponder.ConfigurationError(f"{space}: not a valid search space: {e}") from None
+    result = run_search(sp, load_dataset(dataset), workdir, trials=trials, budget=budget, seed=seed)
+    con = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+    table = Table(title=f"ponder search: Pareto front on {dataset}")
+    for col in ("stack", "accuracy", "$/item"):
+        table.add_column(col)
+
+    def describe(p: dict[str, Any]) -> str:
+        mid = "" if p["middle"] == "none" else f" -> {p['middle']}({p['judge_model']})"
+        fin = f"fuse({p['judge_model']})" if p["final"] == "fuse" else "vote"
+        return f"generate({p['gen_model']}, n={p['samples']}){mid} -> {fin}"
+
+    for t in result.pareto:
+        table.add_row(describe(t.params), f"{t.accuracy:.3f}", f"{t.cost_per_item:.6f}")
+    con.print(table)
+    base = Table(title="single-layer baselines (generate + vote)")
+    for col in ("stack", "accuracy", "$/item"):
+        base.add_column(col)
+    for t in sorted(result.baselines, key=lambda t: t.cost_per_item):
+        base.add_row(describe(t.params), f"{t.accuracy:.3f}", f"{t.cost_per_item:.6f}")
+    con.print(base)
+    pruned = sum(t.pruned for t in result.trials)
+    print(f"{len(result.trials)} trials, {pruned} pruned early")
+    if result.best is None:
+        raise ponder.ConfigurationError(f"no stack within the budget of ${budget} per item")
+    b = result.best
+    cheaper = [t for t in result.baselines if t.cost_per_item <= b.cost_per_item]
+    if cheaper:
+        top = max(cheaper, key=lambda t: t.accuracy)
+        print(
+            f"best: {describe(b.params)}: {b.accuracy:.3f} at ${b.cost_per_item:.6f}/item; "
+            f"best baseline at no more cost: {describe(top.params)}: {top.accuracy:.3f}"
+        )
+    print(f"wrote {write_workflow(b, out)}")
+
+
 models_app = typer.Typer(help="Verified local model fixtures (GGUF files run by local:NAME).")
 app.add_typer(models_app, name="models")
 

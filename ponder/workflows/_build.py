@@ -68,7 +68,7 @@ from ponder.agents import (
     merge_pools,
     vote,
 )
-from ponder.backends import Budget, Model, ModelRef
+from ponder.backends import Budget, Model, ModelRef, Price, PriceTable
 from ponder.errors import ConfigurationError
 from ponder.graphs import CompiledGraph, Event, Graph, GraphError, GraphResult
 from ponder.settings import Settings
@@ -523,7 +523,10 @@ class Workflow:
             limit = m.max_concurrency or self.spec.concurrency
             if limit is not None:
                 ref = ref.model_copy(update={"max_concurrency": limit})
-            out[name] = Model(ref, settings=self.settings, budget=budget)
+            model = Model(ref, settings=self.settings, budget=budget)
+            if m.price is not None:
+                model.prices = PriceTable({model.id: Price(*m.price)})
+            out[name] = model
         return out
 
     def _budget(self) -> Budget | None:

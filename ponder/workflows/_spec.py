@@ -61,6 +61,9 @@ class ModelSpec(_Spec):
 
     ref: str
     max_concurrency: int | None = Field(None, ge=1)
+    price: tuple[float, float] | None = Field(
+        None, description="US dollars per million input and output tokens (cost accounting)."
+    )
 
     @model_validator(mode="before")
     @classmethod
