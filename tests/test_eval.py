@@ -195,3 +195,34 @@ def test_search_finds_a_pareto_front_and_writes_a_runnable_workflow(
     bad.write_text("models: {}\n")
     assert main(["search", str(bad), "bank:arithmetic:4"]) == 1
     assert "not a valid search space" in capsys.readouterr().err
+
+
+def test_ray_and_local_runs_give_identical_per_item_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from ponder.eval import evaluate_ray
+
+    monkeypatch.setenv("PONDER_CACHE", "false")  # both runs really call the model
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with StandinServer(StandinConfig(time_scale=0)).in_thread() as s:
+        spec = {
+            "name": "vote3",
+            "models": {"m": f"vllm:strong@{s.base_url}"},
+            "layers": [{"generate": {"n": 3, "seed": 5}}, {"vote": {}}],
+        }
+        local = asyncio.run(
+            evaluate(
+                Workflow(WorkflowSpec.model_validate(spec)),
+                load_dataset("bank:multistep:8"),
+                tmp_path / "local.jsonl",
+            )
+        )
+        remote = evaluate_ray(spec, "bank:multistep:8", tmp_path / "ray.jsonl", batch=3)
+
+    def key(rows: list[dict[str, object]]) -> dict[object, object]:
+        return {r["id"]: (r["final"], r["correct"], r["candidates"], r["tokens"]) for r in rows}
+
+    assert len(remote) == 8
+    assert key(remote) == key(local)

@@ -90,6 +90,10 @@ def eval_(
     out: Annotated[str | None, typer.Option(help="Results JSONL (resumed if it exists).")] = None,
     concurrency: Annotated[int, typer.Option(help="Items in flight.")] = 8,
     plot: Annotated[str | None, typer.Option(help="Write an accuracy-vs-cost PNG.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Run the items as Ray tasks.")] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(help="A Ray cluster (default: a local Ray instance).")
+    ] = None,
 ) -> None:
     """Run a workflow over a dataset: resumable JSONL results, a summary with 95%
     intervals, latency percentiles, coverage and vote curves against samples."""
@@ -115,12 +119,21 @@ def eval_(
             len([line for line in path.read_text().splitlines() if line]) if path.is_file() else 0
         )
         bar.update(task, completed=min(done_before, len(ds.items)))
-        rows = asyncio.run(
-            evaluate(
-                wf, ds, path, name=name, concurrency=concurrency,
+        if ray or ray_address:
+            from ponder.eval import evaluate_ray
+
+            spec = wf.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+            rows = evaluate_ray(
+                spec, dataset, path, address=ray_address, name=name,
                 on_item=lambda _r: bar.advance(task),
-            )
-        )  # fmt: skip
+            )  # fmt: skip
+        else:
+            rows = asyncio.run(
+                evaluate(
+                    wf, ds, path, name=name, concurrency=concurrency,
+                    on_item=lambda _r: bar.advance(task),
+                )
+            )  # fmt: skip
     _print_summaries([summarize(rows, name, ds.name)])
     print(f"results: {path}")
     if plot:

@@ -27,9 +27,11 @@ __all__ = [
     "EvalSummary",
     "coverage_curve",
     "evaluate",
+    "evaluate_ray",
     "pass_at_k",
     "plot_accuracy_vs_cost",
     "read_results",
+    "run_item",
     "summarize",
     "wilson",
 ]
@@ -147,6 +149,61 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+async def run_item(workflow: Any, dataset: Dataset, item: Item, wf_name: str) -> dict[str, Any]:
+    """One item's result row (the same code for local and Ray runs)."""
+
+    async def score(answer: str | None, text: str) -> tuple[bool, str | None]:
+        try:
+            return bool(await asyncio.to_thread(dataset.scorer, item, answer, text)), None
+        except Exception as e:  # a scorer crash marks the item, the eval goes on
+            return False, f"scorer failed: {type(e).__name__}: {e}"
+
+    t0 = time.perf_counter()
+    error: str | None = None
+    try:
+        result = await workflow.arun(item.question)
+        pool = result.output
+        failures = result.failures
+    except Exception as e:
+        pool, failures = None, {}
+        error = f"run failed: {type(e).__name__}: {e}"
+    row: dict[str, Any] = {
+        "id": item.id,
+        "workflow": wf_name,
+        "dataset": dataset.name,
+        "latency": time.perf_counter() - t0,
+    }
+    if pool is None:
+        row.update(final=None, correct=False, candidates=[], tokens=0, cost=0.0)
+    else:
+        chosen = next(
+            (c for c in pool.candidates if pool.final is not None and c.answer == pool.final),
+            pool.candidates[0] if pool.candidates else None,
+        )
+        text = chosen.text if chosen else (pool.final or "")
+        ok, err = await score(pool.final, text)
+        error = error or err or ("; ".join(failures.values()) if failures else None)
+        cands = []
+        for c in pool.candidates[:64]:
+            c_ok, _ = await score(c.answer, c.text)
+            cands.append({"answer": c.answer, "correct": c_ok})
+        row.update(
+            final=pool.final,
+            correct=ok,
+            candidates=cands,
+            tokens=pool.spend.total_tokens,
+            cost=pool.spend.cost,
+        )
+    if error:
+        row["error"] = error
+    return row
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 async def evaluate(
     workflow: Any,
     dataset: Dataset,
@@ -167,66 +224,85 @@ async def evaluate(
     slots = asyncio.Semaphore(concurrency)
     wf_name = name or getattr(getattr(workflow, "spec", None), "name", "") or "workflow"
 
-    async def score(item: Item, answer: str | None, text: str) -> tuple[bool, str | None]:
-        try:
-            return bool(await asyncio.to_thread(dataset.scorer, item, answer, text)), None
-        except Exception as e:  # a scorer crash marks the item, the eval goes on
-            return False, f"scorer failed: {type(e).__name__}: {e}"
-
     async def one(item: Item) -> None:
         async with slots:
-            t0 = time.perf_counter()
-            error: str | None = None
-            try:
-                result = await workflow.arun(item.question)
-                pool = result.output
-                failures = result.failures
-            except Exception as e:
-                pool, failures = None, {}
-                error = f"run failed: {type(e).__name__}: {e}"
-            latency = time.perf_counter() - t0
-            row: dict[str, Any] = {
-                "id": item.id,
-                "workflow": wf_name,
-                "dataset": dataset.name,
-                "latency": latency,
-            }
-            if pool is None:
-                row.update(final=None, correct=False, candidates=[], tokens=0, cost=0.0)
-            else:
-                chosen = next(
-                    (
-                        c
-                        for c in pool.candidates
-                        if pool.final is not None and c.answer == pool.final
-                    ),
-                    pool.candidates[0] if pool.candidates else None,
-                )
-                text = chosen.text if chosen else (pool.final or "")
-                ok, err = await score(item, pool.final, text)
-                error = error or err or ("; ".join(failures.values()) if failures else None)
-                cands = []
-                for c in pool.candidates[:64]:
-                    c_ok, _ = await score(item, c.answer, c.text)
-                    cands.append({"answer": c.answer, "correct": c_ok})
-                row.update(
-                    final=pool.final,
-                    correct=ok,
-                    candidates=cands,
-                    tokens=pool.spend.total_tokens,
-                    cost=pool.spend.cost,
-                )
-            if error:
-                row["error"] = error
+            row = await run_item(workflow, dataset, item, wf_name)
             async with lock:
-                with path.open("a") as f:  # noqa: ASYNC230 - one short line under a lock
-                    f.write(json.dumps(row) + "\n")
+                _append(path, row)
                 rows.append(row)
             if on_item is not None:
                 on_item(row)
 
     await asyncio.gather(*(one(it) for it in todo))
     return rows
+
+
+def evaluate_ray(
+    spec: dict[str, Any],
+    dataset_spec: str,
+    out: str | Path,
+    *,
+    address: str | None = None,
+    name: str = "",
+    batch: int = 4,
+    on_item: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Like :func:`evaluate`, with the items as Ray tasks (``address``: a cluster, or
+    None for a local Ray instance). Workers rebuild the workflow from ``spec`` and the
+    dataset from ``dataset_spec``; results stream to ``out`` as tasks finish, resumably.
+    Per-item results equal a local run's (same seeds, same code: :func:`run_item`)."""
+    try:
+        import ray
+    except ImportError as e:
+        from ponder.errors import ConfigurationError
+
+        raise ConfigurationError("ponder eval --ray needs Ray: pip install 'ponder[ray]'") from e
+    from ponder.eval._datasets import load_dataset
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = read_results(path)
+    done = {r["id"] for r in rows}
+    dataset = load_dataset(dataset_spec)
+    todo = [it.id for it in dataset.items if it.id not in done]
+    wf_name = name or spec.get("name") or "workflow"
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(_ray_items)
+        chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+        pending = [task.remote(spec, dataset_spec, chunk, wf_name) for chunk in chunks]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for row in ray.get(ready[0]):
+                _append(path, row)
+                rows.append(row)
+                if on_item is not None:
+                    on_item(row)
+    finally:
+        if started:
+            ray.shutdown()
+    return rows
+
+
+def _ray_items(
+    spec: dict[str, Any], dataset_spec: str, ids: list[str], wf_name: str
+) -> list[dict[str, Any]]:
+    """A Ray task: run the workflow on some items of the dataset."""
+    from ponder.eval._datasets import load_dataset
+    from ponder.workflows import Workflow, WorkflowSpec
+
+    dataset = load_dataset(dataset_spec)
+    items = {it.id: it for it in dataset.items}
+    workflow = Workflow(WorkflowSpec.model_validate(spec))
+
+    async def go() -> list[dict[str, Any]]:
+        return list(
+            await asyncio.gather(*(run_item(workflow, dataset, items[i], wf_name) for i in ids))
+        )
+
+    return asyncio.run(go())
 
 
 def plot_accuracy_vs_cost(summaries: Sequence[EvalSummary], path: str | Path) -> Path:

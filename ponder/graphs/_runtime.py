@@ -388,6 +388,15 @@ class CompiledGraph(Generic[S]):
             self.spec, self.graph.copy({"checkpointer": checkpointer}), self.finals
         )
 
+    def _durability(self, thread_id: str | None) -> dict[str, Any]:
+        # with a checkpointer, each step's checkpoint is written before the next step
+        # starts: a crash (SIGKILL) never loses a finished step (LangGraph's default,
+        # "async", writes it while the next step already runs)
+        saver = self.graph.checkpointer
+        if thread_id is None or not isinstance(saver, BaseCheckpointSaver):
+            return {}
+        return {"durability": "sync"}
+
     def _config(self, thread_id: str | None) -> dict[str, Any]:
         if thread_id is None:
             if self.graph.checkpointer is not None:
@@ -435,7 +444,7 @@ class CompiledGraph(Generic[S]):
         start = await self._start_value(initial, thread_id)
         token = _EMIT.set(False)  # nobody watches: nodes skip building events
         try:
-            values = await self.graph.ainvoke(start, config)
+            values = await self.graph.ainvoke(start, config, **self._durability(thread_id))
         finally:
             _EMIT.reset(token)
         nxt: Sequence[str] = ()
@@ -481,7 +490,7 @@ class CompiledGraph(Generic[S]):
         # not when the generator is garbage collected
         running: set[asyncio.Task[Any]] = set()
         token = _RUNNING.set(running)
-        stream = self.graph.astream(start, config, stream_mode=modes)
+        stream = self.graph.astream(start, config, stream_mode=modes, **self._durability(thread_id))
         try:
             async with aclosing(stream):
                 async for mode, chunk in stream:
