@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     )
     cache: bool = Field(True, description="Use the persistent response cache.")
     cache_path: Path = Field(default_factory=default_cache_path)
+    cache_url: str | None = Field(
+        None,
+        description="Share the response cache through Redis (redis://HOST:PORT/DB) "
+        "instead of the SQLite file at cache_path: server processes and Ray workers pay "
+        "once for the same sample.",
+    )
+    cache_ttl: float | None = Field(
+        None, gt=0, description="Seconds a Redis cache entry lives (None: forever)."
+    )
     max_concurrency: int = Field(256, ge=1, description="In-flight requests per endpoint.")
     max_retries: int = Field(4, ge=0, le=50, description="Retries after the first attempt.")
     retry_initial: float = Field(0.5, gt=0, description="First backoff in seconds.")

@@ -11,6 +11,7 @@ from ponder import Settings
 from ponder.apps.cli import main
 from ponder.errors import ConfigurationError
 from ponder.eval import (
+    AsyncScorer,
     Dataset,
     Item,
     evaluate,
@@ -26,6 +27,11 @@ from ponder.testing import StandinConfig, StandinServer
 from ponder.workflows import Workflow, WorkflowSpec
 
 ROOT = Path(__file__).parent.parent
+
+
+def sync_score(ds: Dataset, item: Item, answer: str | None, text: str) -> bool:
+    assert not isinstance(ds.scorer, AsyncScorer)
+    return ds.scorer(item, answer, text)
 
 
 def test_intervals_and_unbiased_pass_at_k() -> None:
@@ -62,14 +68,14 @@ def test_bundled_datasets_load_offline_and_score() -> None:
     nums = item.meta["numbers"]
     from ponder.testing.oracle import _solve24
 
-    assert g.scorer(item, _solve24(tuple(sorted(nums))), "")
+    assert sync_score(g, item, _solve24(tuple(sorted(nums))), "")
     he = load_dataset("humaneval:2")
     assert he.items[0].id == "HumanEval/0"
     rg = load_dataset("rg:basic_arithmetic:3")
-    assert rg.scorer(rg.items[0], rg.items[0].answer, "")
-    assert not rg.scorer(rg.items[0], "not a number", "")
+    assert sync_score(rg, rg.items[0], rg.items[0].answer, "")
+    assert not sync_score(rg, rg.items[0], "not a number", "")
     bank = load_dataset("bank:arithmetic:2")
-    assert bank.scorer(bank.items[0], bank.items[0].answer, "")
+    assert sync_score(bank, bank.items[0], bank.items[0].answer, "")
 
 
 def test_humaneval_is_scored_by_running_its_tests() -> None:
@@ -88,8 +94,8 @@ def test_humaneval_is_scored_by_running_its_tests() -> None:
     )
     wrong = "```python\n" + item.meta["prompt"] + "    return False\n```"
     assert isinstance(he.scorer, CodeScorer)
-    assert he.scorer(item, None, right)
-    assert not he.scorer(item, None, wrong)
+    assert sync_score(he, item, None, right)
+    assert not sync_score(he, item, None, wrong)
 
 
 def _workflow(url: str) -> Workflow:
@@ -198,31 +204,122 @@ def test_search_finds_a_pareto_front_and_writes_a_runnable_workflow(
 
 
 def test_ray_and_local_runs_give_identical_per_item_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     import asyncio
+
+    import ray
 
     from ponder.eval import evaluate_ray
 
     monkeypatch.setenv("PONDER_CACHE", "false")  # both runs really call the model
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    with StandinServer(StandinConfig(time_scale=0)).in_thread() as s:
-        spec = {
-            "name": "vote3",
-            "models": {"m": f"vllm:strong@{s.base_url}"},
-            "layers": [{"generate": {"n": 3, "seed": 5}}, {"vote": {}}],
-        }
-        local = asyncio.run(
-            evaluate(
-                Workflow(WorkflowSpec.model_validate(spec)),
-                load_dataset("bank:multistep:8"),
-                tmp_path / "local.jsonl",
+    ray.init(include_dashboard=False, log_to_driver=False, num_cpus=2)
+    try:
+        with StandinServer(StandinConfig(time_scale=0)).in_thread() as s:
+            spec = {
+                "name": "vote3",
+                "models": {"m": f"vllm:strong@{s.base_url}"},
+                "layers": [{"generate": {"n": 3, "seed": 5}}, {"vote": {}}],
+            }
+            local = asyncio.run(
+                evaluate(
+                    Workflow(WorkflowSpec.model_validate(spec)),
+                    load_dataset("bank:multistep:8"),
+                    tmp_path / "local.jsonl",
+                )
             )
-        )
-        remote = evaluate_ray(spec, "bank:multistep:8", tmp_path / "ray.jsonl", batch=3)
+            remote = evaluate_ray(spec, "bank:multistep:8", tmp_path / "ray.jsonl", batch=3)
+
+            # with PONDER_CACHE_URL the workers share one Redis cache: a second eval of
+            # the same items on the cluster generates nothing new
+            monkeypatch.setenv("PONDER_CACHE", "true")
+            monkeypatch.setenv("PONDER_CACHE_URL", redis_url)
+            evaluate_ray(spec, "bank:multistep:8", tmp_path / "fill.jsonl", batch=2)
+            generated = s.stats.samples
+            again = evaluate_ray(spec, "bank:multistep:8", tmp_path / "again.jsonl", batch=4)
+            assert s.stats.samples == generated
+    finally:
+        ray.shutdown()
 
     def key(rows: list[dict[str, object]]) -> dict[object, object]:
         return {r["id"]: (r["final"], r["correct"], r["candidates"], r["tokens"]) for r in rows}
 
     assert len(remote) == 8
     assert key(remote) == key(local)
+    assert {r["id"]: r["final"] for r in again} == {r["id"]: r["final"] for r in local}
+
+
+def test_champ_loads_offline_and_checks_every_marked_form() -> None:
+    ds = load_dataset("champ:20")
+    assert len(ds.items) == 20
+    assert len(load_dataset("champ").items) == 270
+    two = next(i for i in ds.items if i.id == "P_Combinatorics_2")
+    assert two.meta["forms"] == ["C(10, 5)", "252"]
+    assert "\\boxed" in two.question
+    assert sync_score(ds, two, "252", "")
+    assert sync_score(ds, two, "\\binom{10}{5}", "")
+    assert not sync_score(ds, two, "251", "")
+    assert not sync_score(ds, two, None, "no answer")
+
+
+async def test_llm_judge_grades_what_the_checker_rejects_once_per_answer(tmp_path: Path) -> None:
+    from ponder.eval import LLMJudge
+    from ponder.testing.oracle import OracleConfig
+
+    class Nothing:  # a checker that can parse none of the answers
+        kind = "none"
+
+        def __call__(self, item: Item, answer: str | None, text: str) -> bool:
+            raise ValueError("unparseable")
+
+    bank = load_dataset("bank:arithmetic:2")
+    item = bank.items[0]
+    wrong = bank.scorer.bank.problem(int(item.id.split(":")[1])).distractors[0]  # type: ignore[union-attr]
+    oracle = OracleConfig(verifier_tpr=1.0, verifier_fpr=0.0)  # a perfect judge
+    async with StandinServer(StandinConfig(time_scale=0, oracle=oracle)) as s:
+        settings = Settings.load(cache_path=tmp_path / "c.sqlite")
+        from ponder import Model
+
+        async with Model(f"vllm:strong@{s.base_url}", settings=settings) as m:
+            judge = LLMJudge(m, Nothing())
+            assert await judge.ascore(item, item.answer, "")
+            assert await judge.ascore(item, item.answer, "other text, same answer")
+            assert not await judge.ascore(item, wrong, "")
+            assert not await judge.ascore(item, None, "no answer at all")
+            assert s.stats.requests == 2  # one judgement per distinct answer
+            checked = LLMJudge(m, bank.scorer)  # the checker's wins never reach the judge
+            assert await checked.ascore(item, item.answer, "")
+            assert s.stats.requests == 2
+    assert judge.stats.asked == 2
+    assert judge.stats.accepted == 1
+    assert checked.stats.checked_by_program == 1
+
+
+def test_eval_with_a_judge_and_a_dead_judge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import free_port
+
+    wf = str(tmp_path / "wf.yaml")
+    (tmp_path / "wf.yaml").write_text(
+        "name: one\nmodels: {m: 'vllm:weak@${PONDER_STANDIN}'}\n"
+        "layers:\n  - generate: {n: 1}\n  - vote: {}\n"
+    )
+    monkeypatch.setenv("PONDER_CACHE_PATH", str(tmp_path / "cache.sqlite"))
+    monkeypatch.setenv("PONDER_MAX_RETRIES", "0")
+    with StandinServer(StandinConfig(time_scale=0)).in_thread() as s:
+        monkeypatch.setenv("PONDER_STANDIN", s.base_url)
+        out = tmp_path / "judged.jsonl"
+        judge = f"vllm:strong@{s.base_url}"
+        assert main(["eval", wf, "bank:arithmetic:8", "--out", str(out), "--judge", judge]) == 0
+        assert "judge vllm:strong" in capsys.readouterr().out
+        assert main(["eval", wf, "champ:2", "--out", str(tmp_path / "c.jsonl")]) == 0
+        dead = f"vllm:judge@http://127.0.0.1:{free_port()}/v1"  # not cached: another model
+        out2 = tmp_path / "dead.jsonl"
+        assert main(["eval", wf, "bank:arithmetic:8", "--out", str(out2), "--judge", dead]) == 0
+    rows = read_results(out2)
+    assert len(rows) == 8  # every item is recorded; the judge's failure marks the item
+    wrong = [r for r in rows if not r["correct"]]
+    assert wrong
+    assert all("scorer failed: TransportError" in r["error"] for r in wrong)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from conftest import free_port
 
 from ponder import (
     AuthenticationError,
@@ -22,6 +23,7 @@ from ponder import (
     ServerError,
     Settings,
 )
+from ponder.backends import RedisCache
 from ponder.testing import StandinConfig, StandinServer
 
 pytestmark = pytest.mark.asyncio
@@ -295,3 +297,45 @@ async def test_a_cached_sample_is_readable_at_every_moment_of_its_write(tmp_path
             assert cache.get_many(f"k{i}", 1)[0].text == f"text {i}"
     finally:
         cache.close()
+
+
+async def test_redis_cache_is_shared_by_models_of_different_processes(
+    standin: StandinServer, tmp_path: Path, redis_url: str
+) -> None:
+    # two Settings as two server processes or Ray workers would have them: separate SQLite
+    # paths, one Redis; the second pays for nothing the first already sampled
+    a = Settings.load(cache_path=tmp_path / "a.sqlite", cache_url=redis_url)
+    b = Settings.load(cache_path=tmp_path / "b.sqlite", cache_url=redis_url)
+    async with Model(f"vllm:strong@{standin.base_url}", settings=a) as m:
+        assert isinstance(m.cache, RedisCache)
+        first = await m.generate("Problem 4: go", n=3, seed=9)
+        streamed = "".join([ch.text async for ch in m.stream("Problem 5: go", seed=2)])
+    samples = standin.stats.samples
+    async with Model(f"vllm:strong@{standin.base_url}", settings=b) as m2:
+        second = await m2.generate("Problem 4: go", n=5, seed=9)
+        again = "".join([ch.text async for ch in m2.stream("Problem 5: go", seed=2)])
+    assert second.texts[:3] == first.texts
+    assert again == streamed
+    assert [ch.cached for ch in second.choices] == [True, True, True, False, False]
+    assert standin.stats.samples == samples + 2  # only the two new samples were generated
+    assert not (tmp_path / "b.sqlite").exists()
+
+
+async def test_unreachable_redis_cache_never_fails_a_generation(
+    standin: StandinServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = Settings.load(
+        cache_path=tmp_path / "c.sqlite", cache_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    async with Model(f"vllm:strong@{standin.base_url}", settings=s) as m:
+        c = await m.generate("Problem 6: go", n=2, seed=1)
+        c2 = await m.generate("Problem 6: go", n=2, seed=1)
+    assert len(c.choices) == 2
+    assert c2.texts == c.texts
+    assert not any(ch.cached for ch in c2.choices)
+    assert "Check that Redis is running" in caplog.text
+
+
+async def test_cache_url_must_be_a_redis_url() -> None:
+    with pytest.raises(ConfigurationError, match="not a Redis URL"):
+        RedisCache("http://127.0.0.1:6379")

@@ -3,6 +3,7 @@ local fake (a real HTTP server) that records every call."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs, urlencode
 
 import httpx
 import pytest_asyncio
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 from test_serve import serving
 
@@ -27,11 +28,34 @@ SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
 @dataclass
 class FakeSlack:
-    """Slack's Web API on loopback: answers auth.test, chat.postMessage, chat.update."""
+    """Slack's Web API on loopback: answers auth.test, chat.postMessage, chat.update, and
+    apps.connections.open, whose WebSocket (``/link``) plays Slack's Socket Mode side:
+    ``hello``, then the envelopes a test pushes; acknowledgements are recorded."""
 
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     url: str = ""
     _n: int = 0
+    sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    acks: list[str] = field(default_factory=list)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def link(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1})
+        self.connected.set()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                self.acks.append(json.loads(msg.data)["envelope_id"])
+        return ws
+
+    async def push(self, envelope_id: str, payload: str, retry: int = 0) -> None:
+        await self.sockets[-1].send_json(
+            {"envelope_id": envelope_id, "type": "events_api", "payload": json.loads(payload),
+             "accepts_response_payload": False, "retry_attempt": retry,
+             "retry_reason": "timeout" if retry else ""}
+        )  # fmt: skip
 
     async def handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -48,6 +72,9 @@ class FakeSlack:
         if method == "chat.postMessage":
             self._n += 1
             return web.json_response({"ok": True, "channel": args["channel"], "ts": f"9.{self._n}"})
+        if method == "apps.connections.open":
+            assert request.headers["Authorization"] == "Bearer xapp-test"
+            return web.json_response({"ok": True, "url": self.url.replace("http", "ws") + "link"})
         if method == "chat.update":
             return web.json_response({"ok": True, "channel": args["channel"], "ts": args["ts"]})
         return web.json_response({"ok": False, "error": "unknown_method"})
@@ -61,6 +88,7 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
     fake = FakeSlack()
     app = web.Application()
     app.router.add_post("/api/{method}", fake.handle)
+    app.router.add_get("/api/link", fake.link)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -68,6 +96,8 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     fake.url = f"http://127.0.0.1:{port}/api/"
     yield fake
+    for ws in fake.sockets:
+        await ws.close()
     await runner.cleanup()
 
 
@@ -244,3 +274,56 @@ async def test_slash_command_picks_the_channel_workflow(
     assert server.slack is not None
     await server.slack.drain()
     assert fake_slack.of("chat.postMessage")[-1]["text"] == "Thinking… (beta)"
+
+
+async def test_socket_mode_answers_events_from_the_websocket_and_acks_them(
+    fake_slack: FakeSlack,
+) -> None:
+    model = echo_model()
+    settings = ServeSettings(  # no signing secret, no /slack/events: Socket Mode only
+        slack_bot_token="xoxb-test",
+        slack_app_token="xapp-test",
+        slack_api_url=fake_slack.url,
+        slack_update_seconds=0,
+    )
+    server = PonderServer({"alpha": workflow("alpha", model)}, settings)
+    async with serving(server) as base:
+        await asyncio.wait_for(fake_slack.connected.wait(), 10)
+        body = mention("over the socket", event_id="EvS1", ts="700.1")
+        await fake_slack.push("env-1", body)
+        await fake_slack.push("env-2", body, retry=1)  # Slack re-sends: acked, not rerun
+        for _ in range(200):
+            if len(fake_slack.acks) == 2 and server.slack is not None and not server.slack._tasks:
+                break
+            await asyncio.sleep(0.02)
+        assert server.slack is not None
+        await server.slack.drain()
+        async with httpx.AsyncClient() as c:
+            http = await c.post(f"{base}/slack/events", content=body, headers=signed(body))
+    assert fake_slack.acks == ["env-1", "env-2"]
+    assert len(model.calls) == 1
+    (first,) = fake_slack.of("chat.postMessage")
+    assert first["thread_ts"] == "700.1"
+    assert "over the socket" in fake_slack.of("chat.update")[-1]["text"]
+    assert http.status_code == 404  # HTTP mode is off without a signing secret
+    assert fake_slack.sockets[-1].closed  # shutdown closed the connection
+
+
+async def test_shutdown_lets_an_answer_in_progress_finish(fake_slack: FakeSlack) -> None:
+    slow = FakeModel(lambda m, _p, _i: "The answer is \\boxed{4}.", delay=0.5)
+    settings = ServeSettings(
+        slack_bot_token="xoxb-test",
+        slack_signing_secret=SECRET,
+        slack_api_url=fake_slack.url,
+        graceful_shutdown_seconds=10,
+    )
+    server = PonderServer({"alpha": workflow("alpha", slow)}, settings)
+    async with serving(server) as base:
+        body = mention("slow one", event_id="EvG1", ts="800.1")
+        assert (await post(base, body, signed(body))).status_code == 200
+        for _ in range(200):  # the run has started: the first reply is posted
+            if fake_slack.of("chat.postMessage"):
+                break
+            await asyncio.sleep(0.01)
+    # the server stopped while the model was still thinking; the answer was delivered
+    assert fake_slack.of("chat.update")[-1]["text"] == "The answer is \\boxed{4}."

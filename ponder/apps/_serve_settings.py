@@ -41,7 +41,14 @@ class ServeSettings(BaseSettings):
     runs_kept: int = Field(1000, ge=1, description="Finished runs whose events stay readable.")
     graceful_shutdown_seconds: float = Field(30.0, ge=0)
     slack_bot_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="HTTP events mode at /slack/events (requests are verified with it)."
+    )
+    slack_app_token: SecretStr | None = Field(
+        None,
+        description="An app-level token (xapp-...): Socket Mode, events over a WebSocket the "
+        "server opens to Slack (no public URL needed). Works with or without HTTP mode.",
+    )
     slack_api_url: str = Field(
         "https://slack.com/api/", description="Slack Web API base URL (tests point it at a fake)."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -85,7 +86,9 @@ def eval_(
     workflow: Annotated[str, typer.Argument(help="A workflow file (YAML or JSON).")],
     dataset: Annotated[
         str,
-        typer.Argument(help="game24[:N], humaneval[:N], rg:TASK[:N], bank:KIND[:N] or a .jsonl"),
+        typer.Argument(
+            help="game24[:N], humaneval[:N], champ[:N], rg:TASK[:N], bank:KIND[:N] or a .jsonl"
+        ),
     ],
     out: Annotated[str | None, typer.Option(help="Results JSONL (resumed if it exists).")] = None,
     concurrency: Annotated[int, typer.Option(help="Items in flight.")] = 8,
@@ -94,16 +97,23 @@ def eval_(
     ray_address: Annotated[
         str | None, typer.Option(help="A Ray cluster (default: a local Ray instance).")
     ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(help="LLM-as-judge: a model reference that grades what the checker rejects."),
+    ] = None,
 ) -> None:
     """Run a workflow over a dataset: resumable JSONL results, a summary with 95%
     intervals, latency percentiles, coverage and vote curves against samples."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from ponder.eval import evaluate, load_dataset, plot_accuracy_vs_cost, summarize
+    from ponder.eval import LLMJudge, evaluate, load_dataset, plot_accuracy_vs_cost, summarize
     from ponder.workflows import load_workflow
 
     wf = load_workflow(workflow)
     ds = load_dataset(dataset)
+    judged = LLMJudge(judge, ds.scorer) if judge else None
+    if judged is not None:
+        ds = dataclasses.replace(ds, scorer=judged)
     for why in ds.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/yellow] {why}")
     name = wf.spec.name or Path(workflow).stem
@@ -124,17 +134,29 @@ def eval_(
 
             spec = wf.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
             rows = evaluate_ray(
-                spec, dataset, path, address=ray_address, name=name,
+                spec, dataset, path, address=ray_address, name=name, judge=judge,
                 on_item=lambda _r: bar.advance(task),
             )  # fmt: skip
         else:
-            rows = asyncio.run(
-                evaluate(
-                    wf, ds, path, name=name, concurrency=concurrency,
-                    on_item=lambda _r: bar.advance(task),
-                )
-            )  # fmt: skip
+
+            async def local() -> list[dict[str, Any]]:
+                try:
+                    return await evaluate(
+                        wf, ds, path, name=name, concurrency=concurrency,
+                        on_item=lambda _r: bar.advance(task),
+                    )  # fmt: skip
+                finally:
+                    if judged is not None:
+                        await judged.aclose()
+
+            rows = asyncio.run(local())
     _print_summaries([summarize(rows, name, ds.name)])
+    if judged is not None and not (ray or ray_address):
+        j = judged.stats
+        print(
+            f"judge {judge}: {j.checked_by_program} accepted by the checker, {j.asked} asked, "
+            f"{j.accepted} judged equivalent, {j.unparsed} without a verdict, {j.tokens} tokens"
+        )
     print(f"results: {path}")
     if plot:
         print(f"plot: {plot_accuracy_vs_cost([summarize(rows, name, ds.name)], plot)}")

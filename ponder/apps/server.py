@@ -414,11 +414,13 @@ class PonderServer:
             Route("/v1/runs/{run_id}/events", self.run_events),
             Route("/openapi.json", self.openapi),
         ]
-        if self.settings.slack_bot_token and self.settings.slack_signing_secret:
+        st = self.settings
+        if st.slack_bot_token and (st.slack_signing_secret or st.slack_app_token):
             from ponder.apps.slack import SlackBot
 
             self.slack = SlackBot(self)
-            routes.append(Route("/slack/events", self.slack.handle, methods=["POST"]))
+            if st.slack_signing_secret:
+                routes.append(Route("/slack/events", self.slack.handle, methods=["POST"]))
         middleware = []
         if self.settings.cors_origins:
             middleware.append(
@@ -440,10 +442,14 @@ class PonderServer:
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         if not self._keys:
             log.warning("ponder serve: no API keys set (PONDER_SERVE_API_KEYS); the API is open")
+        if self.slack is not None and self.settings.slack_app_token:
+            await self.slack.connect_socket_mode()
         yield
-        await self.limits.aclose()
         if self.slack is not None:
-            await self.slack.aclose()
+            # stop taking events, let answers in progress finish (their model calls are
+            # cached as they complete), then cancel what is left
+            await self.slack.aclose(grace=self.settings.graceful_shutdown_seconds)
+        await self.limits.aclose()
 
     @staticmethod
     async def _api_error(_request: Request, exc: Exception) -> Response:

@@ -1,5 +1,5 @@
-"""The Slack app: answers mentions and direct messages in threads, on slack-bolt (async,
-HTTP events mode at ``/slack/events`` of ``ponder serve``).
+"""The Slack app: answers mentions and direct messages in threads, on slack-bolt (async):
+HTTP events mode at ``/slack/events`` of ``ponder serve``, Socket Mode, or both.
 
 * A first reply ("Thinking…") is posted at once, then updated as the run progresses and
   replaced by the answer.
@@ -11,13 +11,15 @@ HTTP events mode at ``/slack/events`` of ``ponder serve``).
 * Request signatures are verified by Bolt (forged or stale: 401, nothing runs).
 
 Configure with ``PONDER_SERVE_SLACK_BOT_TOKEN`` and ``PONDER_SERVE_SLACK_SIGNING_SECRET``
-(see docs/serve.md); ``slack_api_url`` points the Web API client elsewhere (tests use a
-local fake).
+(HTTP mode) and/or ``PONDER_SERVE_SLACK_APP_TOKEN`` (Socket Mode: the server opens a
+WebSocket to Slack, no public URL needed); see docs/serve.md. ``slack_api_url`` points
+the Web API client elsewhere (tests use a local fake, WebSocket included).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -48,17 +50,20 @@ class SlackBot:
     def __init__(self, server: PonderServer) -> None:
         s = server.settings
         assert s.slack_bot_token is not None
-        assert s.slack_signing_secret is not None
+        assert s.slack_signing_secret is not None or s.slack_app_token is not None
         self.server = server
         self.client = AsyncWebClient(
             token=s.slack_bot_token.get_secret_value(), base_url=s.slack_api_url
         )
+        secret = s.slack_signing_secret
         self.app = AsyncApp(
-            signing_secret=s.slack_signing_secret.get_secret_value(),
+            signing_secret=secret.get_secret_value() if secret is not None else None,
+            request_verification_enabled=secret is not None,
             client=self.client,
             process_before_response=False,
         )
         self.handler = AsyncSlackRequestHandler(self.app)
+        self.socket: Any = None
         self.threads: OrderedDict[tuple[str, str], list[tuple[str, str]]] = OrderedDict()
         self.channel_workflow: dict[str, str] = {}
         self._seen: OrderedDict[str, float] = OrderedDict()
@@ -71,7 +76,27 @@ class SlackBot:
     async def handle(self, request: Request) -> Response:
         return await self.handler.handle(request)
 
-    async def aclose(self) -> None:
+    async def connect_socket_mode(self) -> None:
+        """Open the Socket Mode connection (``slack_app_token``): Slack sends events over
+        it and Bolt acknowledges each envelope; the same listeners answer them."""
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        token = self.server.settings.slack_app_token
+        assert token is not None
+        self.socket = AsyncSocketModeHandler(
+            self.app, token.get_secret_value(), web_client=self.client
+        )
+        await self.socket.connect_async()
+        log.info("slack: Socket Mode connected")
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Stop taking events; give answers in progress ``grace`` seconds, cancel the rest."""
+        if self.socket is not None:
+            await self.socket.close_async()
+            self.socket = None
+        if grace > 0 and self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.drain(), grace)
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

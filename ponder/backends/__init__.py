@@ -20,9 +20,11 @@ from ponder.backends._providers import (
     get_provider,
     register_provider,
 )
+from ponder.backends._redis_cache import AsyncResponseCache, RedisCache
 
 __all__ = [
     "PROVIDERS",
+    "AsyncResponseCache",
     "Budget",
     "Endpoint",
     "EndpointPool",
@@ -34,6 +36,7 @@ __all__ = [
     "Prompt",
     "Provider",
     "Quirks",
+    "RedisCache",
     "ResponseCache",
     "RetryPolicy",
     "SQLiteCache",

@@ -21,6 +21,7 @@ from ponder.backends._modelref import ModelRef
 from ponder.backends._policies import Budget, PriceTable, RetryPolicy, UsageMeter
 from ponder.backends._pool import Endpoint, EndpointPool
 from ponder.backends._providers import Provider, Quirks, get_provider
+from ponder.backends._redis_cache import AsyncResponseCache, RedisCache
 from ponder.errors import (
     BudgetExceeded,
     ConfigurationError,
@@ -91,6 +92,15 @@ def _embedded_default(settings: Settings) -> str:
     return "local:smollm2"
 
 
+def _settings_cache(settings: Settings) -> ResponseCache | None:
+    """The cache the settings ask for: none, Redis (``cache_url``) or SQLite."""
+    if not settings.cache:
+        return None
+    if settings.cache_url:
+        return RedisCache(settings.cache_url, ttl=settings.cache_ttl)
+    return SQLiteCache(settings.cache_path)
+
+
 class Model:
     """A model you can ``await model.generate(prompt, n=8, temperature=0.7)`` on.
 
@@ -99,7 +109,8 @@ class Model:
             ``settings.default_model``, and with neither that nor an API key configured,
             to the embedded ``local:smollm2`` (logged once).
         settings: resolved configuration (default: ``Settings()`` from the environment).
-        cache: ``True`` for the settings' SQLite cache, ``False`` for none, or a cache.
+        cache: ``True`` for the settings' cache (Redis when ``cache_url`` is set, else
+            SQLite at ``cache_path``), ``False`` for none, or a cache.
         budget: a :class:`Budget` shared by every model of a run.
         retry: the retry policy (default from settings).
         prices: the price table used for cost accounting.
@@ -156,7 +167,7 @@ class Model:
         self._own_cache = False
         self.cache: ResponseCache | None
         if cache is True:
-            self.cache = SQLiteCache(self.settings.cache_path) if self.settings.cache else None
+            self.cache = _settings_cache(self.settings)
             self._own_cache = self.cache is not None
         elif cache is False:
             self.cache = None
@@ -277,9 +288,7 @@ class Model:
         messages = as_messages(prompt)
         p = self._params(params, overrides)
         key = request_key(self.id, messages, p) if (use_cache and self.cache is not None) else None
-        got: dict[int, Choice] = (
-            self.cache.get_many(key, p.n) if key is not None and self.cache is not None else {}
-        )
+        got = await self._cache_get(key, p.n)
         self.meter.cached_samples += len(got)
         missing = [i for i in range(p.n) if i not in got]
         usage = Usage()
@@ -294,8 +303,7 @@ class Model:
                     Choice(i, c.text, c.finish_reason, c.logprobs)
                     for i, c in zip(indexes, choices, strict=False)
                 ]
-                if key is not None and self.cache is not None:
-                    self.cache.put_many(key, renumbered)
+                await self._cache_put(key, renumbered)
                 for c in renumbered:
                     got[c.index] = c
                 return u
@@ -346,8 +354,8 @@ class Model:
         if p.n != 1:
             raise ConfigurationError("stream() returns one choice; use generate() for n > 1")
         key = request_key(self.id, messages, p) if (use_cache and self.cache is not None) else None
-        if key is not None and self.cache is not None:
-            hit = self.cache.get_many(key, 1)
+        if key is not None:
+            hit = await self._cache_get(key, 1)
             if 0 in hit:
                 self.meter.cached_samples += 1
                 yield StreamChunk(0, hit[0].text, hit[0].finish_reason)
@@ -390,8 +398,7 @@ class Model:
         self.meter.record(usage, cost)
         if self.budget is not None:
             self.budget.record(usage, cost)
-        if key is not None and self.cache is not None:
-            self.cache.put_many(key, [Choice(0, "".join(parts), finish or "stop")])
+        await self._cache_put(key, [Choice(0, "".join(parts), finish or "stop")])
 
     # -- sync facade and lifecycle -----------------------------------------------------
 
@@ -421,11 +428,29 @@ class Model:
         """Blocking ``generate`` for scripts (not inside a running event loop)."""
         return self._sync(self.generate(prompt, params, **overrides))
 
+    async def _cache_get(self, key: str | None, n: int) -> dict[int, Choice]:
+        if key is None or self.cache is None:
+            return {}
+        if isinstance(self.cache, AsyncResponseCache):
+            return await self.cache.aget_many(key, n)
+        return self.cache.get_many(key, n)
+
+    async def _cache_put(self, key: str | None, choices: list[Choice]) -> None:
+        if key is None or self.cache is None:
+            return
+        if isinstance(self.cache, AsyncResponseCache):
+            await self.cache.aput_many(key, choices)
+        else:
+            self.cache.put_many(key, choices)
+
     async def aclose(self) -> None:
         """Close HTTP sessions (and the cache, if this model opened it)."""
         await self.wire.aclose()
         if self._own_cache and self.cache is not None:
-            self.cache.close()
+            if isinstance(self.cache, RedisCache):
+                await self.cache.aclose()
+            else:
+                self.cache.close()
             self.cache = None
 
     async def __aenter__(self) -> Model:

@@ -9,7 +9,15 @@ False
 1362
 """
 
-from ponder.eval._datasets import Dataset, Item, Scorer, load_dataset, load_jsonl
+from ponder.eval._datasets import (
+    AsyncScorer,
+    ChampScorer,
+    Dataset,
+    Item,
+    Scorer,
+    load_dataset,
+    load_jsonl,
+)
 from ponder.eval._game24 import Game24Puzzle, check_24, extract_expression, load_game24
 from ponder.eval._harness import (
     EvalSummary,
@@ -22,12 +30,17 @@ from ponder.eval._harness import (
     summarize,
     wilson,
 )
+from ponder.eval._judge import JudgeStats, LLMJudge
 
 __all__ = [
+    "AsyncScorer",
+    "ChampScorer",
     "Dataset",
     "EvalSummary",
     "Game24Puzzle",
     "Item",
+    "JudgeStats",
+    "LLMJudge",
     "Scorer",
     "check_24",
     "coverage_curve",

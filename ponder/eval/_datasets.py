@@ -9,6 +9,8 @@ Dataset strings (the CLI's ``DATASET`` argument):
 
 * ``game24[:N]`` (from puzzle 900, Tree of Thoughts' test range; ``game24@START:N``)
 * ``humaneval[:N]`` (code; scored by running the tests in the sandbox)
+* ``champ[:N]`` (competition math from the ``champ-dataset`` wheel, 270 problems; answers
+  checked by ``math-verify`` against each marked form, LLM-as-judge optional)
 * ``rg:TASK[:N]`` (reasoning-gym, e.g. ``rg:basic_arithmetic:50``, seed 0)
 * ``bank:KIND[:N]`` (the stand-in oracle's problems: arithmetic, multistep, game24, code)
 * ``PATH.jsonl`` (fields ``question``, ``answer``, optional ``id``; see ``load_jsonl``)
@@ -18,14 +20,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ponder.errors import ConfigurationError
 
 __all__ = [
+    "AsyncScorer",
+    "ChampScorer",
     "Dataset",
     "Item",
     "Scorer",
@@ -52,11 +57,20 @@ class Scorer(Protocol):
     def __call__(self, item: Item, answer: str | None, text: str) -> bool: ...
 
 
+@runtime_checkable
+class AsyncScorer(Protocol):
+    """A scorer that awaits (a model call): ``await scorer.ascore(item, answer, text)``."""
+
+    kind: str
+
+    async def ascore(self, item: Item, answer: str | None, text: str) -> bool: ...
+
+
 @dataclass
 class Dataset:
     name: str
     items: list[Item]
-    scorer: Scorer
+    scorer: Scorer | AsyncScorer
     skipped: list[str] = field(default_factory=list)  # rows without an answer, and why
 
 
@@ -110,6 +124,19 @@ class CodeScorer:
             program = f"{code}\n\n{item.meta['test']}\ncheck({item.meta['entry_point']})\n"
         run = asyncio.run(run_python(program, limits=SandboxLimits(timeout=10)))
         return run.ok
+
+
+class ChampScorer:
+    """CHAMP: right when ``math-verify`` finds the answer equivalent to one of the
+    reference's marked forms (``C(10, 5)`` or ``252``). Answers only a reader can match
+    (words, conditions) need an LLM judge: ``ponder eval ... --judge MODEL``."""
+
+    kind = "champ"
+
+    def __call__(self, item: Item, answer: str | None, text: str) -> bool:
+        from ponder.agents import answers_equivalent
+
+        return any(answers_equivalent(answer, form, "math") for form in item.meta["forms"])
 
 
 class ReasoningGymScorer:
@@ -224,6 +251,8 @@ def load_dataset(spec: str) -> Dataset:
             for r in rows[:limit]
         ]
         return Dataset(spec, items, CodeScorer())
+    if spec == "champ" or spec.startswith("champ:"):
+        return _load_champ(spec)
     if spec.startswith("rg:"):
         task, size = _split(spec[3:])
         try:
@@ -250,6 +279,32 @@ def load_dataset(spec: str) -> Dataset:
         ]
         return Dataset(spec, items, BankScorer())
     raise ConfigurationError(
-        f"unknown dataset {spec!r}: use game24[:N], humaneval[:N], rg:TASK[:N], "
+        f"unknown dataset {spec!r}: use game24[:N], humaneval[:N], champ[:N], rg:TASK[:N], "
         "bank:KIND[:N] or a .jsonl file"
     )
+
+
+_MARKED = re.compile(r"@@(.+?)@@")
+
+
+def _load_champ(spec: str) -> Dataset:
+    _, limit = _split(spec)
+    try:
+        import champ_dataset
+    except ImportError as e:
+        raise ConfigurationError(
+            "CHAMP needs the champ-dataset package: pip install 'ponder[eval]'"
+        ) from e
+    data = champ_dataset.load("v0")
+    items = []
+    for pid, p in list(data.problems.items())[:limit]:
+        forms = _MARKED.findall(p.raw_answer) or [p.answer]
+        items.append(
+            Item(
+                pid,
+                f"{p.text}\n\nReason step by step, then give the final answer as \\boxed{{...}}.",
+                p.answer,
+                {"forms": forms, "category": p.category},
+            )
+        )
+    return Dataset(spec, items, ChampScorer())

@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ponder.eval._datasets import Dataset, Item
+from ponder.eval._datasets import AsyncScorer, Dataset, Item
+from ponder.eval._judge import LLMJudge
 
 __all__ = [
     "EvalSummary",
@@ -154,6 +157,8 @@ async def run_item(workflow: Any, dataset: Dataset, item: Item, wf_name: str) ->
 
     async def score(answer: str | None, text: str) -> tuple[bool, str | None]:
         try:
+            if isinstance(dataset.scorer, AsyncScorer):
+                return bool(await dataset.scorer.ascore(item, answer, text)), None
             return bool(await asyncio.to_thread(dataset.scorer, item, answer, text)), None
         except Exception as e:  # a scorer crash marks the item, the eval goes on
             return False, f"scorer failed: {type(e).__name__}: {e}"
@@ -245,12 +250,18 @@ def evaluate_ray(
     address: str | None = None,
     name: str = "",
     batch: int = 4,
+    judge: str | None = None,
     on_item: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Like :func:`evaluate`, with the items as Ray tasks (``address``: a cluster, or
     None for a local Ray instance). Workers rebuild the workflow from ``spec`` and the
     dataset from ``dataset_spec``; results stream to ``out`` as tasks finish, resumably.
-    Per-item results equal a local run's (same seeds, same code: :func:`run_item`)."""
+    Per-item results equal a local run's (same seeds, same code: :func:`run_item`).
+
+    Workers get the driver's ``PONDER_*`` environment, so ``PONDER_CACHE_URL=redis://...``
+    gives every worker the same response cache (no sample is paid twice across the
+    cluster); without it each worker node uses its own SQLite cache file. ``judge``: a
+    model reference for :class:`~ponder.eval.LLMJudge` scoring in the workers."""
     try:
         import ray
     except ImportError as e:
@@ -272,7 +283,8 @@ def evaluate_ray(
     try:
         task = ray.remote(_ray_items)
         chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
-        pending = [task.remote(spec, dataset_spec, chunk, wf_name) for chunk in chunks]
+        env = {k: v for k, v in os.environ.items() if k.startswith("PONDER_")}
+        pending = [task.remote(spec, dataset_spec, chunk, wf_name, env, judge) for chunk in chunks]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for row in ray.get(ready[0]):
@@ -287,20 +299,36 @@ def evaluate_ray(
 
 
 def _ray_items(
-    spec: dict[str, Any], dataset_spec: str, ids: list[str], wf_name: str
+    spec: dict[str, Any],
+    dataset_spec: str,
+    ids: list[str],
+    wf_name: str,
+    env: dict[str, str],
+    judge: str | None = None,
 ) -> list[dict[str, Any]]:
-    """A Ray task: run the workflow on some items of the dataset."""
+    """A Ray task: run the workflow on some items of the dataset, configured by the
+    driver's ``PONDER_*`` environment (workers are reused: stale keys are removed)."""
+    for k in [k for k in os.environ if k.startswith("PONDER_") and k not in env]:
+        del os.environ[k]
+    os.environ.update(env)
     from ponder.eval._datasets import load_dataset
     from ponder.workflows import Workflow, WorkflowSpec
 
     dataset = load_dataset(dataset_spec)
+    judged = LLMJudge(judge, dataset.scorer) if judge else None
+    if judged is not None:
+        dataset = replace(dataset, scorer=judged)
     items = {it.id: it for it in dataset.items}
     workflow = Workflow(WorkflowSpec.model_validate(spec))
 
     async def go() -> list[dict[str, Any]]:
-        return list(
-            await asyncio.gather(*(run_item(workflow, dataset, items[i], wf_name) for i in ids))
-        )
+        try:
+            return list(
+                await asyncio.gather(*(run_item(workflow, dataset, items[i], wf_name) for i in ids))
+            )
+        finally:
+            if judged is not None:
+                await judged.aclose()
 
     return asyncio.run(go())
 
