@@ -105,9 +105,10 @@ async def main() -> None:
                 "accuracy_lost": base["accuracy"] - casc["accuracy"],
             }
 
-            # 2. adaptive sample counts across the batch vs a fixed count per question
-            fixed = await evaluate("weak, vote of 9", "arithmetic", bank, arith, sc(weak, 9))
-            budget = int(0.6 * 9 * len(arith))
+            # 2. adaptive sample counts across the batch vs fixed counts per question: the
+            # adaptive run stops each question when its leader is settled (no budget cut);
+            # its baseline is the cheapest fixed vote that reaches its accuracy (-1 point)
+            budget = 20 * len(arith)
             batch = BatchAdaptive(
                 Generate(weak, GenerateConfig(n=1)),
                 BatchAdaptiveConfig(budget=budget, min_samples=2, max_samples=20, confidence=0.9),
@@ -117,16 +118,27 @@ async def main() -> None:
                 bank.problem(i).is_correct(p.final) for i, p in zip(arith, done, strict=True)
             )
             adaptive = {
-                "technique": f"weak, batch-adaptive ({budget} samples)",
+                "technique": "weak, batch-adaptive (stop when settled)",
                 "task": "arithmetic",
                 "accuracy": right / len(arith),
                 "cost_per_1k": 1000 * sum(p.spend.cost for p in done) / len(arith),
                 "tokens": sum(p.spend.completion_tokens for p in done) / len(arith),
+                "samples": sum(len(p.candidates) for p in done) / len(arith),
             }
-            rows += [fixed, adaptive]
+            fixed_rows = [
+                await evaluate(f"weak, vote of {k}", "arithmetic", bank, arith, sc(weak, k))
+                for k in (9, 13, 17, 21)
+            ]
+            rows += [*fixed_rows, adaptive]
+            matched = next(
+                (f for f in fixed_rows if f["accuracy"] >= adaptive["accuracy"] - 0.01),
+                fixed_rows[-1],
+            )
             extra["batch_adaptive"] = {
-                "cost_saved": 1 - adaptive["cost_per_1k"] / fixed["cost_per_1k"],
-                "accuracy_lost": fixed["accuracy"] - adaptive["accuracy"],
+                "baseline": matched["technique"],
+                "cost_saved": 1 - adaptive["cost_per_1k"] / matched["cost_per_1k"],
+                "accuracy_lost": matched["accuracy"] - adaptive["accuracy"],
+                "samples_per_question": adaptive["samples"],
             }
 
             # 3. early rejection vs finishing every sample (multi-step problems)
@@ -174,16 +186,17 @@ async def main() -> None:
         return
     print(f"stand-in oracle: weak p={P_WEAK}, strong p={P_STRONG}, {args.problems} problems; "
           "cost in $ per 1,000 questions (strong priced 20x weak)")  # fmt: skip
-    print(f"{'technique':<40}{'task':<12}{'accuracy':>9}{'$/1k q':>10}{'gen tok':>9}")
+    print(f"{'technique':<44}{'task':<12}{'accuracy':>9}{'$/1k q':>10}{'gen tok':>9}")
     for r in rows:
         print(
-            f"{r['technique']:<40}{r['task']:<12}{r['accuracy']:>9.3f}"
+            f"{r['technique']:<44}{r['task']:<12}{r['accuracy']:>9.3f}"
             f"{r['cost_per_1k']:>10.3f}{r['tokens']:>9.0f}"
         )
     for name in ("cascade", "batch_adaptive"):
         e = extra[name]
+        against = f" (against {e['baseline']})" if "baseline" in e else ""
         print(
-            f"{name}: {e['cost_saved']:.0%} of the baseline's cost saved, "
+            f"{name}{against}: {e['cost_saved']:.0%} of the baseline's cost saved, "
             f"{100 * e['accuracy_lost']:+.1f} points of accuracy lost (target: >= 40%, <= 1)"
         )
     v = extra["verifier"]

@@ -3,8 +3,10 @@ then the components end to end on fakes and on the stand-in oracle."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -211,3 +213,41 @@ async def test_speculative_reasoning_reports_accepted_steps(models: tuple[Model,
     assert out.ledger[f"speculative:{weak.id}"].completion_tokens > 0
     steps = out.candidates[0].text.count("Step ")
     assert steps == len(q.steps)
+
+
+def _row(answers: list[str | None], right: str) -> dict[str, object]:
+    cands = [{"answer": a, "correct": a == right} for a in answers]
+    return {"workflow": "cheap", "dataset": "d", "final": answers[0],
+            "correct": answers[0] == right, "candidates": cands, "tokens": 10, "cost": 0.0,
+            "latency": 0.1}  # fmt: skip
+
+
+def test_cascade_calibration_picks_the_lowest_threshold_reaching_the_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ponder.apps.cli import main
+    from ponder.eval import calibrate_cascade
+
+    rows = [
+        _row(["4", "4", "4", "4"], "4"),  # agreement 1.0, right
+        _row(["5", "5", "5", "5"], "5"),  # 1.0, right
+        _row(["7", "7", "7", "1"], "7"),  # 0.75, right
+        _row(["2", "2", "2", "9"], "9"),  # 0.75, wrong
+        _row(["3", "3", "8", "6"], "3"),  # 0.5, right
+        _row(["1", "2", None, None], "2"),  # 0.5 of the answered, tie -> first ("1"): wrong
+        _row([None, None], "0"),  # no answer: never kept
+    ]
+    cal = calibrate_cascade(rows, target=0.75)
+    assert [(p.threshold, p.kept) for p in cal.points] == [(0.5, 6), (0.75, 4), (1.0, 2)]
+    assert [p.kept_accuracy for p in cal.points] == [4 / 6, 3 / 4, 1.0]
+    assert cal.threshold == 0.75
+    assert calibrate_cascade(rows, target=0.6).threshold == 0.5
+    assert calibrate_cascade([_row(["1", "1"], "2")], target=0.5).threshold is None
+    with pytest.raises(ValueError, match="target accuracy"):
+        calibrate_cascade(rows, target=1.5)
+
+    out = tmp_path / "cheap.jsonl"
+    out.write_text("".join(json.dumps({"id": str(i), **r}) + "\n" for i, r in enumerate(rows)))
+    assert main(["eval-report", str(out), "--calibrate-cascade", "0.75"]) == 0
+    assert "set the cascade's threshold to 0.750: it keeps 57%" in capsys.readouterr().out
+    assert main(["eval-report", str(out), "--calibrate-cascade", "2"]) == 1

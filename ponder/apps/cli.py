@@ -166,19 +166,60 @@ def eval_(
 def eval_report(
     results: Annotated[list[str], typer.Argument(help="Results JSONL files of ponder eval.")],
     plot: Annotated[str | None, typer.Option(help="Accuracy-vs-cost PNG of them all.")] = None,
+    calibrate_cascade: Annotated[
+        float | None,
+        typer.Option(
+            help="Target accuracy: the cascade agreement threshold that keeps the most "
+            "cheap answers at it (results of the cheap stage alone)."
+        ),
+    ] = None,
 ) -> None:
     """Summaries of several eval results side by side (and one plot)."""
     from ponder.eval import plot_accuracy_vs_cost, read_results, summarize
 
     sums = []
+    all_rows: list[dict[str, Any]] = []
     for r in results:
         rows = read_results(Path(r))
         if not rows:
             raise ponder.ConfigurationError(f"{r}: no results (run ponder eval first)")
         sums.append(summarize(rows))
+        all_rows += rows
     _print_summaries(sums)
     if plot:
         print(f"plot: {plot_accuracy_vs_cost(sums, plot)}")
+    if calibrate_cascade is not None:
+        _print_calibration(all_rows, calibrate_cascade)
+
+
+def _print_calibration(rows: list[dict[str, Any]], target: float) -> None:
+    from rich.table import Table
+
+    from ponder.eval import calibrate_cascade
+
+    try:
+        cal = calibrate_cascade(rows, target)
+    except ValueError as e:
+        raise ponder.ConfigurationError(str(e)) from None
+    table = Table(title=f"cascade threshold (agreement), target accuracy {target:.3f}")
+    for col in ("threshold", "cheap answers kept", "accuracy of kept", "95% CI"):
+        table.add_column(col)
+    for p in cal.points:
+        lo, hi = p.kept_ci95
+        table.add_row(
+            f"{p.threshold:.3f}", f"{p.kept} ({p.kept_share:.0%})", f"{p.kept_accuracy:.3f}",
+            f"[{lo:.3f}, {hi:.3f}]",
+        )  # fmt: skip
+    Console(highlight=False, width=None if sys.stdout.isatty() else 150).print(table)
+    if cal.threshold is None:
+        print(f"no threshold reaches {target:.3f}: the cheap stage should always escalate")
+        return
+    kept = next(p for p in cal.points if p.threshold == cal.threshold)
+    print(
+        f"set the cascade's threshold to {cal.threshold:.3f}: it keeps {kept.kept_share:.0%} "
+        f"of {cal.items} questions at accuracy {kept.kept_accuracy:.3f} on this set and "
+        "escalates the rest"
+    )
 
 
 def _print_summaries(sums: list[Any]) -> None:

@@ -9,6 +9,7 @@ False
 1362
 """
 
+from ponder.eval._calibrate import Calibration, CalibrationPoint, calibrate_cascade
 from ponder.eval._datasets import (
     AsyncScorer,
     ChampScorer,
@@ -34,6 +35,8 @@ from ponder.eval._judge import JudgeStats, LLMJudge
 
 __all__ = [
     "AsyncScorer",
+    "Calibration",
+    "CalibrationPoint",
     "ChampScorer",
     "Dataset",
     "EvalSummary",
@@ -42,6 +45,7 @@ __all__ = [
     "JudgeStats",
     "LLMJudge",
     "Scorer",
+    "calibrate_cascade",
     "check_24",
     "coverage_curve",
     "evaluate",
