@@ -354,7 +354,8 @@ class _NodeRunner(Generic[S]):
             write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
             return {"meta": {**update, "failures": {name: why}}, "outputs": {name: None}}
         pool = g._load(usable[0]) if len(usable) == 1 else g.merge([g._load(x) for x in usable])
-        write(Event(kind="node_started", node=name, iteration=visits))
+        if write is not _no_events:
+            write(Event(kind="node_started", node=name, iteration=visits))
         try:
             out = await self.fn(pool)
         except (PonderError, ValueError, TimeoutError) as e:

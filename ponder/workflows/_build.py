@@ -400,15 +400,29 @@ def _describe(before: Pool, after: Pool) -> dict[str, Any]:
     }
 
 
-def _runner(
-    name: str, node: NodeSpec, spec: WorkflowSpec, models: dict[str, Model], index: int = 0
-) -> Runner:
-    built: list[Any] = []
-    default = next(iter(models.values()), None)
+def _node_configs(node: NodeSpec, spec: WorkflowSpec) -> list[tuple[_Factory, BaseModel]]:
+    """Each component's factory and validated config (a pure function of the spec)."""
+    out = []
     for comp in node.components:
         factory, config, problems = _component_config(comp, node.seed or spec.seed, spec.system)
         if factory is None or config is None:
             raise WorkflowError(problems)
+        out.append((factory, config))
+    return out
+
+
+def _runner(
+    name: str,
+    node: NodeSpec,
+    spec: WorkflowSpec,
+    models: dict[str, Model],
+    index: int = 0,
+    configs: list[tuple[_Factory, BaseModel]] | None = None,
+) -> Runner:
+    built: list[Any] = []
+    default = next(iter(models.values()), None)
+    made = configs if configs is not None else _node_configs(node, spec)
+    for comp, (factory, config) in zip(node.components, made, strict=True):
         refs = ([comp.model] if comp.model else []) + list(comp.models)
         ms = [models[r] for r in refs] if refs else ([default] if default is not None else [])
         prm_name = comp.params.get("prm_model")
@@ -513,6 +527,7 @@ class Workflow:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.given_models = dict(models or {})
         self._base: CompiledGraph[Pool] | None = None
+        self._configs: dict[str, list[tuple[_Factory, BaseModel]]] | None = None
 
     def _models(self, budget: Budget | None) -> dict[str, Model]:
         out = dict(self.given_models)
@@ -543,7 +558,14 @@ class Workflow:
             if name not in self.given_models:  # the caller owns the models it passed in
                 await stack.enter_async_context(m)
         nodes = self.spec.node_map()
-        _RUNNERS.set({n: _runner(n, nodes[n], self.spec, models, i) for i, n in enumerate(nodes)})
+        if self._configs is None:  # validated once per workflow, components made per run
+            self._configs = {n: _node_configs(node, self.spec) for n, node in nodes.items()}
+        _RUNNERS.set(
+            {
+                n: _runner(n, nodes[n], self.spec, models, i, self._configs[n])
+                for i, n in enumerate(nodes)
+            }
+        )
         if self._base is None:  # compiling is the slow part: once per workflow
             probe: Any = None
             if self.checkpoint is not None:
