@@ -72,6 +72,32 @@ def boot(rows: list[float], rng: random.Random, k: int = 2000) -> tuple[float, f
     return means[int(0.025 * k)], means[int(0.975 * k) - 1]
 
 
+def plot(table: list[dict[str, Any]], title: str, path: str) -> None:
+    """Accuracy (95% interval) against generated tokens per problem, one point per row."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in table:
+        lo, hi = r["ci95"]
+        ax.errorbar(
+            r["tokens_per_problem"], r["accuracy"],
+            yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]], fmt="o", capsize=3,
+        )  # fmt: skip
+        ax.annotate(r["technique"], (r["tokens_per_problem"], r["accuracy"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("generated tokens per problem (log)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--problems", type=int, default=30)
@@ -206,28 +232,7 @@ def main() -> None:
         lo, hi = d["ci95"]
         print(f"gain of {name} over one sample: {d['gain']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     if args.plot:
-        import matplotlib
-        import matplotlib.ticker
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in table:
-            lo, hi = r["ci95"]
-            ax.errorbar(
-                r["tokens_per_problem"], r["accuracy"],
-                yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]], fmt="o", capsize=3,
-            )  # fmt: skip
-            ax.annotate(r["technique"], (r["tokens_per_problem"], r["accuracy"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("generated tokens per problem (log)")
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{args.model}: {out['task']}", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=120)
+        plot(table, f"{args.model}: {out['task']}", args.plot)
         print(f"plot: {args.plot}")
 
 

@@ -90,3 +90,28 @@ def test_the_real_model_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
     assert result["table"][0]["technique"] == "one sample"
     assert all(0 <= r["accuracy"] <= 1 for r in result["table"])
     assert all(len(p["answers"]) == 2 for p in result["per_problem"])
+
+
+@pytest.mark.realmodel
+def test_the_real_model_pipelines_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
+    if not fixture_path("qwen0.5b").is_file():
+        pytest.fail(
+            "the Qwen 0.5B fixture is not installed: ponder models add qwen0.5b (./dev test does)"
+        )
+    out = tmp_path / "rmp.json"
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "real_model_pipelines.py"),
+         "--problems", "1", "--puzzles", "1", "--code", "1", "--samples", "2", "--k", "2",
+         "--max-tokens", "40", "--judge-tokens", "24", "--code-tokens", "64",
+         "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "PONDER_LOCAL_THREADS": "2"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    techniques = [r["technique"] for r in result["arithmetic"]["table"]]
+    assert techniques[:2] == ["one sample", "self-consistency@2"]
+    assert "Dynamic Cheatsheet (cumulative), greedy" in techniques
+    assert result["game24"]["table"][0]["technique"] == "one sample"
+    assert result["humaneval"]["table"][1]["technique"] == "pass@4"
+    assert result["tokens_ledger"]  # every call's tokens were recorded for reruns
