@@ -80,15 +80,15 @@ def plot(table: list[dict[str, Any]], title: str, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in table:
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for r in table:  # a legend, not annotations: rows at equal cost would overprint
         lo, hi = r["ci95"]
         ax.errorbar(
             r["tokens_per_problem"], r["accuracy"],
             yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]], fmt="o", capsize=3,
+            label=f"{r['technique']} ({r['accuracy']:.2f})",
         )  # fmt: skip
-        ax.annotate(r["technique"], (r["tokens_per_problem"], r["accuracy"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("generated tokens per problem (log)")

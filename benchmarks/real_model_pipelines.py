@@ -7,6 +7,7 @@ the same problems), so every row compares techniques on the very same samples.
 
     python benchmarks/real_model_pipelines.py                      # ~60 min the first time
     python benchmarks/real_model_pipelines.py --problems 2 --puzzles 1 --code 1   # smoke
+    python benchmarks/real_model_pipelines.py --replot --plot docs/real-model.png  # no calls
 
 Rows (each with a 95% bootstrap interval over problems, 2,000 resamples):
 
@@ -260,6 +261,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--plot", default=None, help="PNG: every arithmetic row of both benchmarks vs tokens"
     )
+    ap.add_argument(
+        "--replot", action="store_true", help="no model calls: print and plot the saved --out"
+    )
     return ap.parse_args()
 
 
@@ -283,11 +287,13 @@ def main() -> None:
     if first.is_file():
         for p in json.loads(first.read_text()).get("per_problem", []):
             ledger.known.setdefault(f"gen:{p['question']}", round(16 * p["tokens_per_sample"]))
-    sections = asyncio.run(run(args, ledger))
+    if args.replot and not old:
+        sys.exit(f"--replot: {out_path} does not exist; run the benchmark without --replot first")
+    sections = {} if args.replot else asyncio.run(run(args, ledger))
     rng = random.Random(0)
     report: dict[str, Any] = {
-        "model": args.model,
-        "command": " ".join(["python", *sys.argv]),
+        "model": old.get("model", args.model) if args.replot else args.model,
+        "command": old.get("command", "") if args.replot else " ".join(["python", *sys.argv]),
         **{k: v for k, v in old.items() if k in ("arithmetic", "game24", "humaneval")},
     }
     for name, sec in sections.items():
@@ -305,8 +311,9 @@ def main() -> None:
             table.append(row)
         report[name] = {**sec, "table": table}
     report["tokens_ledger"] = ledger.known
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=1))
+    if not args.replot:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(report, indent=1))
     for name in ("arithmetic", "game24", "humaneval"):
         if name not in report:
             continue
@@ -327,6 +334,15 @@ def main() -> None:
                 f"self-verifier: precision {v['precision']:.2f}, recall {v['recall']:.2f}, "
                 f"false-positive rate {v['false_positive_rate']:.2f} over {v['judged']} verdicts "
                 f"({v['abstained']} unparsed)"
+            )
+        if "dc_hits" in sec:
+            none, cum = sec["dc_hits"]["none"], sec["dc_hits"]["cumulative"]
+            d = [a - b for a, b in zip(cum, none, strict=True)]
+            lo, hi = boot(d, rng)
+            print(
+                f"Dynamic Cheatsheet over no memory (paired, greedy): {statistics.fmean(d):+.3f} "
+                f"[{lo:+.3f}, {hi:+.3f}]; {sum(x > 0 for x in d)} problems won, "
+                f"{sum(x < 0 for x in d)} lost"
             )
     if args.plot and "arithmetic" in report:
         rows = list(report["arithmetic"]["table"])
