@@ -5,6 +5,7 @@ Setup once: ``ponder models add qwen0.5b`` (verified fixture) and ``pip install
 reasoning-gym matplotlib`` (the ``bench`` extra). Then:
 
     python benchmarks/real_model.py --plot docs/real-model.png   # 30 problems, ~35 min
+    python benchmarks/real_model.py --task word --plot docs/real-model-word.png  # ~50 min
     python benchmarks/real_model.py --problems 3 --samples 2 --max-tokens 64   # smoke
 
 Design: for every problem, 16 samples are drawn once (temperature 0.7, seeds 0..15;
@@ -13,7 +14,8 @@ so reruns cost nothing. From them: one sample = the mean per-sample accuracy; SC
 plurality vote over disjoint groups of k samples, averaged over the groups; adaptive
 voting draws samples one by one (served from the cache) until the leader is settled.
 Intervals: 2,000 bootstrap resamples over problems (paired for differences). Problems:
-reasoning-gym ``basic_arithmetic`` (2-3 terms of 1-2 digits, + - *, seed 7). Answers are graded
+reasoning-gym ``basic_arithmetic`` (2-3 terms of 1-2 digits, + - *, seed 7) or, with
+``--task word``, ``gsm_symbolic`` (GSM8K-style word problems, seed 7). Answers are graded
 by reasoning-gym's own ``score_answer`` on the extracted ``\\boxed{}`` answer.
 """
 
@@ -42,9 +44,18 @@ from ponder.agents import (
 HERE = Path(__file__).parent
 
 
-def problems(n: int, seed: int) -> tuple[Any, list[dict[str, Any]]]:
+TASKS = {
+    "arithmetic": "reasoning-gym basic_arithmetic (2-3 terms, 1-2 digits, + - *)",
+    "word": "reasoning-gym gsm_symbolic (GSM8K-style word problems)",
+}
+
+
+def problems(n: int, seed: int, task: str = "arithmetic") -> tuple[Any, list[dict[str, Any]]]:
     import reasoning_gym
 
+    if task == "word":
+        ds = reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed)
+        return ds, list(ds)
     ds = reasoning_gym.create_dataset(
         "basic_arithmetic",
         size=n,
@@ -100,19 +111,26 @@ def plot(table: list[dict[str, Any]], title: str, path: str) -> None:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--task", choices=sorted(TASKS), default="arithmetic")
     ap.add_argument("--problems", type=int, default=30)
     ap.add_argument("--samples", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--max-tokens", type=int, default=None, help="256 (arithmetic), 384 (word)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--model", default="local:qwen0.5b")
     ap.add_argument("--cache", default=str(HERE / ".cache" / "real_model.sqlite"))
-    ap.add_argument("--out", default=str(HERE / "results" / "real_model.json"))
+    ap.add_argument("--out", default=None, help="results/real_model[_word].json")
     ap.add_argument("--plot", default=None, help="write accuracy-vs-tokens PNG here")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.max_tokens is None:
+        args.max_tokens = 384 if args.task == "word" else 256
+    if args.out is None:
+        suffix = "_word" if args.task == "word" else ""
+        args.out = str(HERE / "results" / f"real_model{suffix}.json")
+    return args
 
 
 async def collect(args: argparse.Namespace, known_tokens: dict[str, float]) -> list[dict[str, Any]]:
-    ds, items = problems(args.problems, args.seed)
+    ds, items = problems(args.problems, args.seed, args.task)
     settings = Settings.load(cache_path=Path(args.cache))
     gen_cfg = GenerateConfig(
         n=args.samples, temperature=0.7, max_tokens=args.max_tokens, seed=0, answer_kind="number"
@@ -208,7 +226,7 @@ def main() -> None:
         diffs[name] = {"gain": statistics.fmean(d), "ci95": [lo, hi]}
     out = {
         "model": args.model,
-        "task": "reasoning-gym basic_arithmetic (2-3 terms, 1-2 digits, + - *)",
+        "task": TASKS[args.task],
         "problems": len(per_problem),
         "samples": args.samples,
         "max_tokens": args.max_tokens,

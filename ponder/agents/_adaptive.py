@@ -344,22 +344,14 @@ class EarlyRejection:
 
     async def _step(self, query: str, p: _Partial, seed: int) -> Spend:
         cfg = self.config
-        prefix = START + p.text
-        out = await self.model.generate(
-            [*_sys(STEP_SYSTEM), _user(query)],
-            prefill=prefix,
-            stop=["\n"],
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_step_tokens,
-            seed=seed,
+        line, spend = await _next_step(
+            self.model, query, p.text, cfg.temperature, cfg.max_step_tokens, seed
         )
-        text = out.text[len(prefix) :] if out.text.startswith(prefix) else out.text
-        line = text.strip("\n").split("\n")[0].strip()
         p.steps += 1
         if line:
             p.text += line + "\n"
         p.done = not line or "\\boxed{" in line or p.steps >= cfg.max_steps
-        return Spend.of(out.usage, out.cost, out.requests)
+        return spend
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
@@ -450,17 +442,7 @@ class SpeculativeReasoning:
 
     async def _draft(self, model: Model, query: str, text: str, seed: int) -> tuple[str, Spend]:
         cfg = self.config
-        prefix = START + text
-        out = await model.generate(
-            [*_sys(STEP_SYSTEM), _user(query)],
-            prefill=prefix,
-            stop=["\n"],
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_step_tokens,
-            seed=seed,
-        )
-        body = out.text[len(prefix) :] if out.text.startswith(prefix) else out.text
-        return body.strip("\n").split("\n")[0].strip(), Spend.of(out.usage, out.cost, out.requests)
+        return await _next_step(model, query, text, cfg.temperature, cfg.max_step_tokens, seed)
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
@@ -563,6 +545,23 @@ def verifier_quality(verdicts: Sequence[bool | None], truth: Sequence[bool]) -> 
     return VerifierQuality(
         true_positives=tp, false_positives=fp, true_negatives=tn, false_negatives=fn, abstained=ab
     )
+
+
+async def _next_step(
+    model: Model, query: str, text: str, temperature: float, max_tokens: int, seed: int
+) -> tuple[str, Spend]:
+    """The next reasoning line after the steps ``text`` (prefilled), and what it cost."""
+    prefix = START + text
+    out = await model.generate(
+        [*_sys(STEP_SYSTEM), _user(query)],
+        prefill=prefix,
+        stop=["\n"],
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
+    )
+    body = out.text[len(prefix) :] if out.text.startswith(prefix) else out.text
+    return body.strip("\n").split("\n")[0].strip(), Spend.of(out.usage, out.cost, out.requests)
 
 
 def _sys(text: str) -> list[Message]:

@@ -658,6 +658,20 @@ def run_workflow(
             )
 
 
+def _read_json_object(path: str, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``, or a ConfigurationError saying what is wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ponder.ConfigurationError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ponder.ConfigurationError(f"{path} is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ponder.ConfigurationError(f"{path}: {what} is a JSON object")
+    return data
+
+
 @app.command("import-archon")
 def import_archon(
     config: Annotated[str, typer.Argument(help="An Archon config (JSON).")],
@@ -668,15 +682,7 @@ def import_archon(
     """Turn an Archon config into a Ponder workflow file (notes on what differs on top)."""
     from ponder.workflows import archon_to_spec, spec_to_yaml
 
-    try:
-        with open(config, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ponder.ConfigurationError(f"cannot read {config}: {e.strerror}") from None
-    except ValueError as e:
-        raise ponder.ConfigurationError(f"{config} is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ponder.ConfigurationError(f"{config}: an Archon config is a JSON object")
+    data = _read_json_object(config, "an Archon config")
     spec, notes = archon_to_spec(data)
     text = spec_to_yaml(spec, notes)
     if out is None:
@@ -784,15 +790,7 @@ def memory_import(
     """Replay an export into the store (as new versions)."""
     from ponder.memory import import_namespace
 
-    try:
-        with open(file, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ponder.ConfigurationError(f"cannot read {file}: {e.strerror}") from None
-    except ValueError as e:
-        raise ponder.ConfigurationError(f"{file} is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ponder.ConfigurationError(f"{file}: an export is a JSON object")
+    data = _read_json_object(file, "an export")
     c = _with_store(store, lambda s: import_namespace(s, data, namespace=namespace))
     _console().print(f"imported: {c.namespace} is at v{c.version}" if c else "nothing to import")
 
