@@ -12,6 +12,7 @@ never ends the run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -119,8 +120,11 @@ def _listing(candidates: Sequence[Candidate]) -> str:
     return "\n\n".join(f"Candidate {i + 1}: {c.text.strip()}" for i, c in enumerate(candidates))
 
 
-def _messages(system: str | None, user: str) -> list[Message]:
-    return ([Message.system(system)] if system else []) + [Message.user(user)]
+@functools.lru_cache(maxsize=256)
+def _messages(system: str | None, user: str) -> tuple[Message, ...]:
+    """The prompt's messages; built once per prompt (they are frozen), since every sample
+    and every round of a loop asks with the same ones."""
+    return ((Message.system(system),) if system else ()) + (Message.user(user),)
 
 
 # -- generate -------------------------------------------------------------------------------
@@ -202,9 +206,8 @@ class Generate:
             return out, _spend(c)
 
         if len(self.models) == 1:  # no task per call for the common case
-            results = [await one(self.models[0])]
-        else:
-            results = list(await asyncio.gather(*(one(m) for m in self.models)))
+            return await one(self.models[0])
+        results = list(await asyncio.gather(*(one(m) for m in self.models)))
         cands = [c for cs, _ in results for c in cs]
         spend = sum((s for _, s in results), Spend())
         return cands, spend

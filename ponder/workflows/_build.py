@@ -400,13 +400,18 @@ def _describe(before: Pool, after: Pool) -> dict[str, Any]:
     }
 
 
-def _node_configs(node: NodeSpec, spec: WorkflowSpec) -> list[tuple[_Factory, BaseModel]]:
-    """Each component's factory and validated config (a pure function of the spec)."""
+def _node_configs(
+    node: NodeSpec, spec: WorkflowSpec, index: int = 0
+) -> list[tuple[_Factory, BaseModel]]:
+    """Each component's factory and validated config, generators stamped with the node's
+    position ``index`` (a pure function of the spec)."""
     out = []
     for comp in node.components:
         factory, config, problems = _component_config(comp, node.seed or spec.seed, spec.system)
         if factory is None or config is None:
             raise WorkflowError(problems)
+        if isinstance(config, GenerateConfig):
+            config = config.model_copy(update={"layer": index})
         out.append((factory, config))
     return out
 
@@ -421,14 +426,12 @@ def _runner(
 ) -> Runner:
     built: list[Any] = []
     default = next(iter(models.values()), None)
-    made = configs if configs is not None else _node_configs(node, spec)
+    made = configs if configs is not None else _node_configs(node, spec, index)
     for comp, (factory, config) in zip(node.components, made, strict=True):
         refs = ([comp.model] if comp.model else []) + list(comp.models)
         ms = [models[r] for r in refs] if refs else ([default] if default is not None else [])
         prm_name = comp.params.get("prm_model")
         prm = models[prm_name] if isinstance(prm_name, str) else None
-        if isinstance(config, GenerateConfig):
-            config = config.model_copy(update={"layer": index})
         built.append(factory.build(config, ms, prm))
 
     visit = [0]
@@ -528,6 +531,7 @@ class Workflow:
         self.given_models = dict(models or {})
         self._base: CompiledGraph[Pool] | None = None
         self._configs: dict[str, list[tuple[_Factory, BaseModel]]] | None = None
+        self._nodes: dict[str, NodeSpec] | None = None
 
     def _models(self, budget: Budget | None) -> dict[str, Model]:
         out = dict(self.given_models)
@@ -557,14 +561,16 @@ class Workflow:
         for name, m in models.items():
             if name not in self.given_models:  # the caller owns the models it passed in
                 await stack.enter_async_context(m)
-        nodes = self.spec.node_map()
-        if self._configs is None:  # validated once per workflow, components made per run
-            self._configs = {n: _node_configs(node, self.spec) for n, node in nodes.items()}
-        _RUNNERS.set(
-            {
-                n: _runner(n, nodes[n], self.spec, models, i, self._configs[n])
-                for i, n in enumerate(nodes)
+        if self._nodes is None:  # validated once per workflow, components made per run
+            self._nodes = self.spec.node_map()
+            self._configs = {
+                n: _node_configs(node, self.spec, i)
+                for i, (n, node) in enumerate(self._nodes.items())
             }
+        nodes, configs = self._nodes, self._configs
+        assert configs is not None
+        _RUNNERS.set(
+            {n: _runner(n, nodes[n], self.spec, models, configs=configs[n]) for n in nodes}
         )
         if self._base is None:  # compiling is the slow part: once per workflow
             probe: Any = None
