@@ -8,6 +8,10 @@ The stand-in runs in its own process so that it has its own core.
     python benchmarks/fanout.py                 # R in {64, 1024, 4096}, C in {64, 256}
     python benchmarks/fanout.py --quick         # R in {64, 1024}, C = 256
     python benchmarks/fanout.py --json
+    python benchmarks/fanout.py --quick --length 400   # longer answers (a reasoning trace)
+
+The default request (TTFT 0.1 s + 40 tokens x 5 ms = 0.3 s) is short on purpose: it makes
+the clients' and the server's CPU per request visible on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ LENGTH = 40
 
 
 @contextmanager
-def standin(slots: int) -> Iterator[str]:
+def standin(
+    slots: int, ttft: float = TTFT, per_token: float = PER_TOKEN, length: int = LENGTH
+) -> Iterator[str]:
     """Start `ponder standin` in a subprocess on a free port; yield its base URL."""
     cmd = [
         sys.executable,
@@ -50,13 +56,13 @@ def standin(slots: int) -> Iterator[str]:
         "--queue-limit",
         "100000",
         "--ttft-base",
-        str(TTFT),
+        str(ttft),
         "--ttft-per-token",
         "0",
         "--per-token",
-        str(PER_TOKEN),
+        str(per_token),
         "--output-tokens",
-        str(LENGTH),
+        str(length),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
@@ -142,15 +148,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--quick", action="store_true", help="R in {64, 1024}, C = 256")
+    ap.add_argument("--ttft", type=float, default=TTFT, help="seconds to the first token")
+    ap.add_argument("--per-token", type=float, default=PER_TOKEN, help="seconds per token")
+    ap.add_argument("--length", type=int, default=LENGTH, help="tokens per answer")
     args = ap.parse_args()
     requests = [64, 1024] if args.quick else [64, 1024, 4096]
     slots = [256] if args.quick else [64, 256]
     rows = []
     for c in slots:
-        with standin(c) as url:
+        with standin(c, args.ttft, args.per_token, args.length) as url:
             timed(run_raw_aiohttp, url, 32, c)  # warm up the server process
             for r in requests:
-                limit = math.ceil(r / c) * (TTFT + LENGTH * PER_TOKEN)
+                limit = math.ceil(r / c) * (args.ttft + args.length * args.per_token)
                 row: dict[str, float | int] = {"R": r, "C": c, "limit_s": round(limit, 3)}
                 for name, fn in CLIENTS.items():
                     # best of two runs, so one noisy run on a shared machine does not decide
@@ -173,9 +182,9 @@ def main() -> int:
         print(
             json.dumps(
                 {
-                    "ttft_s": TTFT,
-                    "per_token_s": PER_TOKEN,
-                    "length": LENGTH,
+                    "ttft_s": args.ttft,
+                    "per_token_s": args.per_token,
+                    "length": args.length,
                     "cpus": os.cpu_count(),
                     "rows": rows,
                 },
