@@ -115,3 +115,15 @@ def test_the_real_model_pipelines_benchmark_runs_a_tiny_subset(tmp_path: Path) -
     assert result["game24"]["table"][0]["technique"] == "one sample"
     assert result["humaneval"]["table"][1]["technique"] == "pass@4"
     assert result["tokens_ledger"]  # every call's tokens were recorded for reruns
+    # --replot prints and plots the saved results with no model call and leaves them as is
+    before = out.read_text()
+    png = tmp_path / "plot.png"
+    again = subprocess.run(
+        [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "real_model_pipelines.py"),
+         "--replot", "--out", str(out), "--plot", str(png), "--model", "local:missing"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "self-consistency@2" in again.stdout
+    assert png.stat().st_size > 0
+    assert out.read_text() == before
