@@ -530,8 +530,8 @@ class Workflow:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.given_models = dict(models or {})
         self._base: CompiledGraph[Pool] | None = None
-        self._configs: dict[str, list[tuple[_Factory, BaseModel]]] | None = None
-        self._nodes: dict[str, NodeSpec] | None = None
+        # each node's spec and validated component configs, made once per workflow
+        self._nodes: dict[str, tuple[NodeSpec, list[tuple[_Factory, BaseModel]]]] | None = None
 
     def _models(self, budget: Budget | None) -> dict[str, Model]:
         out = dict(self.given_models)
@@ -562,15 +562,15 @@ class Workflow:
             if name not in self.given_models:  # the caller owns the models it passed in
                 await stack.enter_async_context(m)
         if self._nodes is None:  # validated once per workflow, components made per run
-            self._nodes = self.spec.node_map()
-            self._configs = {
-                n: _node_configs(node, self.spec, i)
-                for i, (n, node) in enumerate(self._nodes.items())
+            self._nodes = {
+                n: (node, _node_configs(node, self.spec, i))
+                for i, (n, node) in enumerate(self.spec.node_map().items())
             }
-        nodes, configs = self._nodes, self._configs
-        assert configs is not None
         _RUNNERS.set(
-            {n: _runner(n, nodes[n], self.spec, models, configs=configs[n]) for n in nodes}
+            {
+                n: _runner(n, node, self.spec, models, configs=configs)
+                for n, (node, configs) in self._nodes.items()
+            }
         )
         if self._base is None:  # compiling is the slow part: once per workflow
             probe: Any = None
