@@ -96,14 +96,17 @@ class SQLiteCache:
 
     Look-ups are primary-key reads of a few microseconds and run inline. Writes never
     touch the disk on the caller's thread: ``put_many`` hands entries to a writer thread
-    that commits whatever has accumulated in one transaction, so the event loop never
-    waits for the disk. Entries are visible to ``get_many`` as soon as they are put.
-    ``flush()`` (also run by ``close()``, ``len()`` and at interpreter exit) waits until
-    everything put so far is committed.
+    that commits whatever has accumulated within ``linger`` seconds in one transaction, so
+    the event loop never waits for the disk and a fan-out whose answers arrive one by one
+    costs a few transactions, not one each. Entries are visible to ``get_many`` as soon as
+    they are put. ``flush()`` (also run by ``close()``, ``len()`` and at interpreter exit)
+    commits at once and waits until everything put so far is in the file.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, linger: float = 0.05) -> None:
         self.path = Path(path)
+        self.linger = linger
+        self._urgent = 0  # flush() calls waiting: the writer commits without lingering
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending: dict[tuple[str, int], str] = {}
@@ -164,8 +167,10 @@ class SQLiteCache:
         with self._lock:
             if self._closed:
                 raise ConfigurationError(f"the response cache at {self.path} is closed")
+            first = not self._pending
             self._pending.update(rows)
-            self._wake.notify()
+            if first:  # the writer is asleep only when nothing was pending
+                self._wake.notify()
 
     def _write_loop(self) -> None:
         while True:
@@ -174,6 +179,12 @@ class SQLiteCache:
                     self._wake.wait()
                 if not self._pending and self._closed:
                     return
+                deadline = time.monotonic() + self.linger
+                while not self._closed and not self._urgent:  # gather a batch
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
                 self._writing, self._pending = self._pending, {}
                 batch = self._writing
             now = time.time()
@@ -197,11 +208,15 @@ class SQLiteCache:
     def flush(self) -> None:
         """Wait until every entry put so far is committed to the file."""
         with self._lock:
-            while (self._pending or self._writing) and self._error is None:
-                if not self._writer.is_alive():
-                    break
-                self._wake.notify_all()
-                self._wake.wait(0.1)
+            self._urgent += 1
+            try:
+                while (self._pending or self._writing) and self._error is None:
+                    if not self._writer.is_alive():
+                        break
+                    self._wake.notify_all()
+                    self._wake.wait(0.1)
+            finally:
+                self._urgent -= 1
             if self._error is not None:
                 raise ConfigurationError(
                     f"the response cache at {self.path} could not be written: {self._error}. "
