@@ -299,6 +299,37 @@ async def test_a_cached_sample_is_readable_at_every_moment_of_its_write(tmp_path
         cache.close()
 
 
+async def test_the_cache_batches_its_commits_and_flush_does_not_wait_for_the_batch(
+    tmp_path: Path,
+) -> None:
+    """Samples arriving one by one are committed together; flush() and close() commit at
+    once, whatever the linger (an hour here: a flush that waited for it would hang)."""
+    import sqlite3
+    import threading
+
+    from ponder.backends._cache import SQLiteCache
+    from ponder.types import Choice
+
+    cache = SQLiteCache(tmp_path / "c.sqlite", linger=3600)
+    for i in range(50):
+        cache.put_many(f"k{i}", [Choice(0, f"text {i}")])
+    assert cache.get_many("k49", 1)[0].text == "text 49"  # readable before any commit
+    other = sqlite3.connect(tmp_path / "c.sqlite")
+    assert other.execute("SELECT COUNT(*) FROM responses").fetchone() == (0,)  # lingering
+    done = threading.Thread(target=cache.flush)
+    done.start()
+    done.join(60)
+    assert not done.is_alive()
+    assert other.execute("SELECT COUNT(*) FROM responses").fetchone() == (50,)
+    cache.put_many("late", [Choice(0, "late")])
+    closer = threading.Thread(target=cache.close)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive()
+    assert other.execute("SELECT COUNT(*) FROM responses").fetchone() == (51,)
+    other.close()
+
+
 async def test_redis_cache_is_shared_by_models_of_different_processes(
     standin: StandinServer, tmp_path: Path, redis_url: str
 ) -> None:
