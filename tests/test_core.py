@@ -166,6 +166,77 @@ def test_pool_prefers_least_outstanding() -> None:
     assert EndpointPool([a, b]).pick() is b
 
 
+def test_pool_slot_is_released_on_error_and_on_cancellation_while_waiting() -> None:
+    ep = Endpoint("http://a/v1", max_concurrency=1)
+    pool = EndpointPool([ep])
+
+    async def fails() -> None:
+        async with pool.acquire() as got:
+            assert got is ep
+            assert (ep.outstanding, ep.in_flight) == (1, 1)
+            raise RuntimeError("boom")
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError):
+            await fails()
+        assert (ep.outstanding, ep.in_flight) == (0, 0)
+        async with pool.acquire():
+            waiter = asyncio.create_task(pool.acquire().__aenter__())
+            await asyncio.sleep(0)
+            assert ep.outstanding == 2  # one holds the slot, one waits for it
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert ep.outstanding == 1
+        assert (ep.outstanding, ep.in_flight) == (0, 0)
+
+    asyncio.run(main())
+
+
+def test_retry_after_reraises_a_first_error_that_is_not_retryable() -> None:
+    calls: list[int] = []
+
+    async def fn() -> str:
+        calls.append(1)
+        return "ok"
+
+    policy = ponder.RetryPolicy(max_retries=2, initial=0.001)
+    refused = ponder.BadRequestError("bad", status=400)
+    with pytest.raises(ponder.BadRequestError):
+        asyncio.run(policy.retry_after(refused, fn))
+    assert calls == []
+    limited = ponder.RateLimitError("slow down", retry_after=0.0)
+    assert asyncio.run(policy.retry_after(limited, fn)) == "ok"
+    assert calls == [1]
+
+
+def test_event_loop_choice_follows_ponder_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import uvloop
+
+    from ponder._internal import loop
+
+    monkeypatch.setenv("PONDER_LOOP", "asyncio")
+    assert loop.loop_factory() is None
+    assert loop.run(asyncio.sleep(0, "done")) == "done"
+    monkeypatch.setenv("PONDER_LOOP", "auto")
+    assert loop.loop_factory() is uvloop.new_event_loop
+    new = loop.new_event_loop()
+    assert isinstance(new, uvloop.Loop)
+    new.close()
+
+    async def which() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert loop.run(which()).startswith("uvloop")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    assert loop.loop_factory() is None
+    monkeypatch.setenv("PONDER_LOOP", "uvloop")
+    with pytest.raises(ConfigurationError, match="pip install uvloop"):
+        loop.loop_factory()
+
+
 def test_prices_use_longest_prefix_and_can_be_overridden() -> None:
     table = PriceTable({"openai:gpt-4o-mini-ft": Price(1.0, 2.0)})
     u = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ponder
+from ponder._internal import loop as _loop
 from ponder.errors import PonderError
 
 app = typer.Typer(
@@ -55,7 +56,7 @@ def generate(
                 prompt, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed
             )
 
-    c = asyncio.run(go())
+    c = _loop.run(go())
     if as_json:
         print(
             json.dumps(
@@ -149,7 +150,7 @@ def eval_(
                     if judged is not None:
                         await judged.aclose()
 
-            rows = asyncio.run(local())
+            rows = _loop.run(local())
     _print_summaries([summarize(rows, name, ds.name)])
     if judged is not None and not (ray or ray_address):
         j = judged.stats
@@ -441,7 +442,7 @@ def standin(
             await server.stop()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+        _loop.run(serve())
 
 
 @app.command()
@@ -480,7 +481,7 @@ def demo(
         cfg = StandinConfig(time_scale=0.05, per_token=0.01)
         with StandinServer(cfg).in_thread() as server:
             con.print(f"[dim]stand-in oracle model at {server.base_url}[/dim]")
-            rows = asyncio.run(go(f"vllm:weak@{server.base_url}", oracle_questions(questions)))
+            rows = _loop.run(go(f"vllm:weak@{server.base_url}", oracle_questions(questions)))
     else:
         ref = model or "local:smollm2"
         if model is None:
@@ -489,7 +490,7 @@ def demo(
                 "(SmolLM2-135M-Instruct on the CPU; pass --model to use a real one)[/dim]"
             )
         qs = bundled_questions() if model is None else oracle_questions(questions)
-        rows = asyncio.run(go(ref, qs))
+        rows = _loop.run(go(ref, qs))
     render(rows, samples, con)
 
 
@@ -638,7 +639,7 @@ def run_workflow(
     async def go() -> list[dict[str, Any]]:
         return [await one(qid, text) for qid, text in items]
 
-    for r in asyncio.run(go()):
+    for r in _loop.run(go()):
         if as_json:
             print(json.dumps(r))
             continue
@@ -714,7 +715,7 @@ def _with_store(store: str | None, fn: Any) -> Any:
         finally:
             await s.aclose()
 
-    return asyncio.run(go())
+    return _loop.run(go())
 
 
 @memory_app.command("show")

@@ -9,6 +9,7 @@ and run budgets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import AsyncGenerator, Coroutine, Sequence
@@ -182,6 +183,7 @@ class Model:
             maximum=self.settings.retry_max,
         )
         self.prices = prices or PriceTable()
+        self._priced = self.prices.price(self.id) is not None
         self.defaults = defaults
         self.meter = UsageMeter()
         self._default_params: GenerateParams | None = None
@@ -211,6 +213,30 @@ class Model:
     def _count_retry(self, _exc: BaseException) -> None:
         self.meter.retries += 1
 
+    async def _attempt(
+        self,
+        messages: Sequence[Message],
+        params: GenerateParams,
+        n: int,
+        tally: _Tally | None,
+    ) -> tuple[list[Choice], Usage]:
+        if self.budget is not None:
+            self.budget.reserve_request()
+        async with self.pool.acquire() as ep:
+            if not ep.is_loopback and not guard.remote_allowed():
+                raise guard.refuse(ep.base_url)
+            self.meter.requests += 1
+            if tally is not None:
+                tally.requests += 1
+            try:
+                out = await self.wire.complete(ep, self.ref.name, messages, params, n)
+            except PonderError as e:
+                if e.retryable:
+                    self.pool.report(ep, False)
+                raise
+            self.pool.report(ep, True)
+            return out
+
     async def _request(
         self,
         messages: Sequence[Message],
@@ -218,26 +244,18 @@ class Model:
         n: int,
         tally: _Tally | None = None,
     ) -> tuple[list[Choice], Usage]:
-        async def attempt() -> tuple[list[Choice], Usage]:
-            if self.budget is not None:
-                self.budget.reserve_request()
-            async with self.pool.acquire() as ep:
-                if not ep.is_loopback and not guard.remote_allowed():
-                    raise guard.refuse(ep.base_url)
-                self.meter.requests += 1
-                if tally is not None:
-                    tally.requests += 1
-                try:
-                    out = await self.wire.complete(ep, self.ref.name, messages, params, n)
-                except PonderError as e:
-                    if e.retryable:
-                        self.pool.report(ep, False)
-                    raise
-                self.pool.report(ep, True)
-                return out
-
-        choices, usage = await self.retry.call(attempt, on_retry=self._count_retry)
-        cost = self.prices.cost(self.id, usage)
+        # the first attempt is a plain await (no closure, no retry machinery per request)
+        try:
+            choices, usage = await self._attempt(messages, params, n, tally)
+        except PonderError as e:
+            if not e.retryable:
+                raise
+            choices, usage = await self.retry.retry_after(
+                e,
+                functools.partial(self._attempt, messages, params, n, tally),
+                on_retry=self._count_retry,
+            )
+        cost = self.prices.cost(self.id, usage) if self._priced else 0.0
         self.meter.record(usage, cost)
         if tally is not None:
             tally.cost += cost
@@ -269,6 +287,30 @@ class Model:
             plan.append((g, p.model_copy(update=update) if update else p))
         return plan
 
+    async def _fetch(
+        self,
+        key: str | None,
+        messages: Sequence[Message],
+        params: GenerateParams,
+        indexes: list[int],
+        got: dict[int, Choice],
+        tally: _Tally,
+    ) -> Usage:
+        """Request the samples at ``indexes``, cache them and add them to ``got``."""
+        choices, usage = await self._request(messages, params, len(indexes), tally)
+        if [c.index for c in choices[: len(indexes)]] != indexes:
+            choices = [
+                Choice(i, c.text, c.finish_reason, c.logprobs)
+                for i, c in zip(indexes, choices, strict=False)
+            ]
+        elif len(choices) > len(indexes):
+            choices = choices[: len(indexes)]
+        if key is not None:
+            await self._cache_put(key, choices)
+        for c in choices:
+            got[c.index] = c
+        return usage
+
     # -- public API --------------------------------------------------------------------
 
     async def generate(
@@ -297,27 +339,15 @@ class Model:
         tally = _Tally()  # this call's own requests and cost, whatever runs beside it
         if missing:
             plan = self._plan(missing, p)
-            errors: list[PonderError] = []
-
-            async def run(indexes: list[int], bp: GenerateParams) -> Usage:
-                choices, u = await self._request(messages, bp, len(indexes), tally)
-                renumbered = [
-                    Choice(i, c.text, c.finish_reason, c.logprobs)
-                    for i, c in zip(indexes, choices, strict=False)
-                ]
-                await self._cache_put(key, renumbered)
-                for c in renumbered:
-                    got[c.index] = c
-                return u
-
             if len(plan) == 1:
-                usage = await run(*plan[0])
+                usage = await self._fetch(key, messages, plan[0][1], plan[0][0], got, tally)
             else:
+                errors: list[PonderError] = []
 
                 async def guarded(indexes: list[int], bp: GenerateParams) -> None:
                     nonlocal usage
                     try:
-                        u = await run(indexes, bp)
+                        u = await self._fetch(key, messages, bp, indexes, got, tally)
                         usage = usage + u  # after the await: no lost update
                     except PonderError as e:  # keep siblings running; their work is cached
                         errors.append(e)

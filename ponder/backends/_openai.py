@@ -80,6 +80,7 @@ class OpenAIWire:
         self.key_hint = key_hint
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._header_cache: dict[str | None, dict[str, str]] = {}  # by API key
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -134,9 +135,12 @@ class OpenAIWire:
         return body
 
     def _headers(self, ep: Endpoint) -> dict[str, str]:
-        h = {"Content-Type": "application/json"}
-        if ep.api_key:
-            h["Authorization"] = f"Bearer {ep.api_key}"
+        h = self._header_cache.get(ep.api_key)
+        if h is None:
+            h = {"Content-Type": "application/json"}
+            if ep.api_key:
+                h["Authorization"] = f"Bearer {ep.api_key}"
+            self._header_cache[ep.api_key] = h
         return h
 
     async def complete(

@@ -63,6 +63,18 @@ class RetryPolicy(BaseModel):
             if not e.retryable or self.max_retries == 0:
                 raise
             first: BaseException = e
+        return await self.retry_after(first, fn, on_retry=on_retry)
+
+    async def retry_after(
+        self,
+        first: BaseException,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> T:
+        """Retry ``fn`` whose first attempt (made by the caller) failed with ``first``."""
+        if not _is_retryable(first) or self.max_retries == 0:
+            raise first
         rng = random.Random(self.seed)
         if on_retry is not None:
             on_retry(first)

@@ -35,6 +35,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from ponder._internal.loop import new_event_loop
 from ponder.testing.oracle import OracleConfig, ProblemBank, respond
 
 __all__ = ["StandinConfig", "StandinServer", "StandinStats", "count_tokens"]
@@ -201,6 +202,7 @@ class _Request:
         self.max_tokens = max_tokens
         self.stop = stop
         self.seed = seed
+        self.logprobs = False
         self.prompt_tokens = count_tokens(system) + count_tokens(user) + count_tokens(prefill)
 
 
@@ -287,7 +289,7 @@ class StandinServer:
     @contextmanager
     def in_thread(self) -> Iterator[StandinServer]:
         """Run the server on its own event loop in a daemon thread for the block."""
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         ready = threading.Event()
         stopped: asyncio.Event | None = None
 
@@ -342,9 +344,10 @@ class StandinServer:
             tokens = _TOKEN.findall(text)
         else:
             correct = None
-            tokens = [
-                (" " if i else "") + rng.choice(_FILLER) for i in range(self.config.output_tokens)
-            ]
+            words = rng.choices(_FILLER, k=self.config.output_tokens)
+            tokens = [" " + w for w in words]
+            if tokens:
+                tokens[0] = words[0]
         finish = "stop"
         if req.max_tokens is not None and len(tokens) > req.max_tokens:
             tokens, finish = tokens[: req.max_tokens], "length"
@@ -354,7 +357,8 @@ class StandinServer:
             if cut >= 0:
                 tokens, finish = _TOKEN.findall(text[:cut]), "stop"
         spread = 0.25 if correct in (True, None) else 0.9
-        logprobs = [-spread * rng.random() for _ in tokens]
+        # drawn last, and only when asked for: the text does not depend on them
+        logprobs = [-spread * rng.random() for _ in tokens] if req.logprobs else []
         return _Sample(tokens, finish, logprobs)
 
     def _samples(self, req: _Request) -> list[_Sample]:
@@ -514,7 +518,7 @@ class StandinServer:
             req = self._openai_request(body, chat)
         except _BadRequest as e:
             raise self._error(400, str(e)) from None
-        want_lp = bool(body.get("logprobs"))
+        want_lp = req.logprobs = bool(body.get("logprobs"))
         top = body.get("top_logprobs") or 0
         self._ids += 1
         rid = f"cmpl-{self._ids}"
