@@ -1,7 +1,7 @@
 """The event loop Ponder's own entry points run on: uvloop where installed, else asyncio's.
 
 uvloop (libuv) cuts the per-request CPU of both the stand-in server and an HTTP client by
-a fifth to a third on the same machine (``benchmarks/fanout.py``). ``PONDER_LOOP=asyncio``
+a fifth to a quarter on the same machine (``benchmarks/fanout.py``). ``PONDER_LOOP=asyncio``
 keeps the standard loop (debugging, profilers that expect it).
 """
 

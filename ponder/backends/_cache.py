@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import json
 import sqlite3
 import threading
 import time
@@ -17,17 +16,34 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import orjson
+
 from ponder.errors import ConfigurationError
 from ponder.types import Choice, GenerateParams, Message, TokenLogprob
 
 __all__ = ["MemoryCache", "ResponseCache", "SQLiteCache", "request_key"]
 
 
+_PARAMS_JSON: dict[int, tuple[GenerateParams, bytes]] = {}
+
+
+def _params_bytes(params: GenerateParams) -> bytes:
+    # the model layer reuses its validated params objects, so their JSON is made once
+    hit = _PARAMS_JSON.get(id(params))
+    if hit is not None and hit[0] is params:
+        return hit[1]
+    raw = params.model_dump_json(exclude={"n", "timeout"}).encode()
+    if len(_PARAMS_JSON) >= 512:
+        _PARAMS_JSON.clear()
+    _PARAMS_JSON[id(params)] = (params, raw)
+    return raw
+
+
 def request_key(model: str, messages: Sequence[Message], params: GenerateParams) -> str:
     """A stable hash of everything that determines a sample's distribution."""
     h = hashlib.sha256(model.encode())
     h.update(b"\0")
-    h.update(params.model_dump_json(exclude={"n", "timeout"}).encode())
+    h.update(_params_bytes(params))
     for m in messages:
         h.update(b"\0" + m.role.encode() + b"\0" + m.content.encode())
     return h.hexdigest()
@@ -37,11 +53,11 @@ def _dump_choice(c: Choice) -> str:
     lp = None
     if c.logprobs is not None:
         lp = [[t.token, t.logprob, [list(x) for x in t.top]] for t in c.logprobs]
-    return json.dumps({"t": c.text, "f": c.finish_reason, "l": lp}, ensure_ascii=False)
+    return orjson.dumps({"t": c.text, "f": c.finish_reason, "l": lp}).decode()
 
 
 def _load_choice(index: int, raw: str) -> Choice:
-    d = json.loads(raw)
+    d = orjson.loads(raw)
     lp = None
     if d.get("l") is not None:
         lp = tuple(

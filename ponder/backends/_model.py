@@ -187,6 +187,7 @@ class Model:
         self.defaults = defaults
         self.meter = UsageMeter()
         self._default_params: GenerateParams | None = None
+        self._resolved: dict[tuple[Any, ...], GenerateParams] = {}  # overrides -> params
 
     def __repr__(self) -> str:
         return f"Model({str(self.ref)!r})"
@@ -194,8 +195,18 @@ class Model:
     # -- parameters --------------------------------------------------------------------
 
     def _params(self, params: GenerateParams | None, overrides: dict[str, Any]) -> GenerateParams:
-        if params is None and not overrides and self._default_params is not None:
-            return self._default_params  # the hot path: validated once
+        memo: tuple[Any, ...] | None = None
+        if params is None:
+            if not overrides and self._default_params is not None:
+                return self._default_params  # the hot path: validated once
+            # the same overrides (a component's sampling settings) come back call after call
+            memo = tuple(overrides.items())
+            try:
+                hit = self._resolved.get(memo)
+            except TypeError:  # an unhashable value (a list of stops, a JSON schema)
+                memo = hit = None
+            if hit is not None:
+                return hit
         base = params if params is not None else self.defaults
         if params is not None and self.defaults is not None:
             base = GenerateParams.build(self.defaults, **params.model_dump(exclude_unset=True))
@@ -206,6 +217,10 @@ class Model:
         check_params(self.provider.name, self.quirks, p)
         if params is None and not overrides:
             self._default_params = p
+        elif memo is not None:
+            if len(self._resolved) >= 256:
+                self._resolved.clear()
+            self._resolved[memo] = p
         return p
 
     # -- one HTTP request, with retries, limits, accounting ----------------------------

@@ -9,13 +9,13 @@ overhead at 2-3x the physical limit on 2 cores at high fan-out (see
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from functools import lru_cache
 from typing import Any
 
 import aiohttp
+import orjson
 
 from ponder.backends._base import error_for_status
 from ponder.backends._pool import Endpoint
@@ -151,7 +151,7 @@ class OpenAIWire:
         params: GenerateParams,
         n: int,
     ) -> tuple[list[Choice], Usage]:
-        body = json.dumps(self.payload(model, messages, params, n)).encode()
+        body = orjson.dumps(self.payload(model, messages, params, n))
         url = endpoint.base_url + "/chat/completions"
         timeout = _timeout(params.timeout)
         session = self._get_session()
@@ -184,7 +184,7 @@ class OpenAIWire:
 
     def _parse(self, raw: bytes, url: str, prefill: str | None) -> tuple[list[Choice], Usage]:
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             choices: list[Choice] = []
             for c in data["choices"]:
                 text = c["message"].get("content") or ""
@@ -224,7 +224,7 @@ class OpenAIWire:
         try:
             async with session.post(
                 url,
-                data=json.dumps(payload).encode(),
+                data=orjson.dumps(payload),
                 headers=self._headers(endpoint),
                 timeout=timeout,
             ) as resp:
@@ -246,7 +246,7 @@ class OpenAIWire:
                         finished = True
                         break
                     try:
-                        event = json.loads(data)
+                        event = orjson.loads(data)
                     except ValueError:
                         raise ParseError(
                             f"{url} sent a stream event that is not JSON: {data[:200]!r}"

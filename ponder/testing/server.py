@@ -13,8 +13,10 @@ Start it with ``ponder standin --port 8000`` or from Python::
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/messages``,
 ``GET /v1/models``, ``GET /health``, ``GET /stats``, ``POST /stats/reset``.
 
-It is built on ``aiohttp.web`` (not Starlette) because it must never be the bottleneck of
-the fan-out benchmark: thousands of concurrent connections on one core.
+It is built on ``aiohttp.web`` (not Starlette) and runs on uvloop when that is installed
+(``ponder standin`` and ``in_thread``), because it must never be the bottleneck of the
+fan-out benchmark: thousands of concurrent connections on one core, about 0.2 ms of CPU
+per request.
 """
 
 from __future__ import annotations
