@@ -370,3 +370,29 @@ async def test_unreachable_redis_cache_never_fails_a_generation(
 async def test_cache_url_must_be_a_redis_url() -> None:
     with pytest.raises(ConfigurationError, match="not a Redis URL"):
         RedisCache("http://127.0.0.1:6379")
+
+
+async def test_repeated_overrides_are_validated_once_and_bad_ones_still_refused() -> None:
+    from ponder import GenerateParams, Message
+    from ponder.backends import MemoryCache, request_key
+    from ponder.testing import FakeModel
+
+    m = FakeModel(["The answer is 4"], cache=MemoryCache())
+    a = m._params(None, {"temperature": 0.7, "seed": 3})
+    assert m._params(None, {"temperature": 0.7, "seed": 3}) is a  # memoised
+    assert m._params(None, {"temperature": 0.7, "seed": 4}).seed == 4
+    stops = m._params(None, {"stop": ["\n"]})  # unhashable override: validated each time
+    assert stops.stop == ("\n",)
+    assert m._params(None, {"stop": ["\n"]}) is not stops
+    with pytest.raises(ConfigurationError, match="temperature"):
+        m._params(None, {"temperature": 9.0})
+    with pytest.raises(ConfigurationError, match="temperature"):
+        await m.generate("2+2?", temperature=9.0)  # a refused value is not memoised
+    # an equal params object made separately hashes to the same cache key
+    same = GenerateParams(temperature=0.7, seed=3, timeout=a.timeout)
+    msgs = [Message.user("2+2?")]
+    assert request_key(m.id, msgs, a) == request_key(m.id, msgs, same)
+    first = await m.generate("2+2?", temperature=0.7, seed=3)
+    again = await m.generate("2+2?", temperature=0.7, seed=3)
+    assert again.choices[0].cached
+    assert again.text == first.text
