@@ -48,13 +48,16 @@ _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]+)\}\s*\{([^{}]+)\}")
 _CODE_BLOCK = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)```", re.DOTALL)
 
 
+_BRACE = {"{": 1, "}": -1}
+
+
 def _boxed(text: str) -> str | None:
     """The content of the last ``\\boxed{...}``, with nested braces."""
     last: str | None = None
     for m in _BOXED_START.finditer(text):
         depth, i = 1, m.end()
         while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            depth += _BRACE.get(text[i], 0)
             i += 1
         if depth == 0:
             last = text[m.end() : i - 1].strip()

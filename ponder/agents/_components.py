@@ -29,7 +29,7 @@ from ponder.agents._state import Candidate, Pool, Provenance, Spend
 from ponder.agents._vote import VoteResult, leader_settled_probability, vote
 from ponder.backends import Model
 from ponder.errors import ConfigurationError
-from ponder.types import Completion, Message
+from ponder.types import Choice, Completion, Message
 
 __all__ = [
     "COMPONENTS",
@@ -127,6 +127,14 @@ def _messages(system: str | None, user: str) -> tuple[Message, ...]:
     return ((Message.system(system),) if system else ()) + (Message.user(user),)
 
 
+@functools.lru_cache(maxsize=4096)
+def _provenance(
+    component: str, model: str | None, layer: int, seed: int | None, index: int
+) -> Provenance:
+    """Provenance is frozen and the same for sample ``index`` of a step in every run."""
+    return Provenance(component=component, model=model, layer=layer, seed=seed, index=index)
+
+
 # -- generate -------------------------------------------------------------------------------
 
 
@@ -160,62 +168,74 @@ class Generate:
 
     async def sample(self, pool: Pool, n: int, start: int = 0) -> tuple[list[Candidate], Spend]:
         """Samples ``start .. start+n-1`` of every model (no pool change)."""
-        cfg = self.config
-        system = pool.system if pool.system is not None else cfg.system
-
-        async def one(model: Model) -> tuple[list[Candidate], Spend]:
-            if start == 0 or model.cache is not None:
-                # with a cache, samples 0..start-1 are hits and only the rest is requested
-                c = await model.generate(
-                    _messages(system, pool.query),
-                    n=start + n,
-                    temperature=cfg.temperature,
-                    max_tokens=cfg.max_tokens,
-                    seed=cfg.seed,
-                    logprobs=cfg.logprobs,
-                )
-                choices = list(c.choices[start:])
-            else:  # the same request the cache would have sent for the missing samples
-                c = await model.generate(
-                    _messages(system, pool.query),
-                    n=n,
-                    temperature=cfg.temperature,
-                    max_tokens=cfg.max_tokens,
-                    seed=None if cfg.seed is None else cfg.seed + start,
-                    logprobs=cfg.logprobs,
-                )
-                choices = [replace(ch, index=start + ch.index) for ch in c.choices]
-            out = []
-            for ch in choices:
-                out.append(
-                    Candidate.read(
-                        id=f"{self.name}:{model.id}:{cfg.layer}:{ch.index}",
-                        text=ch.text,
-                        kind=cfg.answer_kind,
-                        provenance=Provenance(
-                            component=self.name,
-                            model=model.id,
-                            layer=cfg.layer,
-                            seed=None if cfg.seed is None else cfg.seed + ch.index,
-                            index=ch.index,
-                        ),
-                        finish_reason=ch.finish_reason,
-                        scores={} if ch.mean_logprob is None else {"mean_logprob": ch.mean_logprob},
-                    )
-                )
-            return out, _spend(c)
-
+        system = pool.system if pool.system is not None else self.config.system
+        messages = _messages(system, pool.query)
         if len(self.models) == 1:  # no task per call for the common case
-            return await one(self.models[0])
-        results = list(await asyncio.gather(*(one(m) for m in self.models)))
+            return await self._one(self.models[0], messages, n, start)
+        results = list(
+            await asyncio.gather(*(self._one(m, messages, n, start) for m in self.models))
+        )
         cands = [c for cs, _ in results for c in cs]
         spend = sum((s for _, s in results), Spend())
         return cands, spend
 
+    async def _one(
+        self, model: Model, messages: tuple[Message, ...], n: int, start: int
+    ) -> tuple[list[Candidate], Spend]:
+        cfg = self.config
+        if start == 0 or model.cache is not None:
+            # with a cache, samples 0..start-1 are hits and only the rest is requested
+            c = await model.generate(
+                messages,
+                n=start + n,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+                seed=cfg.seed,
+                logprobs=cfg.logprobs,
+            )
+            choices: Sequence[Choice] = c.choices[start:] if start else c.choices
+        else:  # the same request the cache would have sent for the missing samples
+            c = await model.generate(
+                messages,
+                n=n,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+                seed=None if cfg.seed is None else cfg.seed + start,
+                logprobs=cfg.logprobs,
+            )
+            choices = [replace(ch, index=start + ch.index) for ch in c.choices]
+        prefix = f"{self.name}:{model.id}:{cfg.layer}:"
+        out = []
+        for ch in choices:
+            lp = ch.mean_logprob
+            out.append(
+                Candidate.read(
+                    id=prefix + str(ch.index),
+                    text=ch.text,
+                    kind=cfg.answer_kind,
+                    provenance=_provenance(
+                        self.name,
+                        model.id,
+                        cfg.layer,
+                        None if cfg.seed is None else cfg.seed + ch.index,
+                        ch.index,
+                    ),
+                    finish_reason=ch.finish_reason,
+                    scores={} if lp is None else {"mean_logprob": lp},
+                )
+            )
+        return out, _spend(c)
+
     async def __call__(self, pool: Pool) -> Pool:
-        cands, spend = await self.sample(pool, self.config.n)
-        base = [] if self.config.replace else list(pool.candidates)
-        return pool.with_candidates(base + cands, spend)
+        if len(self.models) == 1:  # straight to the one model: no extra coroutine
+            system = pool.system if pool.system is not None else self.config.system
+            messages = _messages(system, pool.query)
+            cands, spend = await self._one(self.models[0], messages, self.config.n, 0)
+        else:
+            cands, spend = await self.sample(pool, self.config.n)
+        if self.config.replace:
+            return pool.with_candidates(cands, spend)
+        return pool.with_candidates(pool.candidates + tuple(cands), spend)
 
 
 # -- vote -----------------------------------------------------------------------------------

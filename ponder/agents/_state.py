@@ -104,8 +104,11 @@ class Candidate(BaseModel):
     ) -> Candidate:
         """A candidate for a model's reply: its final answer extracted, or marked missing."""
         answer = extract_answer(text, kind)
-        error = None if answer is not None else "no final answer found"
-        return cls(id=id, text=text, answer=answer, error=error, provenance=provenance, **fields)
+        if answer is None:
+            return cls(
+                id=id, text=text, error="no final answer found", provenance=provenance, **fields
+            )
+        return cls(id=id, text=text, answer=answer, provenance=provenance, **fields)
 
     def scored(self, name: str, value: float) -> Candidate:
         return self.model_copy(update={"scores": {**self.scores, name: value}})

@@ -89,13 +89,18 @@ def _merge_meta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Bookkeeping of a run: ``step`` (supersteps so far), ``visits`` per node, ``stamps``
     (the step a node last produced), ``consumed`` (the newest stamp a node read),
     ``failures`` (node -> reason)."""
-    return {
-        "step": a.get("step", 0) + b.get("step", 0),
-        "visits": _add_counts(a.get("visits", {}), b.get("visits", {})),
-        "stamps": _merge_dicts(a.get("stamps", {}), b.get("stamps", {})),
-        "consumed": _merge_dicts(a.get("consumed", {}), b.get("consumed", {})),
-        "failures": _merge_dicts(a.get("failures", {}), b.get("failures", {})),
-    }
+    # the maps are never changed in place, so one that ``b`` leaves alone is shared
+    out = dict(a)
+    out["step"] = a.get("step", 0) + b.get("step", 0)
+    visits = b.get("visits")
+    if visits:
+        out["visits"] = _add_counts(a.get("visits", {}), visits)
+    for key in ("stamps", "consumed", "failures"):
+        new = b.get(key)
+        if new:
+            old = a.get(key)
+            out[key] = {**old, **new} if old else dict(new)
+    return out
 
 
 class _State(TypedDict, total=False):
@@ -315,18 +320,36 @@ class _NodeRunner(Generic[S]):
         self.graph, self.name, self.fn, self.preds, self.keep = graph, name, fn, preds, keep
 
     async def __call__(self, state: _State) -> dict[str, Any]:
-        running, task = _RUNNING.get(), asyncio.current_task()
-        if running is None or task is None:
-            return await self._run(state)
-        running.add(task)
+        # one coroutine per node: the bookkeeping around the component is plain calls
+        running = _RUNNING.get()  # set while streamed: the stream's owner may cancel us
+        task = asyncio.current_task() if running is not None else None
+        if running is not None and task is not None:
+            running.add(task)
         try:
-            return await self._run(state)
+            name = self.name
+            write = get_stream_writer() if _EMIT.get() else _no_events
+            pool, update, visits = self._input(state)
+            if pool is None:
+                return self._failed(write, update, visits, "every input failed upstream")
+            if write is not _no_events:
+                write(Event(kind="node_started", node=name, iteration=visits))
+            try:
+                out = await self.fn(pool)
+            except (PonderError, ValueError, TimeoutError) as e:
+                return self._failed(write, update, visits, f"{type(e).__name__}: {e}")
+            if write is not _no_events:
+                g = self.graph
+                data = g.describe(pool, out) if g.describe is not None else {}
+                write(Event(kind="node_finished", node=name, iteration=visits, data=data))
+            stored = out if self.keep else out.model_dump(mode="json")
+            return {"meta": update, "outputs": {name: stored}}
         finally:
-            running.discard(task)
+            if running is not None and task is not None:
+                running.discard(task)
 
-    async def _run(self, state: _State) -> dict[str, Any]:
+    def _input(self, state: _State) -> tuple[S | None, dict[str, Any], int]:
+        """This node's input pool (None: every input failed), its bookkeeping, its visit."""
         g, name, preds = self.graph, self.name, self.preds
-        write = get_stream_writer() if _EMIT.get() else _no_events
         meta = state.get("meta", {})
         step = meta.get("step", 0) + 1
         visits = meta.get("visits", {}).get(name, 0) + 1
@@ -342,31 +365,22 @@ class _NodeRunner(Generic[S]):
             ]
             inputs = [outputs[p] for p in fresh if p in outputs]
             newest = max((stamps.get(p, 0) for p in fresh), default=seen)
-        update: dict[str, Any] = {
-            "visits": {name: 1},
-            "consumed": {name: newest},
-            "stamps": {name: step},
-            "step": 1,
-        }
+        update: dict[str, Any] = {"visits": {name: 1}, "stamps": {name: step}, "step": 1}
+        if len(preds) > 1:  # only a join chooses among inputs by what it already read
+            update["consumed"] = {name: newest}
         usable = [x for x in inputs if x is not None]
         if not usable:
-            why = "every input failed upstream"
-            write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
-            return {"meta": {**update, "failures": {name: why}}, "outputs": {name: None}}
-        pool = g._load(usable[0]) if len(usable) == 1 else g.merge([g._load(x) for x in usable])
-        if write is not _no_events:
-            write(Event(kind="node_started", node=name, iteration=visits))
-        try:
-            out = await self.fn(pool)
-        except (PonderError, ValueError, TimeoutError) as e:
-            why = f"{type(e).__name__}: {e}"
-            write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
-            return {"meta": {**update, "failures": {name: why}}, "outputs": {name: None}}
-        if write is not _no_events:
-            data = g.describe(pool, out) if g.describe is not None else {}
-            write(Event(kind="node_finished", node=name, iteration=visits, data=data))
-        stored = out if self.keep else out.model_dump(mode="json")
-        return {"meta": update, "outputs": {name: stored}}
+            return None, update, visits
+        if len(usable) == 1:
+            return g._load(usable[0]), update, visits
+        return g.merge([g._load(x) for x in usable]), update, visits
+
+    def _failed(
+        self, write: Callable[[Any], None], update: dict[str, Any], visits: int, why: str
+    ) -> dict[str, Any]:
+        name = self.name
+        write(Event(kind="node_failed", node=name, iteration=visits, data={"error": why}))
+        return {"meta": {**update, "failures": {name: why}}, "outputs": {name: None}}
 
 
 _REDUCERS: dict[str, Callable[[Any, Any], Any]] = {
