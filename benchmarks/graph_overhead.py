@@ -11,7 +11,7 @@ spend of each step (tokens, requests, cost), and records a failed step instead o
 the run. Printed: time per node of each and Ponder's ratio to both (best of ``--repeats``
 runs, interleaved, each starting from the same garbage-collector state).
 
-    python benchmarks/graph_overhead.py [--nodes 100] [--repeats 20] [--json]
+    python benchmarks/graph_overhead.py [--nodes 100] [--repeats 50] [--json]
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ async def measure(nodes: int, repeats: int) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     r = asyncio.run(measure(args.nodes, args.repeats))

@@ -388,6 +388,11 @@ async def test_repeated_overrides_are_validated_once_and_bad_ones_still_refused(
         m._params(None, {"temperature": 9.0})
     with pytest.raises(ConfigurationError, match="temperature"):
         await m.generate("2+2?", temperature=9.0)  # a refused value is not memoised
+    given = GenerateParams(temperature=0.2, n=2)
+    resolved = m._params(given, {})
+    assert m._params(given, {}) is resolved  # a kept params object is resolved once
+    assert resolved.timeout is not None  # ... with the settings' timeout filled in
+    assert m._params(GenerateParams(temperature=0.2, n=2), {}) == resolved
     # an equal params object made separately hashes to the same cache key
     same = GenerateParams(temperature=0.7, seed=3, timeout=a.timeout)
     msgs = [Message.user("2+2?")]

@@ -18,7 +18,7 @@ from ponder import Settings
 from ponder.agents import Pool
 from ponder.apps.cli import main
 from ponder.graphs import Graph, GraphError
-from ponder.testing import StandinConfig, StandinServer
+from ponder.testing import FakeModel, StandinConfig, StandinServer
 from ponder.workflows import (
     GraphBuilder,
     Pipeline,
@@ -125,6 +125,25 @@ async def test_parallel_branches_merge_candidates_and_spend_exactly(
     assert out.final is not None
     assert out.spend.requests == sum(s.requests for s in out.ledger.values())
     assert out.spend.requests == 3  # start, left, right: the shared history counted once
+
+
+async def test_each_step_of_a_pipeline_has_its_exact_spend_in_the_ledger() -> None:
+    model = FakeModel(["The answer is \\boxed{4}."])
+    pipe = Pipeline(models={"m": "vllm:fake@http://127.0.0.1:9/v1"})
+    pipe.then("generate", model="m", n=2).then("generate", model="m", n=3).then("vote")
+    wf = pipe.build(models={"m": model})
+    first = (await wf.arun(Q)).output
+    again = (await wf.arun(Q)).output  # a second run gets its own entries, same values
+    for out in (first, again):
+        steps = {k.split("#")[0]: v for k, v in out.ledger.items()}
+        generate_steps = [v for k, v in steps.items() if v.requests]
+        assert len(generate_steps) == 2
+        assert sum(s.requests for s in out.ledger.values()) == out.spend.requests == 2
+        assert sum(s.completion_tokens for s in out.ledger.values()) == (
+            out.spend.completion_tokens
+        )
+    assert again.ledger == first.ledger
+    assert [c.answer for c in first.candidates] == ["4"] * 5
 
 
 async def test_a_loop_runs_at_most_max_iterations(standin_url: str, settings: Settings) -> None:

@@ -29,7 +29,7 @@ from ponder.agents._state import Candidate, Pool, Provenance, Spend
 from ponder.agents._vote import VoteResult, leader_settled_probability, vote
 from ponder.backends import Model
 from ponder.errors import ConfigurationError
-from ponder.types import Choice, Completion, Message
+from ponder.types import Choice, Completion, GenerateParams, Message
 
 __all__ = [
     "COMPONENTS",
@@ -127,6 +127,16 @@ def _messages(system: str | None, user: str) -> tuple[Message, ...]:
     return ((Message.system(system),) if system else ()) + (Message.user(user),)
 
 
+@functools.lru_cache(maxsize=1024)
+def _sampling(
+    n: int, temperature: float | None, max_tokens: int | None, seed: int | None, logprobs: bool
+) -> GenerateParams:
+    """One params object per setting: the model layer resolves each object once."""
+    return GenerateParams.build(
+        n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=logprobs
+    )
+
+
 @functools.lru_cache(maxsize=4096)
 def _provenance(
     component: str, model: str | None, layer: int, seed: int | None, index: int
@@ -165,6 +175,9 @@ class Generate:
         if not self.models:
             raise ConfigurationError("Generate needs at least one model")
         self.config = config or GenerateConfig()
+        # set by a workflow step before each call: the ledger key this call's spend goes
+        # under (entered here, in the one copy of the pool this call makes)
+        self.step_key: str | None = None
 
     async def sample(self, pool: Pool, n: int, start: int = 0) -> tuple[list[Candidate], Spend]:
         """Samples ``start .. start+n-1`` of every model (no pool change)."""
@@ -185,14 +198,8 @@ class Generate:
         cfg = self.config
         if start == 0 or model.cache is not None:
             # with a cache, samples 0..start-1 are hits and only the rest is requested
-            c = await model.generate(
-                messages,
-                n=start + n,
-                temperature=cfg.temperature,
-                max_tokens=cfg.max_tokens,
-                seed=cfg.seed,
-                logprobs=cfg.logprobs,
-            )
+            params = _sampling(start + n, cfg.temperature, cfg.max_tokens, cfg.seed, cfg.logprobs)
+            c = await model.generate(messages, params)
             choices: Sequence[Choice] = c.choices[start:] if start else c.choices
         else:  # the same request the cache would have sent for the missing samples
             c = await model.generate(
@@ -233,9 +240,10 @@ class Generate:
             cands, spend = await self._one(self.models[0], messages, self.config.n, 0)
         else:
             cands, spend = await self.sample(pool, self.config.n)
+        step, self.step_key = self.step_key, None
         if self.config.replace:
-            return pool.with_candidates(cands, spend)
-        return pool.with_candidates(pool.candidates + tuple(cands), spend)
+            return pool.with_candidates(cands, spend, step=step)
+        return pool.with_candidates(pool.candidates + tuple(cands), spend, step=step)
 
 
 # -- vote -----------------------------------------------------------------------------------

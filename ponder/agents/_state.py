@@ -71,6 +71,9 @@ class Spend:
         )
 
 
+_NO_SPEND = Spend()  # frozen, so one shared default serves every pool and candidate
+
+
 class Candidate(BaseModel):
     """One answer to the query, with everything components learned about it.
 
@@ -89,7 +92,7 @@ class Candidate(BaseModel):
     critiques: tuple[str, ...] = ()
     verdicts: dict[str, bool | None] = Field(default_factory=dict)
     provenance: Provenance
-    spend: Spend = Field(default_factory=Spend)
+    spend: Spend = _NO_SPEND
     finish_reason: str | None = None
 
     @classmethod
@@ -128,7 +131,7 @@ class Pool(BaseModel):
     query: str
     system: str | None = None
     candidates: tuple[Candidate, ...] = ()
-    spend: Spend = Field(default_factory=Spend)
+    spend: Spend = _NO_SPEND
     notes: tuple[str, ...] = ()
     final: str | None = Field(None, description="The chosen final answer, once decided.")
     reference: str | None = Field(None, description="Ground truth, for evaluation only.")
@@ -138,14 +141,21 @@ class Pool(BaseModel):
     )
 
     def with_candidates(
-        self, candidates: list[Candidate] | tuple[Candidate, ...], spend: Spend | None = None
+        self,
+        candidates: list[Candidate] | tuple[Candidate, ...],
+        spend: Spend | None = None,
+        *,
+        step: str | None = None,
     ) -> Pool:
-        return self.model_copy(
-            update={
-                "candidates": tuple(candidates),
-                "spend": self.spend + spend if spend is not None else self.spend,
-            }
-        )
+        """This pool with ``candidates`` and ``spend`` added; with ``step``, ``spend`` is
+        also entered in the ledger under that key (what a workflow step cost)."""
+        update: dict[str, object] = {
+            "candidates": tuple(candidates),
+            "spend": self.spend + spend if spend is not None else self.spend,
+        }
+        if step is not None:
+            update["ledger"] = {**self.ledger, step: spend if spend is not None else Spend()}
+        return self.model_copy(update=update)
 
     def noted(self, note: str) -> Pool:
         return self.model_copy(update={"notes": (*self.notes, note)})

@@ -188,6 +188,8 @@ class Model:
         self.meter = UsageMeter()
         self._default_params: GenerateParams | None = None
         self._resolved: dict[tuple[Any, ...], GenerateParams] = {}  # overrides -> params
+        # id(params given) -> (those params, kept alive so the id stays theirs; resolved)
+        self._resolved_params: dict[int, tuple[GenerateParams, GenerateParams]] = {}
 
     def __repr__(self) -> str:
         return f"Model({str(self.ref)!r})"
@@ -196,6 +198,11 @@ class Model:
 
     def _params(self, params: GenerateParams | None, overrides: dict[str, Any]) -> GenerateParams:
         memo: tuple[Any, ...] | None = None
+        if params is not None and not overrides:
+            # a caller that keeps its params object (a component's sampling settings)
+            known = self._resolved_params.get(id(params))
+            if known is not None and known[0] is params:
+                return known[1]
         if params is None:
             if not overrides and self._default_params is not None:
                 return self._default_params  # the hot path: validated once
@@ -221,6 +228,10 @@ class Model:
             if len(self._resolved) >= 256:
                 self._resolved.clear()
             self._resolved[memo] = p
+        elif params is not None and not overrides:
+            if len(self._resolved_params) >= 256:
+                self._resolved_params.clear()
+            self._resolved_params[id(params)] = (params, p)
         return p
 
     # -- one HTTP request, with retries, limits, accounting ----------------------------

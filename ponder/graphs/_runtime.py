@@ -318,6 +318,7 @@ class _NodeRunner(Generic[S]):
         self, graph: Graph[S], name: str, fn: NodeFn[S], preds: list[str], keep: bool
     ) -> None:
         self.graph, self.name, self.fn, self.preds, self.keep = graph, name, fn, preds, keep
+        self._one_visit = {name: 1}  # shared by every update: reducers never change it
 
     async def __call__(self, state: _State) -> dict[str, Any]:
         # one coroutine per node: the bookkeeping around the component is plain calls
@@ -365,7 +366,7 @@ class _NodeRunner(Generic[S]):
             ]
             inputs = [outputs[p] for p in fresh if p in outputs]
             newest = max((stamps.get(p, 0) for p in fresh), default=seen)
-        update: dict[str, Any] = {"visits": {name: 1}, "stamps": {name: step}, "step": 1}
+        update: dict[str, Any] = {"visits": self._one_visit, "stamps": {name: step}, "step": 1}
         if len(preds) > 1:  # only a join chooses among inputs by what it already read
             update["consumed"] = {name: newest}
         usable = [x for x in inputs if x is not None]

@@ -439,8 +439,13 @@ def _runner(
     async def run(pool: Pool) -> Pool:
         visit[0] += 1
         if len(built) == 1:  # the common case: one component, no list, no merge
-            out: Pool = await built[0](pool)
+            comp = built[0]
             key = f"{name}#{visit[0]}.0"
+            if hasattr(comp, "step_key"):  # it enters its spend in the ledger itself
+                comp.step_key = key
+            out: Pool = await comp(pool)
+            if key in out.ledger:
+                return out
             return out.model_copy(update={"ledger": {**out.ledger, key: out.spend - pool.spend}})
         outs = list(await asyncio.gather(*(c(pool) for c in built)))
         for i, o in enumerate(outs):
