@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -179,12 +179,19 @@ class Generate:
         # under (entered here, in the one copy of the pool this call makes)
         self.step_key: str | None = None
 
-    async def sample(self, pool: Pool, n: int, start: int = 0) -> tuple[list[Candidate], Spend]:
-        """Samples ``start .. start+n-1`` of every model (no pool change)."""
+    def sample(
+        self, pool: Pool, n: int, start: int = 0
+    ) -> Coroutine[Any, Any, tuple[list[Candidate], Spend]]:
+        """Samples ``start .. start+n-1`` of every model (no pool change); await it."""
         system = pool.system if pool.system is not None else self.config.system
         messages = _messages(system, pool.query)
-        if len(self.models) == 1:  # no task per call for the common case
-            return await self._one(self.models[0], messages, n, start)
+        if len(self.models) == 1:  # the one model's coroutine itself: no task, no frame
+            return self._one(self.models[0], messages, n, start)
+        return self._ensemble(messages, n, start)
+
+    async def _ensemble(
+        self, messages: tuple[Message, ...], n: int, start: int
+    ) -> tuple[list[Candidate], Spend]:
         results = list(
             await asyncio.gather(*(self._one(m, messages, n, start) for m in self.models))
         )
@@ -234,12 +241,7 @@ class Generate:
         return out, _spend(c)
 
     async def __call__(self, pool: Pool) -> Pool:
-        if len(self.models) == 1:  # straight to the one model: no extra coroutine
-            system = pool.system if pool.system is not None else self.config.system
-            messages = _messages(system, pool.query)
-            cands, spend = await self._one(self.models[0], messages, self.config.n, 0)
-        else:
-            cands, spend = await self.sample(pool, self.config.n)
+        cands, spend = await self.sample(pool, self.config.n)
         step, self.step_key = self.step_key, None
         if self.config.replace:
             return pool.with_candidates(cands, spend, step=step)
