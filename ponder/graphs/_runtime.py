@@ -355,6 +355,10 @@ class _NodeRunner(Generic[S]):
         step = meta.get("step", 0) + 1
         visits = meta.get("visits", {}).get(name, 0) + 1
         outputs = state.get("outputs", {})
+        if len(preds) == 1 and name != g.entry:  # a chain link: its one predecessor's output
+            link: dict[str, Any] = {"visits": self._one_visit, "stamps": {name: step}, "step": 1}
+            raw = outputs.get(preds[0])
+            return (None if raw is None else g._load(raw)), link, visits
         stamps = meta.get("stamps", {})
         seen = meta.get("consumed", {}).get(name, 0)
         if name == g.entry and not any(p in outputs for p in preds):
