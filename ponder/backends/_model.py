@@ -365,15 +365,7 @@ class Model:
         tally = _Tally()  # this call's own requests and cost, whatever runs beside it
         if missing:
             plan = self._plan(missing, p)
-            if len(plan) == 1 and plan[0][0] == [0]:  # one sample: no bookkeeping to do
-                choices, usage = await self._request(messages, plan[0][1], 1, tally)
-                only = choices[0]
-                if only.index != 0:
-                    only = Choice(0, only.text, only.finish_reason, only.logprobs)
-                if key is not None:
-                    await self._cache_put(key, [only])
-                got[0] = only
-            elif len(plan) == 1:
+            if len(plan) == 1:
                 usage = await self._fetch(key, messages, plan[0][1], plan[0][0], got, tally)
             else:
                 errors: list[PonderError] = []
