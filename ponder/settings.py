@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         None, gt=0, description="Seconds a Redis cache entry lives (None: forever)."
     )
     max_concurrency: int = Field(256, ge=1, description="In-flight requests per endpoint.")
+    schedule: Literal["fifo", "las"] = Field(
+        "las",
+        description="Order of requests waiting for an endpoint slot: 'las' (least attained "
+        "service: the run that has had the fewest requests goes first) or 'fifo'.",
+    )
     max_retries: int = Field(4, ge=0, le=50, description="Retries after the first attempt.")
     retry_initial: float = Field(0.5, gt=0, description="First backoff in seconds.")
     retry_max: float = Field(30.0, gt=0, description="Longest backoff in seconds.")

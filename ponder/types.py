@@ -161,6 +161,7 @@ class Choice:
     finish_reason: FinishReason = "stop"
     logprobs: tuple[TokenLogprob, ...] | None = None
     cached: bool = False
+    usage: Usage | None = None  # this sample's share of its request's usage
 
     @property
     def mean_logprob(self) -> float | None:
@@ -174,7 +175,9 @@ class Choice:
 class Completion:
     """The answer to one ``generate`` call: ``n`` choices, the usage billed and its cost.
 
-    Choices served from the response cache are marked ``cached`` and bill nothing.
+    Choices served from the response cache are marked ``cached`` and bill nothing:
+    ``cached_usage`` is what they used when they were first generated and
+    ``saved_cost`` what they would have cost now.
     """
 
     model: str
@@ -182,6 +185,8 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     cost: float = 0.0
     requests: int = 0
+    cached_usage: Usage = field(default_factory=Usage)
+    saved_cost: float = 0.0
 
     @property
     def text(self) -> str:

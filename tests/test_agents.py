@@ -239,9 +239,9 @@ async def test_adaptive_vote_stops_once_the_leader_is_settled() -> None:
     ada = AdaptiveVote(Generate(fake, GenerateConfig(n=16)), AdaptiveVoteConfig(max_samples=16))
     pool = await ada(Pool(query="q"))
     assert pool.final == "7"
-    assert ada.last is not None
-    assert ada.last.samples_used == 4  # P(leader) after 3-0 is 0.9375, after 4-0 0.969
-    assert ada.last.samples_saved == 12
+    assert pool.vote is not None
+    assert pool.vote.samples_used == 4  # P(leader) after 3-0 is 0.9375, after 4-0 0.969
+    assert pool.vote.samples_saved == 12
     assert len(pool.candidates) == 4
 
 
@@ -368,10 +368,12 @@ async def test_generate_ensembles_models_and_records_provenance() -> None:
 
 
 def test_registry_names_components_and_refuses_unknown_ones() -> None:
-    assert get_component("vote") is Vote
-    assert get_component("adaptive_vote") is AdaptiveVote
+    assert get_component("vote").cls is Vote
+    assert get_component("adaptive_vote").cls is AdaptiveVote
     with pytest.raises(ConfigurationError, match="unknown component 'nope'"):
         get_component("nope")
+    with pytest.raises(ConfigurationError, match="did you mean 'vote'"):
+        get_component("vot")
 
 
 # -- unit tests for code ----------------------------------------------------------------

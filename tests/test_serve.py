@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import ClassVar
 
 import httpx
 import openai
@@ -18,13 +18,12 @@ import uvicorn
 from pydantic import BaseModel
 
 from ponder import Settings
-from ponder.agents import Pool
+from ponder.agents import Pool, register_component, unregister_component
 from ponder.apps._serve_settings import ServeSettings
 from ponder.apps.server import PonderServer
 from ponder.testing import StandinConfig, StandinServer
 from ponder.testing.oracle import OracleConfig, ProblemBank
 from ponder.workflows import Workflow, WorkflowSpec
-from ponder.workflows._build import COMPONENT_FACTORIES, _Factory
 
 ORACLE = OracleConfig(accuracy={"m": 0.7})
 BANK = ProblemBank(ORACLE.bank_seed, ORACLE.distractors)
@@ -254,6 +253,7 @@ class SlowConfig(BaseModel):
 class Slow:
     """A node that waits; records whether it was cancelled."""
 
+    name: ClassVar[str] = "slow"
     started: asyncio.Event
     cancelled: list[bool]
 
@@ -271,6 +271,8 @@ class Slow:
 
 
 class Boom:
+    name: ClassVar[str] = "boom"
+
     def __init__(self, _config: SlowConfig) -> None:
         pass
 
@@ -279,14 +281,13 @@ class Boom:
 
 
 @pytest.fixture
-def test_components(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_components() -> Iterator[None]:
     Slow.started, Slow.cancelled = asyncio.Event(), []
-    factories: dict[str, Any] = {
-        "slow": _Factory(SlowConfig, False, lambda c, _m, _p: Slow(c)),  # type: ignore[arg-type]
-        "boom": _Factory(SlowConfig, False, lambda c, _m, _p: Boom(c)),  # type: ignore[arg-type]
-    }
-    for k, v in factories.items():
-        monkeypatch.setitem(COMPONENT_FACTORIES, k, v)
+    register_component(config=SlowConfig, models="none")(Slow)
+    register_component(config=SlowConfig, models="none")(Boom)
+    yield
+    unregister_component("slow")
+    unregister_component("boom")
 
 
 def one_node(name: str, component: str, url: str) -> Workflow:

@@ -47,7 +47,9 @@ from ponder.agents._components import (
     AdaptiveVoteConfig,
     BestOfN,
     BestOfNConfig,
+    CheckConfig,
     Component,
+    ComponentInfo,
     Critic,
     Fuser,
     FuserConfig,
@@ -68,6 +70,7 @@ from ponder.agents._components import (
     parse_ranking,
     parse_verdict,
     register_component,
+    unregister_component,
 )
 from ponder.agents._search import (
     MCTS,
@@ -100,7 +103,9 @@ __all__ = [
     "Candidate",
     "Cascade",
     "CascadeConfig",
+    "CheckConfig",
     "Component",
+    "ComponentInfo",
     "ConfidenceVote",
     "ConfidenceVoteConfig",
     "Critic",
@@ -158,6 +163,7 @@ __all__ = [
     "register_component",
     "split_tests",
     "survivors",
+    "unregister_component",
     "verifier_quality",
     "vote",
 ]

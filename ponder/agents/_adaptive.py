@@ -102,7 +102,7 @@ def cascade_accepts(
     return conf >= threshold, conf
 
 
-@register_component
+@register_component(config=CascadeConfig, models="many")
 class Cascade:
     """Models from cheapest to strongest; each stage samples, and the cascade stops at the
     first stage whose confidence reaches the threshold (the last stage always answers)."""
@@ -270,7 +270,7 @@ def confidence_weight(candidate: Candidate, how: str = "probability") -> float:
     return w
 
 
-@register_component
+@register_component(config=ConfidenceVoteConfig, models="none")
 class ConfidenceVote:
     """Self-consistency with each sample weighted by :func:`confidence_weight` (RPC-style
     perplexity-consistency). Generate with ``logprobs=True`` to give it a signal."""
@@ -327,7 +327,7 @@ class _Partial:
     done: bool = False
 
 
-@register_component
+@register_component(config=EarlyRejectionConfig, prm=True)
 class EarlyRejection:
     """Sample ``samples`` step-by-step solutions; every ``checkpoint_steps`` steps a
     process reward model scores the unfinished ones and only :func:`survivors` go on; the
@@ -389,7 +389,7 @@ class EarlyRejection:
             live = [live[i] for i in keep]
         cands = [
             Candidate.read(
-                id=f"early_rejection:{i}",
+                id=f"{cfg.slot or 'early_rejection'}:{i}",
                 text=START + p.text,
                 kind=cfg.answer_kind,
                 provenance=Provenance(component=self.name, model=self.model.id, index=i),
@@ -422,7 +422,12 @@ def accept_step(scores: Sequence[float] | None, threshold: float) -> bool:
     return scores is not None and len(scores) > 0 and scores[-1] >= threshold
 
 
-@register_component
+@register_component(
+    config=SpeculativeConfig,
+    models="many",
+    prm=True,
+    build=lambda c, ms, p: SpeculativeReasoning(ms[0], ms[-1], ProcessRewardModel(p or ms[-1]), c),
+)
 class SpeculativeReasoning:
     """``small`` drafts each step; ``judge`` (a process reward model on the large model)
     scores it; the large model rewrites only the rejected steps. Reports the share of
@@ -561,7 +566,9 @@ async def _next_step(
         seed=seed,
     )
     body = out.text[len(prefix) :] if out.text.startswith(prefix) else out.text
-    return body.strip("\n").split("\n")[0].strip(), Spend.of(out.usage, out.cost, out.requests)
+    return body.strip("\n").split("\n")[0].strip(), Spend.of(
+        out.usage, out.cost, out.requests, out.cached_usage, out.saved_cost
+    )
 
 
 def _sys(text: str) -> list[Message]:

@@ -65,7 +65,7 @@ class WriteTestsConfig(JudgeConfig):
     samples: int = Field(1, ge=1, description="Test-writing calls; their tests are pooled.")
 
 
-@register_component
+@register_component(config=WriteTestsConfig)
 class WriteTests:
     """A model writes unit tests for the query; they go to ``pool.tests``."""
 
@@ -139,7 +139,7 @@ class RunTestsConfig(_Config):
     score_name: str = "tests"
 
 
-@register_component
+@register_component(config=RunTestsConfig, models="none")
 class RunTests:
     """Run each candidate's code against ``pool.tests``; score = share of tests passed.
 
@@ -235,7 +235,7 @@ def probes_from_tests(tests: tuple[str, ...] | list[str]) -> list[str]:
     return out
 
 
-@register_component
+@register_component(config=ExecutionVoteConfig, models="none")
 class ExecutionVote:
     """Vote over code by behaviour: run every candidate on the same probe inputs and group
     candidates whose outputs agree (AlphaCode-style clustering); the largest group wins.

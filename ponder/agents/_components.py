@@ -12,11 +12,12 @@ never ends the run.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import re
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import replace
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, overload, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +27,7 @@ from ponder.agents._answers import (
     normalize_answer,
 )
 from ponder.agents._state import Candidate, Pool, Provenance, Spend
-from ponder.agents._vote import VoteResult, leader_settled_probability, vote
+from ponder.agents._vote import leader_settled_probability, vote
 from ponder.backends import Model
 from ponder.errors import ConfigurationError
 from ponder.types import Choice, Completion, GenerateParams, Message
@@ -36,6 +37,7 @@ __all__ = [
     "AdaptiveVote",
     "BestOfN",
     "Component",
+    "ComponentInfo",
     "Critic",
     "Fuser",
     "Generate",
@@ -46,7 +48,10 @@ __all__ = [
     "Vote",
     "get_component",
     "register_component",
+    "unregister_component",
 ]
+
+T = TypeVar("T")
 
 GENERATOR_SYSTEM = (
     "Solve the problem. Think step by step, then give the final answer as \\boxed{ANSWER}."
@@ -80,40 +85,135 @@ _CRITIQUE_LINE = re.compile(r"^\s*(?:Candidate\s*(\d+)\s*:|\[(\d+)\])\s*(.*)$", 
 class _Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    slot: str | None = Field(
+        None,
+        description="Where the component sits in a workflow (node.position; set by the "
+        "workflow). Ids of the candidates it makes start with it, so two slots that call "
+        "one model keep their candidates apart.",
+    )
+
+
+def _origin(name: str, cfg: _Config, model: str, layer: int | None = None) -> str:
+    """The prefix of a component's candidate ids: its slot where it has one."""
+    if cfg.slot is not None:
+        return f"{cfg.slot}:{model}:"
+    return f"{name}:{model}:" if layer is None else f"{name}:{model}:{layer}:"
+
 
 @runtime_checkable
 class Component(Protocol):
-    """``await component(pool)`` returns a new pool."""
+    """``await component(pool)`` returns a new pool.
+
+    A component keeps only its configuration and the models it was given: it is
+    stateless between calls and reentrant, so one instance serves every concurrent run.
+    Per-call data travels in the pool."""
 
     name: ClassVar[str]
 
     async def __call__(self, pool: Pool) -> Pool: ...
 
 
-COMPONENTS: dict[str, type[Any]] = {}
+Arity = Literal["none", "one", "many"]
+Builder = Callable[[Any, list[Model], "Model | None"], Any]
 
 
-def register_component(cls: type[Any]) -> type[Any]:
-    """Class decorator: make a component addressable by its ``name`` (workflows, YAML)."""
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"{cls.__name__} needs a class attribute 'name'")
-    if name in COMPONENTS and COMPONENTS[name] is not cls:
-        raise ConfigurationError(f"a component named {name!r} is already registered")
-    COMPONENTS[name] = cls
-    return cls
+@dataclass(frozen=True)
+class ComponentInfo:
+    """What a workflow needs to know to build a registered component from YAML: its config
+    class, how many models it takes, whether it takes a step scorer (``prm_model``) and
+    how to build it."""
+
+    name: str
+    cls: type[Any]
+    config: type[BaseModel] | None
+    models: Arity
+    prm: bool
+    build: Builder
+
+    @property
+    def needs_model(self) -> bool:
+        return self.models != "none"
 
 
-def get_component(name: str) -> type[Any]:
+COMPONENTS: dict[str, ComponentInfo] = {}
+"""The one component registry: name -> :class:`ComponentInfo` (YAML reads it)."""
+
+
+def _default_builder(cls: type[Any], models: Arity, prm: bool) -> Builder:
+    def build(config: Any, ms: list[Model], p: Model | None) -> Any:
+        if models == "none":
+            return cls(config)
+        if prm:
+            from ponder.agents._search import ProcessRewardModel
+
+            return cls(ms[0], ProcessRewardModel(p or ms[0]), config)
+        return cls(ms if models == "many" else ms[0], config)
+
+    return build
+
+
+@overload
+def register_component(cls: type[T]) -> type[T]: ...
+@overload
+def register_component(
+    *,
+    config: type[BaseModel] | None = None,
+    models: Arity = "one",
+    prm: bool = False,
+    build: Builder | None = None,
+) -> Callable[[type[T]], type[T]]: ...
+def register_component(
+    cls: type[T] | None = None,
+    *,
+    config: type[BaseModel] | None = None,
+    models: Arity = "one",
+    prm: bool = False,
+    build: Builder | None = None,
+) -> type[T] | Callable[[type[T]], type[T]]:
+    """Class decorator: make a component addressable by its ``name`` (workflows, YAML).
+
+    ``@register_component(config=MyConfig, models="one")`` declares what YAML needs:
+    the config class its parameters validate against, how many models it takes
+    (``none``, ``one``, ``many``), whether it takes a step scorer (``prm``), and
+    optionally ``build(config, models, prm_model)``; by default it is built as
+    ``cls(config)``, ``cls(model, config)``, ``cls(models, config)`` or
+    ``cls(model, ProcessRewardModel(prm_model), config)``. A bare ``@register_component``
+    registers a component for Python use only (YAML refuses it with a message).
+    """
+
+    def deco(c: type[T]) -> type[T]:
+        name = getattr(c, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"{c.__name__} needs a class attribute 'name'")
+        old = COMPONENTS.get(name)
+        if old is not None and old.cls is not c:
+            raise ConfigurationError(f"a component named {name!r} is already registered")
+        COMPONENTS[name] = ComponentInfo(
+            name, c, config, models, prm, build or _default_builder(c, models, prm)
+        )
+        return c
+
+    return deco(cls) if cls is not None else deco
+
+
+def unregister_component(name: str) -> None:
+    """Remove a registered component (tests that register their own)."""
+    COMPONENTS.pop(name, None)
+
+
+def get_component(name: str) -> ComponentInfo:
+    """The registry entry of ``name``; unknown names get a suggestion."""
     try:
         return COMPONENTS[name]
     except KeyError:
         known = ", ".join(sorted(COMPONENTS))
-        raise ConfigurationError(f"unknown component {name!r}; known: {known}") from None
+        close = difflib.get_close_matches(name, list(COMPONENTS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigurationError(f"unknown component {name!r}{hint} (known: {known})") from None
 
 
 def _spend(c: Completion) -> Spend:
-    return Spend.of(c.usage, c.cost, c.requests)
+    return Spend.of(c.usage, c.cost, c.requests, c.cached_usage, c.saved_cost)
 
 
 def _listing(candidates: Sequence[Candidate]) -> str:
@@ -160,7 +260,7 @@ class GenerateConfig(_Config):
     logprobs: bool = Field(False, description="Ask for logprobs; sets scores['mean_logprob'].")
 
 
-@register_component
+@register_component(config=GenerateConfig, models="many")
 class Generate:
     """N samples from one model, or from each of several models (an ensemble).
 
@@ -175,9 +275,6 @@ class Generate:
         if not self.models:
             raise ConfigurationError("Generate needs at least one model")
         self.config = config or GenerateConfig()
-        # set by a workflow step before each call: the ledger key this call's spend goes
-        # under (entered here, in the one copy of the pool this call makes)
-        self.step_key: str | None = None
 
     def sample(
         self, pool: Pool, n: int, start: int = 0
@@ -218,7 +315,7 @@ class Generate:
                 logprobs=cfg.logprobs,
             )
             choices = [replace(ch, index=start + ch.index) for ch in c.choices]
-        prefix = f"{self.name}:{model.id}:{cfg.layer}:"
+        prefix = _origin(self.name, cfg, model.id, cfg.layer)
         out = []
         for ch in choices:
             lp = ch.mean_logprob
@@ -242,10 +339,9 @@ class Generate:
 
     async def __call__(self, pool: Pool) -> Pool:
         cands, spend = await self.sample(pool, self.config.n)
-        step, self.step_key = self.step_key, None
         if self.config.replace:
-            return pool.with_candidates(cands, spend, step=step)
-        return pool.with_candidates(pool.candidates + tuple(cands), spend, step=step)
+            return pool.with_candidates(cands, spend)
+        return pool.with_candidates(pool.candidates + tuple(cands), spend)
 
 
 # -- vote -----------------------------------------------------------------------------------
@@ -257,7 +353,7 @@ class VoteConfig(_Config):
     seed: int = 0
 
 
-@register_component
+@register_component(config=VoteConfig, models="none")
 class Vote:
     """Self-consistency: the most common (or most heavily weighted) answer wins."""
 
@@ -265,17 +361,15 @@ class Vote:
 
     def __init__(self, config: VoteConfig | None = None):
         self.config = config or VoteConfig()
-        self.last: VoteResult | None = None
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
         result = vote(pool.candidates, kind=cfg.answer_kind, weight=cfg.weight, seed=cfg.seed)
-        self.last = result
         note = (
             f"vote: {result.answer!r} with {result.support:.0%} of {result.counted} counted"
             f" ({result.abstained} abstained)"
         )
-        return pool.model_copy(update={"final": result.answer}).noted(note)
+        return pool.model_copy(update={"final": result.answer, "vote": result}).noted(note)
 
 
 class AdaptiveVoteConfig(_Config):
@@ -287,7 +381,11 @@ class AdaptiveVoteConfig(_Config):
     seed: int = 0
 
 
-@register_component
+@register_component(
+    config=AdaptiveVoteConfig,
+    models="many",
+    build=lambda c, ms, _p: AdaptiveVote(Generate(ms, GenerateConfig(slot=c.slot)), c),
+)
 class AdaptiveVote:
     """Sample until the leading answer is settled, then vote (Adaptive-Consistency).
 
@@ -301,7 +399,6 @@ class AdaptiveVote:
     def __init__(self, generate: Generate, config: AdaptiveVoteConfig | None = None):
         self.generate = generate
         self.config = config or AdaptiveVoteConfig()
-        self.last: VoteResult | None = None
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
@@ -325,9 +422,8 @@ class AdaptiveVote:
         result = result.model_copy(
             update={"samples_used": len(cands), "samples_saved": cfg.max_samples - len(cands)}
         )
-        self.last = result
         out = pool.with_candidates([*pool.candidates, *cands], spend)
-        return out.model_copy(update={"final": result.answer}).noted(
+        return out.model_copy(update={"final": result.answer, "vote": result}).noted(
             f"adaptive vote: {result.answer!r} after {len(cands)} samples "
             f"({result.samples_saved} saved)"
         )
@@ -353,7 +449,7 @@ def parse_verdict(text: str) -> bool | None:
     return found[-1].lower() in ("yes", "correct")
 
 
-@register_component
+@register_component(config=VerifierConfig)
 class ModelVerifier:
     """A model reasons about each candidate, then says 'Verdict: yes' or 'Verdict: no'.
 
@@ -399,24 +495,47 @@ class ModelVerifier:
         return pool.with_candidates([c for c, _ in results], sum((s for _, s in results), Spend()))
 
 
-@register_component
+class CheckConfig(_Config):
+    kind: AnswerKind = Field("math", description="How answers are compared.")
+    score_name: str = "check"
+
+
+@register_component(
+    config=CheckConfig,
+    models="none",
+    build=lambda c, _m, _p: ProgrammaticVerifier.against_reference(c.kind, c.score_name),
+)
 class ProgrammaticVerifier:
     """A verifier in code: ``check(answer, candidate) -> bool | None``.
 
     ``ProgrammaticVerifier.math(reference)`` checks mathematical equivalence with a known
-    answer (``math-verify`` when installed).
+    answer (``math-verify`` when installed); ``against_reference(kind)`` checks against
+    each pool's own ``reference`` (what YAML's ``check`` step does, e.g. in evaluation).
     """
 
     name: ClassVar[str] = "check"
 
     def __init__(
         self,
-        check: Callable[[str, Candidate], bool | None],
+        check: Callable[[str, Candidate], bool | None] | None = None,
         *,
         score_name: str = "check",
+        reference_kind: AnswerKind | None = None,
     ):
+        if check is None and reference_kind is None:
+            raise ConfigurationError(
+                "ProgrammaticVerifier needs a check function or reference_kind"
+            )
         self.check = check
         self.score_name = score_name
+        self.reference_kind = reference_kind
+
+    @classmethod
+    def against_reference(
+        cls, kind: AnswerKind = "math", score_name: str = "check"
+    ) -> ProgrammaticVerifier:
+        """Compare each answer with the pool's ``reference`` (None where it has none)."""
+        return cls(score_name=score_name, reference_kind=kind)
 
     @classmethod
     def math(cls, reference: str, kind: AnswerKind = "math") -> ProgrammaticVerifier:
@@ -426,12 +545,21 @@ class ProgrammaticVerifier:
 
     async def __call__(self, pool: Pool) -> Pool:
         out = []
+        ref, kind = pool.reference, self.reference_kind
         for c in pool.candidates:
             if c.answer is None:
                 out.append(c.judged(self.score_name, None, "no answer to check"))
                 continue
+            if self.check is None and ref is None:
+                out.append(c.judged(self.score_name, None, "the query has no reference"))
+                continue
             try:
-                ok = self.check(c.answer, c)
+                if self.check is not None:
+                    ok = self.check(c.answer, c)
+                else:
+                    assert ref is not None
+                    assert kind is not None
+                    ok = answers_equivalent(c.answer, ref, kind)
             except Exception as e:
                 out.append(c.judged(self.score_name, None, f"checker failed: {e!r}"))
                 continue
@@ -479,7 +607,7 @@ def parse_ranking(text: str, count: int) -> list[int] | None:
     return order + [k for k in range(count) if k not in order]
 
 
-@register_component
+@register_component(config=JudgeConfig)
 class Critic:
     """One call reviews every candidate; each gets its critique (strengths, weaknesses)."""
 
@@ -519,7 +647,7 @@ class RankerConfig(JudgeConfig):
     mode: str = Field("listwise", pattern="^(listwise|pairwise)$")
 
 
-@register_component
+@register_component(config=RankerConfig)
 class Ranker:
     """Rank candidates (one listwise call, or a pairwise knockout) and keep the top k.
 
@@ -601,7 +729,7 @@ class FuserConfig(JudgeConfig):
     layer: int = 1
 
 
-@register_component
+@register_component(config=FuserConfig)
 class Fuser:
     """Mixture-of-agents: synthesise the candidates into ``n`` new ones (which replace them)."""
 
@@ -635,7 +763,7 @@ class Fuser:
         for ch in out.choices:
             fused.append(
                 Candidate.read(
-                    id=f"{self.name}:{self.model.id}:{cfg.layer}:{ch.index}",
+                    id=_origin(self.name, cfg, self.model.id, cfg.layer) + str(ch.index),
                     text=ch.text,
                     kind=cfg.answer_kind,
                     provenance=Provenance(
@@ -661,7 +789,7 @@ class BestOfNConfig(_Config):
     answer_kind: AnswerKind = "auto"
 
 
-@register_component
+@register_component(config=BestOfNConfig, models="none")
 class BestOfN:
     """Pick the candidate with the highest ``score`` (ties: the most voted answer, then the
     first). Candidates without the score rank last; with none scored, the vote decides."""
@@ -697,7 +825,10 @@ class RefineConfig(_Config):
     answer_kind: AnswerKind = "auto"
 
 
-@register_component
+@register_component(
+    config=RefineConfig,
+    build=lambda c, ms, _p: Refine(ms[0], ModelVerifier(ms[0]), config=c),
+)
 class Refine:
     """Feedback then revision, per candidate, until the verifier accepts or rounds run out.
 

@@ -175,13 +175,15 @@ class _Stepper:
 
         await asyncio.gather(*(one(n) for n in nodes))
 
-    def finish(self, pool: Pool, finished: list[_Node], label: str, note: str) -> Pool:
+    def finish(
+        self, pool: Pool, finished: list[_Node], label: str, note: str, slot: str | None = None
+    ) -> Pool:
         how = self.step.aggregate
         cands = []
         for i, n in enumerate(sorted(finished, key=lambda n: -n.value(how))):
             cands.append(
                 Candidate.read(
-                    id=f"{label}:{i}",
+                    id=f"{slot or label}:{i}",
                     text=self.step.start + n.text,
                     kind=self.step.answer_kind,
                     scores={"prm": n.value(how)},
@@ -205,7 +207,7 @@ class BeamSearchConfig(_Config):
     step: StepConfig = Field(default_factory=StepConfig)
 
 
-@register_component
+@register_component(config=BeamSearchConfig, prm=True)
 class BeamSearch:
     """Keep the ``beam_width`` best partial solutions (by step score) at every depth."""
 
@@ -238,7 +240,9 @@ class BeamSearch:
             if len(finished) >= cfg.beam_width or not beam:
                 break
         finished = finished or beam
-        return s.finish(pool, finished, self.name, f"beam search: {len(finished)} finished")
+        return s.finish(
+            pool, finished, self.name, f"beam search: {len(finished)} finished", cfg.slot
+        )
 
 
 # -- particle filtering -----------------------------------------------------------------------
@@ -252,7 +256,7 @@ class ParticleFilterConfig(_Config):
     step: StepConfig = Field(default_factory=StepConfig)
 
 
-@register_component
+@register_component(config=ParticleFilterConfig, prm=True)
 class ParticleFilter:
     """Particle filtering over steps (Puri et al., 2025): extend every particle by one
     step, weight it by its step score, resample; finished particles leave the pool.
@@ -290,7 +294,9 @@ class ParticleFilter:
             alive = rng.choices(running, weights=weights, k=cfg.particles - len(finished))
             alive = [_Node(n.text, n.depth, list(n.steps), False, n.parent) for n in alive]
         finished = finished or alive
-        out = s.finish(pool, finished, self.name, f"particle filter: {len(finished)} finished")
+        out = s.finish(
+            pool, finished, self.name, f"particle filter: {len(finished)} finished", cfg.slot
+        )
         mine = [c for c in out.candidates if c.provenance.component == self.name]
         result = vote(mine, kind=cfg.step.answer_kind, weight="prm", seed=cfg.step.seed)
         return out.model_copy(update={"final": result.answer})
@@ -309,7 +315,7 @@ class MCTSConfig(_Config):
     step: StepConfig = Field(default_factory=StepConfig)
 
 
-@register_component
+@register_component(config=MCTSConfig, prm=True)
 class MCTS:
     """Monte Carlo tree search over steps with UCT selection.
 
@@ -397,7 +403,7 @@ class MCTS:
             while best.children:
                 best = max(best.children, key=lambda ch: ch.visits)
             finished = [await self._rollout(s, pool.query, best)]
-        return s.finish(pool, finished, self.name, f"mcts: {len(finished)} finished")
+        return s.finish(pool, finished, self.name, f"mcts: {len(finished)} finished", cfg.slot)
 
 
 # -- first finish ----------------------------------------------------------------------------
@@ -413,7 +419,7 @@ class FirstFinishConfig(_Config):
     answer_kind: AnswerKind = "auto"
 
 
-@register_component
+@register_component(config=FirstFinishConfig)
 class FirstFinish:
     """Start ``launch`` samples, keep the first ``keep`` to finish, cancel the rest, vote.
 
@@ -439,7 +445,7 @@ class FirstFinish:
                 seed=cfg.seed + i,
             )
             return Candidate.read(
-                id=f"{self.name}:{i}",
+                id=f"{cfg.slot or self.name}:{i}",
                 text=out.text,
                 kind=cfg.answer_kind,
                 provenance=Provenance(

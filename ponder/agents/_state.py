@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ponder.agents._answers import AnswerKind, extract_answer
 from ponder.types import Usage
 
-__all__ = ["Candidate", "Pool", "Provenance", "Spend", "merge_pools"]
+__all__ = ["Candidate", "Pool", "Provenance", "Spend", "VoteResult", "merge_pools"]
 
 
 class Provenance(BaseModel):
@@ -34,40 +34,66 @@ class Provenance(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Spend:
-    """Tokens, requests and dollars a step used (a plain dataclass: it is added up a lot)."""
+    """Tokens, requests and dollars a step used (a plain dataclass: it is added up a lot).
+
+    ``prompt_tokens``, ``completion_tokens`` and ``cost`` are what was generated (and
+    billed) now; ``cached_tokens`` is what samples served from the response cache had
+    used when they were generated, and ``saved_cost`` what they would have cost, so two
+    runs compare the same whatever the cache held."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     requests: int = 0
     cost: float = 0.0
+    cached_tokens: int = 0
+    saved_cost: float = 0.0
 
     @property
     def total_tokens(self) -> int:
+        """Tokens generated now (not counting cache hits)."""
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def all_tokens(self) -> int:
+        """Tokens of the whole work, generated now or served from the cache."""
+        return self.prompt_tokens + self.completion_tokens + self.cached_tokens
 
     def __add__(self, other: Spend) -> Spend:
         return Spend(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            requests=self.requests + other.requests,
-            cost=self.cost + other.cost,
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.requests + other.requests,
+            self.cost + other.cost,
+            self.cached_tokens + other.cached_tokens,
+            self.saved_cost + other.saved_cost,
         )
 
     def __sub__(self, other: Spend) -> Spend:
         return Spend(
-            prompt_tokens=self.prompt_tokens - other.prompt_tokens,
-            completion_tokens=self.completion_tokens - other.completion_tokens,
-            requests=self.requests - other.requests,
-            cost=self.cost - other.cost,
+            self.prompt_tokens - other.prompt_tokens,
+            self.completion_tokens - other.completion_tokens,
+            self.requests - other.requests,
+            self.cost - other.cost,
+            self.cached_tokens - other.cached_tokens,
+            self.saved_cost - other.saved_cost,
         )
 
     @classmethod
-    def of(cls, usage: Usage, cost: float = 0.0, requests: int = 0) -> Spend:
+    def of(
+        cls,
+        usage: Usage,
+        cost: float = 0.0,
+        requests: int = 0,
+        cached: Usage | None = None,
+        saved: float = 0.0,
+    ) -> Spend:
         return cls(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            requests=requests,
-            cost=cost,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            requests,
+            cost,
+            cached.total_tokens if cached is not None else 0,
+            saved,
         )
 
 
@@ -123,6 +149,27 @@ class Candidate(BaseModel):
         return self.model_copy(update=update)
 
 
+class VoteResult(BaseModel):
+    """The winner of a vote and how it was reached.
+
+    ``answer`` is the winning answer as first written by a candidate (None if no candidate
+    had a parseable answer); ``key`` its normalised form; ``tally`` the weight per key;
+    ``support`` the winner's share of the counted weight; ``abstained`` the candidates
+    without an answer (or with zero weight).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    answer: str | None
+    key: str | None
+    tally: dict[str, float]
+    support: float
+    counted: int
+    abstained: int
+    samples_used: int = 0
+    samples_saved: int = 0
+
+
 class Pool(BaseModel):
     """A query, its candidates, and the run's record (spend, notes, the chosen answer)."""
 
@@ -138,6 +185,9 @@ class Pool(BaseModel):
     tests: tuple[str, ...] = Field((), description="Unit tests for a coding query.")
     ledger: dict[str, Spend] = Field(
         default_factory=dict, description="Spend per workflow step (merged across branches)."
+    )
+    vote: VoteResult | None = Field(
+        None, description="How the last vote that set ``final`` was reached."
     )
 
     def with_candidates(
@@ -201,6 +251,7 @@ def merge_pools(pools: Sequence[Pool]) -> Pool:
     for p in pools:
         notes += [n for n in p.notes if n not in notes]
     finals = [p.final for p in pools if p.final is not None]
+    votes = [p.vote for p in pools if p.vote is not None]
     return first.model_copy(
         update={
             "candidates": tuple(by_id.values()),
@@ -208,6 +259,7 @@ def merge_pools(pools: Sequence[Pool]) -> Pool:
             "spend": unledgered + sum(ledger.values(), Spend()),
             "notes": tuple(notes),
             "final": finals[-1] if finals else None,
+            "vote": votes[-1] if votes else None,
             "tests": next((p.tests for p in pools if p.tests), ()),
         }
     )

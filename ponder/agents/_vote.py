@@ -6,33 +6,10 @@ import math
 import random
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict
-
 from ponder.agents._answers import AnswerKind, normalize_answer
-from ponder.agents._state import Candidate
+from ponder.agents._state import Candidate, VoteResult
 
 __all__ = ["VoteResult", "leader_settled_probability", "vote"]
-
-
-class VoteResult(BaseModel):
-    """The winner of a vote and how it was reached.
-
-    ``answer`` is the winning answer as first written by a candidate (None if no candidate
-    had a parseable answer); ``key`` its normalised form; ``tally`` the weight per key;
-    ``support`` the winner's share of the counted weight; ``abstained`` the candidates
-    without an answer (or with zero weight).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    answer: str | None
-    key: str | None
-    tally: dict[str, float]
-    support: float
-    counted: int
-    abstained: int
-    samples_used: int = 0
-    samples_saved: int = 0
 
 
 def vote(

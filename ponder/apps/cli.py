@@ -228,16 +228,18 @@ def _print_summaries(sums: list[Any]) -> None:
 
     table = Table(title="ponder eval")
     for col in ("workflow", "dataset", "items", "accuracy", "95% CI", "tokens", "$/item",
-                "p50 s", "p90 s", "p99 s", "errors"):  # fmt: skip
+                "cached tok", "saved $/item", "p50 s", "p90 s", "p99 s", "errors"):  # fmt: skip
         table.add_column(col)
     for s in sums:
         lo, hi = s.ci95
         table.add_row(
             s.workflow, s.dataset, str(s.items), f"{s.accuracy:.3f}", f"[{lo:.3f}, {hi:.3f}]",
-            f"{s.tokens_per_item:.0f}", f"{s.cost_per_item:.5f}", f"{s.latency_p50:.2f}",
+            f"{s.tokens_per_item:.0f}", f"{s.cost_per_item:.5f}",
+            f"{s.cached_tokens_per_item:.0f}", f"{s.saved_cost_per_item:.5f}",
+            f"{s.latency_p50:.2f}",
             f"{s.latency_p90:.2f}", f"{s.latency_p99:.2f}", str(s.errors),
         )  # fmt: skip
-    con = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+    con = Console(highlight=False, width=None if sys.stdout.isatty() else 190)
     con.print(table)
     for s in sums:
         if s.curve:
@@ -271,7 +273,7 @@ def search(
     except (OSError, yaml.YAMLError, ValueError) as e:
         raise ponder.ConfigurationError(f"{space}: not a valid search space: {e}") from None
     result = run_search(sp, load_dataset(dataset), workdir, trials=trials, budget=budget, seed=seed)
-    con = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+    con = Console(highlight=False, width=None if sys.stdout.isatty() else 190)
     table = Table(title=f"ponder search: Pareto front on {dataset}")
     for col in ("stack", "accuracy", "$/item"):
         table.add_column(col)
@@ -634,6 +636,8 @@ def run_workflow(
             "tokens": out.spend.total_tokens,
             "cost": out.spend.cost,
             "requests": out.spend.requests,
+            "cached_tokens": out.spend.cached_tokens,
+            "saved_cost": out.spend.saved_cost,
         }
 
     async def go() -> list[dict[str, Any]]:
@@ -647,6 +651,7 @@ def run_workflow(
         con.print(f"[bold]answer:[/bold] {r['final']}", markup=True)
         con.print(
             f"[dim]{r['tokens']} tokens, {r['requests']} requests, ${r['cost']:.4f}; "
+            f"{r['cached_tokens']} tokens from the cache (saved ${r['saved_cost']:.4f}); "
             f"thread {r['thread']}[/dim]"
         )
         if r.get("failures"):

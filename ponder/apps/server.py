@@ -32,8 +32,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ponder.agents import Candidate, Pool
+from ponder.agents import Candidate, Pool, Spend
 from ponder.apps._serve_settings import ServeSettings
+from ponder.backends import Budget
+from ponder.engine import RedisBudget
 from ponder.graphs import Event, GraphResult
 from ponder.workflows import Workflow, load_workflow
 
@@ -306,6 +308,19 @@ def openapi_schema(workflows: Mapping[str, Workflow]) -> dict[str, Any]:
     }
 
 
+def usage_dict(spend: Spend) -> dict[str, Any]:
+    """OpenAI's usage object for a run: tokens generated now, and in
+    ``prompt_tokens_details.cached_tokens`` the tokens served from the response cache
+    (billed nothing; counted in neither prompt nor completion tokens)."""
+    return {
+        "prompt_tokens": spend.prompt_tokens,
+        "completion_tokens": spend.completion_tokens,
+        "total_tokens": spend.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": spend.cached_tokens},
+        "ponder_saved_cost": spend.saved_cost,
+    }
+
+
 # -- limits --------------------------------------------------------------------------------
 
 
@@ -315,7 +330,7 @@ class Limits:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self._counts: dict[str, int] = {}
-        self._spent: dict[str, int] = {}
+        self._budgets: dict[str, Budget | RedisBudget] = {}
         self._redis: Any = None
         if settings.redis_url:
             import redis.asyncio as aioredis
@@ -344,29 +359,56 @@ class Limits:
                 headers={"Retry-After": wait},
             )
 
+    def budget(self, who: str) -> Budget | RedisBudget | None:
+        """The client's token budget, shared by all its concurrent requests (and, through
+        Redis, by every server process): each model call of its runs reserves on it before
+        it is sent, so concurrent requests cannot overshoot it by more than one call's
+        reservation."""
+        limit = self.settings.token_budget
+        if limit is None:
+            return None
+        b = self._budgets.get(who)
+        if b is None:
+            if self._redis is not None:
+                b = RedisBudget(self._redis, f"serve:{who}", max_tokens=limit)
+            else:
+                b = Budget(max_tokens=limit)
+            self._budgets[who] = b
+        return b
+
     async def spent(self, who: str) -> int:
-        if self._redis is not None:
-            return int(await self._redis.get(f"ponder:spent:{who}") or 0)
-        return self._spent.get(who, 0)
+        b = self.budget(who)
+        if b is None:
+            return 0
+        if isinstance(b, RedisBudget):
+            return await b.total_spent()
+        return b.spent.usage.total_tokens
+
+    async def exhausted(self, who: str) -> bool:
+        b = self.budget(who)
+        if b is None:
+            return False
+        if isinstance(b, RedisBudget):
+            return await b.exhausted() is not None
+        return b.exhausted() is not None
+
+    def _quota_error(self) -> ApiError:
+        return ApiError(
+            429,
+            f"token budget of {self.settings.token_budget} used up for this API key; ask for "
+            "a larger PONDER_SERVE_TOKEN_BUDGET",
+            type_="insufficient_quota",
+            code="insufficient_quota",
+        )
 
     async def check_budget(self, who: str) -> None:
-        budget = self.settings.token_budget
-        if budget is not None and await self.spent(who) >= budget:
-            raise ApiError(
-                429,
-                f"token budget of {budget} used up for this API key; ask for a larger "
-                "PONDER_SERVE_TOKEN_BUDGET",
-                type_="insufficient_quota",
-                code="insufficient_quota",
-            )
-
-    async def charge(self, who: str, tokens: int) -> None:
-        if self._redis is not None:
-            await self._redis.incrby(f"ponder:spent:{who}", tokens)
-        else:
-            self._spent[who] = self._spent.get(who, 0) + tokens
+        if await self.exhausted(who):
+            raise self._quota_error()
 
     async def aclose(self) -> None:
+        for b in self._budgets.values():
+            if isinstance(b, RedisBudget):
+                await b.flush()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -508,7 +550,10 @@ class PonderServer:
         rec = self._record(owner, workflow)
         try:
             async with self._slots:
-                pairs = self.workflows[workflow].aevents(pool)
+                key_budget = self.limits.budget(owner)
+                pairs = self.workflows[workflow].aevents(
+                    pool, budgets=(key_budget,) if key_budget is not None else ()
+                )
                 async with aclosing(pairs):
                     async for event, result in pairs:
                         d = _event_dict(event)
@@ -516,6 +561,8 @@ class PonderServer:
                             d["data"] = {**d["data"], "final": result.output.final}
                             d["data"]["tokens"] = result.output.spend.total_tokens
                             d["data"]["cost"] = result.output.spend.cost
+                            d["data"]["cached_tokens"] = result.output.spend.cached_tokens
+                            d["data"]["saved_cost"] = result.output.spend.saved_cost
                         await rec.add(d)
                         yield rec, d, result
         finally:
@@ -607,11 +654,12 @@ class PonderServer:
         out = result.output
         texts = answer_texts(out, req.n)
         if not texts:
+            if await self.limits.exhausted(who):
+                raise self.limits._quota_error()
             why = "; ".join(f"{k}: {v}" for k, v in result.failures.items()) or "no answer"
             raise ApiError(
                 502, f"the workflow produced no answer ({why}); run {rec.id}", type_="server_error"
             )
-        await self.limits.charge(who, out.spend.total_tokens)
         return {
             "id": rec.id,
             "object": "chat.completion",
@@ -625,12 +673,13 @@ class PonderServer:
                 }
                 for i, t in enumerate(texts)
             ],
-            "usage": {
-                "prompt_tokens": out.spend.prompt_tokens,
-                "completion_tokens": out.spend.completion_tokens,
-                "total_tokens": out.spend.total_tokens,
+            "usage": usage_dict(out.spend),
+            "ponder": {
+                "run_id": rec.id,
+                "final": out.final,
+                "cost": out.spend.cost,
+                "saved_cost": out.spend.saved_cost,
             },
-            "ponder": {"run_id": rec.id, "final": out.final, "cost": out.spend.cost},
         }
 
     def _stream(self, request: Request, req: ChatRequest, pool: Pool, who: str) -> Response:
@@ -690,7 +739,6 @@ class PonderServer:
                 }
                 yield f"data: {json.dumps({'error': err})}\n\n"
                 return
-            await self.limits.charge(who, out.spend.total_tokens)
             for i, text in enumerate(texts):
                 for k in range(0, len(text), 24):
                     piece = text[k : k + 24]
@@ -703,12 +751,7 @@ class PonderServer:
                 ponder={"final": out.final, "cost": out.spend.cost},
             )
             if usage_wanted:
-                usage = {
-                    "prompt_tokens": out.spend.prompt_tokens,
-                    "completion_tokens": out.spend.completion_tokens,
-                    "total_tokens": out.spend.total_tokens,
-                }
-                yield chunk(rid, [], usage=usage)
+                yield chunk(rid, [], usage=usage_dict(out.spend))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import orjson
 
 from ponder.errors import ConfigurationError
-from ponder.types import Choice, GenerateParams, Message, TokenLogprob
+from ponder.types import Choice, GenerateParams, Message, TokenLogprob, Usage
 
 __all__ = ["MemoryCache", "ResponseCache", "SQLiteCache", "request_key"]
 
@@ -53,7 +53,10 @@ def _dump_choice(c: Choice) -> str:
     lp = None
     if c.logprobs is not None:
         lp = [[t.token, t.logprob, [list(x) for x in t.top]] for t in c.logprobs]
-    return orjson.dumps({"t": c.text, "f": c.finish_reason, "l": lp}).decode()
+    d: dict[str, object] = {"t": c.text, "f": c.finish_reason, "l": lp}
+    if c.usage is not None:
+        d["u"] = [c.usage.prompt_tokens, c.usage.completion_tokens]
+    return orjson.dumps(d).decode()
 
 
 def _load_choice(index: int, raw: str) -> Choice:
@@ -64,7 +67,11 @@ def _load_choice(index: int, raw: str) -> Choice:
             TokenLogprob(tok, float(p), tuple((str(a), float(b)) for a, b in top))
             for tok, p, top in d["l"]
         )
-    return Choice(index=index, text=d["t"], finish_reason=d["f"], logprobs=lp, cached=True)
+    u = d.get("u")
+    usage = Usage(int(u[0]), int(u[1])) if u else None
+    return Choice(
+        index=index, text=d["t"], finish_reason=d["f"], logprobs=lp, cached=True, usage=usage
+    )
 
 
 @runtime_checkable
@@ -93,7 +100,9 @@ class MemoryCache:
         for i in range(n):
             c = self._data.get((key, i))
             if c is not None:
-                out[i] = Choice(c.index, c.text, c.finish_reason, c.logprobs, cached=True)
+                out[i] = Choice(
+                    c.index, c.text, c.finish_reason, c.logprobs, cached=True, usage=c.usage
+                )
         return out
 
     def put_many(self, key: str, choices: Sequence[Choice]) -> None:

@@ -9,6 +9,7 @@ and run budgets.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import random
@@ -19,16 +20,18 @@ from ponder._internal import guard
 from ponder.backends._base import Wire, check_params
 from ponder.backends._cache import ResponseCache, SQLiteCache, request_key
 from ponder.backends._modelref import ModelRef
-from ponder.backends._policies import Budget, PriceTable, RetryPolicy, UsageMeter
-from ponder.backends._pool import Endpoint, EndpointPool
+from ponder.backends._policies import Budget, PriceTable, Reservation, RetryPolicy, UsageMeter
+from ponder.backends._pool import Endpoint, EndpointPool, RateLimiter
 from ponder.backends._providers import Provider, Quirks, get_provider
 from ponder.backends._redis_cache import AsyncResponseCache, RedisCache
+from ponder.backends._scope import SCOPE, BudgetLike
 from ponder.errors import (
     BudgetExceeded,
     ConfigurationError,
     MissingAPIKeyError,
     ParseError,
     PonderError,
+    RateLimitError,
 )
 from ponder.settings import Settings
 from ponder.types import (
@@ -41,7 +44,10 @@ from ponder.types import (
     as_messages,
 )
 
-__all__ = ["Model", "Prompt"]
+__all__ = ["SLOT_STRIDE", "Model", "Prompt"]
+
+SLOT_STRIDE = 100_000
+"""Seeds (and cache entries) of workflow slot ``k`` of one model start at ``k x`` this."""
 
 T = TypeVar("T")
 log = logging.getLogger("ponder")
@@ -73,6 +79,28 @@ class _Tally:
     def __init__(self) -> None:
         self.requests = 0
         self.cost = 0.0
+
+
+def _estimate_prompt(messages: Sequence[Message]) -> int:
+    """A generous prompt-token estimate for budget reservations (3 characters a token)."""
+    return sum(len(m.content) for m in messages) // 3 + 8 * len(messages)
+
+
+def _share(choices: list[Choice], usage: Usage) -> list[Choice]:
+    """Each choice with its share of the request's usage (what the cache keeps, so a hit
+    can say what it saved)."""
+    k = len(choices)
+    if k == 0:
+        return choices
+    if k == 1:
+        c = choices[0]
+        return [Choice(c.index, c.text, c.finish_reason, c.logprobs, c.cached, usage)]
+    p, c_ = usage.prompt_tokens, usage.completion_tokens
+    out = []
+    for j, c in enumerate(choices):
+        u = Usage(p // k + (j < p % k), c_ // k + (j < c_ % k))
+        out.append(Choice(c.index, c.text, c.finish_reason, c.logprobs, c.cached, u))
+    return out
 
 
 def _embedded_default(settings: Settings) -> str:
@@ -140,6 +168,7 @@ class Model:
         self.provider = get_provider(self.ref.provider)
         self.quirks = quirks if quirks is not None else self.provider.quirks
         self.id = f"{self.ref.provider}:{self.ref.name}"
+        self.offset = 0  # this slot's first sample index (see for_slot)
 
         key: str | None = None
         if self.ref.api_key is not None:
@@ -157,7 +186,16 @@ class Model:
             )
         limit = self.ref.max_concurrency or self.settings.max_concurrency
         self.pool = EndpointPool(
-            [Endpoint(u, key, limit) for u in urls],
+            [
+                Endpoint(
+                    u,
+                    key,
+                    limit,
+                    schedule=self.settings.schedule,
+                    rate=RateLimiter(self.ref.requests_per_minute, self.ref.tokens_per_minute),
+                )
+                for u in urls
+            ],
             eject_after=self.settings.eject_after,
             cooldown=self.settings.eject_cooldown,
         )
@@ -182,8 +220,12 @@ class Model:
             initial=self.settings.retry_initial,
             maximum=self.settings.retry_max,
         )
-        self.prices = prices or PriceTable()
-        self._priced = self.prices.price(self.id) is not None
+        if prices is None and self.ref.price is not None:
+            from ponder.backends._policies import Price
+
+            prices = PriceTable({self.id: Price(*self.ref.price)})
+        self._prices = prices or PriceTable()
+        self._price = self._prices.price(self.id)
         self.defaults = defaults
         self.meter = UsageMeter()
         self._default_params: GenerateParams | None = None
@@ -193,6 +235,48 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({str(self.ref)!r})"
+
+    # -- views ---------------------------------------------------------------------------
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table of cost accounting (change it with :meth:`with_prices`)."""
+        return self._prices
+
+    @prices.setter
+    def prices(self, table: PriceTable) -> None:
+        # kept for code that assigned prices: the derived price follows
+        self._prices = table
+        self._price = table.price(self.id)
+
+    def _view(self, **changes: Any) -> Model:
+        # a view shares the endpoint pool, wire, cache, meter and memos; it is the same
+        # model for every limit, with its own accounting or sample slot
+        view = copy.copy(self)
+        view.__dict__.update(changes)
+        view._own_cache = False
+        return view
+
+    def with_prices(self, prices: PriceTable) -> Model:
+        """This model (same endpoints, limits, cache) priced by ``prices``."""
+        return self._view(_prices=prices, _price=prices.price(self.id))
+
+    def for_slot(self, slot: int) -> Model:
+        """This model as workflow slot ``slot`` sees it: the same endpoints and cache, but
+        its samples are its own (seeds and cache entries start at ``slot x SLOT_STRIDE``),
+        so two slots that ask one model the same thing get distinct samples, and a rerun
+        gives each slot its own again. Slot 0 is the model itself."""
+        if slot < 0:
+            raise ConfigurationError(f"a slot is >= 0, got {slot}")
+        return self if slot == 0 and self.offset == 0 else self._view(offset=slot * SLOT_STRIDE)
+
+    def _budgets(self) -> tuple[BudgetLike, ...]:
+        scope = SCOPE.get()
+        if scope is None or not scope.budgets:
+            return (self.budget,) if self.budget is not None else ()
+        if self.budget is None:
+            return scope.budgets
+        return (self.budget, *scope.budgets)
 
     # -- parameters --------------------------------------------------------------------
 
@@ -239,16 +323,28 @@ class Model:
     def _count_retry(self, _exc: BaseException) -> None:
         self.meter.retries += 1
 
+    def _worst(self, messages: Sequence[Message], params: GenerateParams, n: int) -> int:
+        """The most tokens a request may use: prompt estimate + max_tokens x n."""
+        per = params.max_tokens
+        if per is None:
+            budgets = self._budgets()
+            per = max((b.estimate_tokens for b in budgets), default=1024)
+        return _estimate_prompt(messages) + per * n
+
     async def _attempt(
         self,
         messages: Sequence[Message],
         params: GenerateParams,
         n: int,
         tally: _Tally | None,
+        tokens: int = 0,
     ) -> tuple[list[Choice], Usage]:
-        if self.budget is not None:
-            self.budget.reserve_request()
-        async with self.pool.acquire() as ep:
+        scope = SCOPE.get()
+        priority = 0.0
+        if scope is not None:
+            priority = scope.attained
+            scope.attained += 1
+        async with self.pool.acquire(priority, tokens) as ep:
             if not ep.is_loopback and not guard.remote_allowed():
                 raise guard.refuse(ep.base_url)
             self.meter.requests += 1
@@ -259,8 +355,14 @@ class Model:
             except PonderError as e:
                 if e.retryable:
                     self.pool.report(ep, False)
+                if isinstance(e, RateLimitError):
+                    # the server said stop: every request to this endpoint waits, in every run
+                    wait = e.retry_after
+                    ep.rate.pause(wait if wait is not None else self.retry.initial)
                 raise
             self.pool.report(ep, True)
+            if ep.rate.tpm is not None:
+                ep.rate.settle(tokens, out[1].total_tokens)
             return out
 
     async def _request(
@@ -270,23 +372,42 @@ class Model:
         n: int,
         tally: _Tally | None = None,
     ) -> tuple[list[Choice], Usage]:
-        # the first attempt is a plain await (no closure, no retry machinery per request)
-        try:
-            choices, usage = await self._attempt(messages, params, n, tally)
-        except PonderError as e:
-            if not e.retryable:
+        budgets = self._budgets()
+        held: list[tuple[BudgetLike, Reservation]] = []
+        tokens = 0
+        if budgets or self.pool.endpoints[0].rate.tpm is not None:
+            tokens = self._worst(messages, params, n)
+        if budgets:
+            worst_cost = self._price.cost(Usage(tokens, 0)) if self._price is not None else 0.0
+            try:
+                for b in budgets:  # reserved before the request: concurrent calls see it
+                    held.append((b, await b.reserve(tokens, worst_cost)))
+            except BaseException:
+                for b, r in held:
+                    b.release(r)
                 raise
-            choices, usage = await self.retry.retry_after(
-                e,
-                functools.partial(self._attempt, messages, params, n, tally),
-                on_retry=self._count_retry,
-            )
-        cost = self.prices.cost(self.id, usage) if self._priced else 0.0
+        try:
+            # the first attempt is a plain await (no closure, no retry machinery per request)
+            try:
+                choices, usage = await self._attempt(messages, params, n, tally, tokens)
+            except PonderError as e:
+                if not e.retryable:
+                    raise
+                choices, usage = await self.retry.retry_after(
+                    e,
+                    functools.partial(self._attempt, messages, params, n, tally, tokens),
+                    on_retry=self._count_retry,
+                )
+        except BaseException:
+            for b, r in held:
+                b.release(r)
+            raise
+        cost = self._price.cost(usage) if self._price is not None else 0.0
         self.meter.record(usage, cost)
         if tally is not None:
             tally.cost += cost
-        if self.budget is not None:
-            self.budget.record(usage, cost)
+        for b, r in held:
+            b.settle(r, usage, cost)
         if len(choices) < n:
             raise ParseError(
                 f"{self.id} returned {len(choices)} choices for n={n}; if this server ignores "
@@ -308,8 +429,8 @@ class Model:
             update: dict[str, Any] = {}
             if len(g) != p.n:
                 update["n"] = len(g)
-            if p.seed is not None and g[0] != 0:
-                update["seed"] = p.seed + g[0]
+            if p.seed is not None and g[0] + self.offset != 0:
+                update["seed"] = p.seed + self.offset + g[0]
             plan.append((g, p.model_copy(update=update) if update else p))
         return plan
 
@@ -331,6 +452,7 @@ class Model:
             ]
         elif len(choices) > len(indexes):
             choices = choices[: len(indexes)]
+        choices = _share(choices, usage)
         if key is not None:
             await self._cache_put(key, choices)
         for c in choices:
@@ -357,9 +479,18 @@ class Model:
         """
         messages = as_messages(prompt)
         p = self._params(params, overrides)
-        key = request_key(self.id, messages, p) if (use_cache and self.cache is not None) else None
+        key = self._key(messages, p) if (use_cache and self.cache is not None) else None
         got = await self._cache_get(key, p.n)
-        self.meter.cached_samples += len(got)
+        cached_usage = Usage()
+        saved = 0.0
+        if got:
+            self.meter.cached_samples += len(got)
+            for c in got.values():
+                if c.usage is not None:
+                    cached_usage = cached_usage + c.usage
+            if self._price is not None:
+                saved = self._price.cost(cached_usage)
+            self.meter.record_cached(cached_usage, saved)
         missing = [i for i in range(p.n) if i not in got]
         usage = Usage()
         tally = _Tally()  # this call's own requests and cost, whatever runs beside it
@@ -383,8 +514,9 @@ class Model:
                         tg.create_task(guarded(indexes, bp))
                 if errors:
                     first = errors[0]
-                    if isinstance(first, BudgetExceeded) and self.budget is not None:
-                        first.spent = self.budget.spent.snapshot()  # after siblings finished
+                    budgets = self._budgets()
+                    if isinstance(first, BudgetExceeded) and budgets:
+                        first.spent = budgets[0].spent.snapshot()  # after siblings finished
                     raise first
         return Completion(
             model=self.id,
@@ -392,7 +524,13 @@ class Model:
             usage=usage,
             cost=tally.cost,
             requests=tally.requests,
+            cached_usage=cached_usage,
+            saved_cost=saved,
         )
+
+    def _key(self, messages: Sequence[Message], p: GenerateParams) -> str:
+        key = request_key(self.id, messages, p)
+        return key if self.offset == 0 else f"{key}#{self.offset}"
 
     async def stream(
         self,
@@ -411,52 +549,77 @@ class Model:
         p = self._params(params, overrides)
         if p.n != 1:
             raise ConfigurationError("stream() returns one choice; use generate() for n > 1")
-        key = request_key(self.id, messages, p) if (use_cache and self.cache is not None) else None
+        key = self._key(messages, p) if (use_cache and self.cache is not None) else None
         if key is not None:
             hit = await self._cache_get(key, 1)
             if 0 in hit:
                 self.meter.cached_samples += 1
-                yield StreamChunk(0, hit[0].text, hit[0].finish_reason)
+                h = hit[0]
+                if h.usage is not None:
+                    saved = self._price.cost(h.usage) if self._price is not None else 0.0
+                    self.meter.record_cached(h.usage, saved)
+                yield StreamChunk(0, h.text, h.finish_reason, usage=None)
                 return
+        budgets = self._budgets()
+        held: list[tuple[BudgetLike, Reservation]] = []
+        tokens = self._worst(messages, p, 1) if budgets else 0
+        worst_cost = self._price.cost(Usage(tokens, 0)) if self._price is not None else 0.0
+        try:
+            for b in budgets:
+                held.append((b, await b.reserve(tokens, worst_cost)))
+        except BaseException:
+            for b, r in held:
+                b.release(r)
+            raise
         rng = random.Random(self.retry.seed)
         attempt = 0
-        while True:
-            attempt += 1
-            if self.budget is not None:
-                self.budget.reserve_request()
-            parts: list[str] = []
-            finish: Any = None
-            usage = Usage()
-            try:
-                async with self.pool.acquire() as ep:
-                    if not ep.is_loopback and not guard.remote_allowed():
-                        raise guard.refuse(ep.base_url)
-                    self.meter.requests += 1
-                    try:
-                        async for chunk in self.wire.stream(ep, self.ref.name, messages, p):
-                            if chunk.usage is not None:
-                                usage = chunk.usage
-                            if chunk.finish_reason is not None:
-                                finish = chunk.finish_reason
-                            if chunk.text or chunk.finish_reason:
-                                parts.append(chunk.text)
-                                yield chunk
-                    except PonderError as e:
-                        if e.retryable:
-                            self.pool.report(ep, False)
+        parts: list[str] = []
+        finish: Any = None
+        usage = Usage()
+        try:
+            while True:
+                attempt += 1
+                parts, finish, usage = [], None, Usage()
+                try:
+                    async with self.pool.acquire() as ep:
+                        if not ep.is_loopback and not guard.remote_allowed():
+                            raise guard.refuse(ep.base_url)
+                        self.meter.requests += 1
+                        try:
+                            async for chunk in self.wire.stream(ep, self.ref.name, messages, p):
+                                if chunk.usage is not None:
+                                    usage = chunk.usage
+                                if chunk.finish_reason is not None:
+                                    finish = chunk.finish_reason
+                                if chunk.text or chunk.finish_reason:
+                                    parts.append(chunk.text)
+                                    yield chunk
+                        except PonderError as e:
+                            if e.retryable:
+                                self.pool.report(ep, False)
+                            if isinstance(e, RateLimitError):
+                                ep.rate.pause(
+                                    e.retry_after
+                                    if e.retry_after is not None
+                                    else self.retry.initial
+                                )
+                            raise
+                        self.pool.report(ep, True)
+                    break
+                except PonderError as e:
+                    if parts or not e.retryable or attempt > self.retry.max_retries:
                         raise
-                    self.pool.report(ep, True)
-                break
-            except PonderError as e:
-                if parts or not e.retryable or attempt > self.retry.max_retries:
-                    raise
-                self.meter.retries += 1
-                await asyncio.sleep(self.retry.wait_for(attempt, e, rng))
-        cost = self.prices.cost(self.id, usage)
+                    self.meter.retries += 1
+                    await asyncio.sleep(self.retry.wait_for(attempt, e, rng))
+        except BaseException:
+            for b, r in held:
+                b.release(r)
+            raise
+        cost = self._price.cost(usage) if self._price is not None else 0.0
         self.meter.record(usage, cost)
-        if self.budget is not None:
-            self.budget.record(usage, cost)
-        await self._cache_put(key, [Choice(0, "".join(parts), finish or "stop")])
+        for b, r in held:
+            b.settle(r, usage, cost)
+        await self._cache_put(key, [Choice(0, "".join(parts), finish or "stop", usage=usage)])
 
     # -- sync facade and lifecycle -----------------------------------------------------
 

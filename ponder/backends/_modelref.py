@@ -45,6 +45,11 @@ class ModelRef(BaseModel):
     base_urls: tuple[str, ...] = ()
     api_key: SecretStr | None = None
     max_concurrency: int | None = Field(None, ge=1, description="Per endpoint.")
+    requests_per_minute: int | None = Field(None, ge=1, description="Per endpoint.")
+    tokens_per_minute: int | None = Field(None, ge=1, description="Per endpoint.")
+    price: tuple[float, float] | None = Field(
+        None, description="US dollars per million input and output tokens (cost accounting)."
+    )
 
     @model_validator(mode="before")
     @classmethod

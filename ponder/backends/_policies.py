@@ -14,7 +14,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from ponder.errors import BudgetExceeded, ConfigurationError, PonderError, RateLimitError
 from ponder.types import Usage
 
-__all__ = ["Budget", "Price", "PriceTable", "RetryPolicy", "UsageMeter"]
+__all__ = ["Budget", "Price", "PriceTable", "Reservation", "RetryPolicy", "UsageMeter"]
 
 T = TypeVar("T")
 
@@ -160,10 +160,17 @@ class UsageMeter:
     cached_samples: int = 0
     usage: Usage = field(default_factory=Usage)
     cost: float = 0.0
+    cached_usage: Usage = field(default_factory=Usage)
+    saved_cost: float = 0.0
 
     def record(self, usage: Usage, cost: float) -> None:
         self.usage = self.usage + usage
         self.cost += cost
+
+    def record_cached(self, usage: Usage, saved: float) -> None:
+        """Tokens served from the response cache and what they would have cost."""
+        self.cached_usage = self.cached_usage + usage
+        self.saved_cost += saved
 
     def snapshot(self) -> dict[str, float]:
         return {
@@ -174,15 +181,35 @@ class UsageMeter:
             "cost_usd": round(self.cost, 6),
             "retries": self.retries,
             "cached_samples": self.cached_samples,
+            "cached_tokens": self.cached_usage.total_tokens,
+            "saved_cost_usd": round(self.saved_cost, 6),
         }
 
 
-class Budget:
-    """Limits for a run, shared by every model that is given it.
+class Reservation:
+    """What one request holds on a budget until it settles (its worst case)."""
 
-    A request is refused with :class:`BudgetExceeded` once any limit is reached; requests
-    already in flight complete and are counted, so token and dollar totals can overshoot
-    by at most the requests in flight. ``max_requests`` is never exceeded.
+    __slots__ = ("cost", "done", "tokens")
+
+    def __init__(self, tokens: int, cost: float) -> None:
+        self.tokens = tokens
+        self.cost = cost
+        self.done = False
+
+
+class Budget:
+    """Limits for a run, shared by every model call made under it.
+
+    A request **reserves** its worst case before it is sent (``max_tokens x n`` plus an
+    estimate of the prompt, or ``estimate_tokens`` per sample where ``max_tokens`` is
+    unset), **settles** with the real usage when it returns and releases the rest. A
+    request is admitted while what was spent plus what is reserved is below every limit;
+    when it is not, but reservations in flight may still give budget back, the request
+    waits for them; once the settled spend reaches a limit every further request fails
+    with :class:`BudgetExceeded`. So concurrent calls can overshoot a limit by at most
+    what the one admitted last had reserved beyond it (and by more only when a reply is
+    longer than its reservation, which happens only with ``max_tokens`` unset).
+    ``max_requests`` counts logical requests and is never exceeded.
     """
 
     def __init__(
@@ -191,6 +218,7 @@ class Budget:
         max_tokens: int | None = None,
         max_cost: float | None = None,
         max_requests: int | None = None,
+        estimate_tokens: int = 1024,
     ) -> None:
         for name, value in (
             ("max_tokens", max_tokens),
@@ -199,33 +227,92 @@ class Budget:
         ):
             if value is not None and value < 0:
                 raise ConfigurationError(f"budget {name} must be >= 0, got {value}")
+        if estimate_tokens < 1:
+            raise ConfigurationError(f"budget estimate_tokens must be >= 1, got {estimate_tokens}")
         self.max_tokens = max_tokens
         self.max_cost = max_cost
         self.max_requests = max_requests
+        self.estimate_tokens = estimate_tokens
         self.spent = UsageMeter()
+        self.reserved_tokens = 0
+        self.reserved_cost = 0.0
+        self.in_flight = 0
+        self._waiters: list[asyncio.Future[None]] = []
 
-    def _exceeded(self) -> str | None:
-        s = self.spent
-        if self.max_requests is not None and s.requests >= self.max_requests:
+    def _limit(self, tokens: int, cost: float, requests: int) -> str | None:
+        if self.max_requests is not None and requests >= self.max_requests:
             return f"max_requests={self.max_requests}"
-        if self.max_tokens is not None and s.usage.total_tokens >= self.max_tokens:
+        if self.max_tokens is not None and tokens >= self.max_tokens:
             return f"max_tokens={self.max_tokens}"
-        if self.max_cost is not None and s.cost >= self.max_cost:
+        if self.max_cost is not None and cost >= self.max_cost:
             return f"max_cost=${self.max_cost:g}"
         return None
 
-    def reserve_request(self) -> None:
-        """Count one request about to be sent, or raise if a limit is reached."""
-        limit = self._exceeded()
-        if limit is not None:
+    def exhausted(self) -> str | None:
+        """The limit the settled spend has reached, or None."""
+        s = self.spent
+        return self._limit(s.usage.total_tokens, s.cost, s.requests)
+
+    def _error(self, limit: str) -> BudgetExceeded:
+        s = self.spent
+        return BudgetExceeded(
+            f"run budget exhausted ({limit}): spent {s.requests} requests, "
+            f"{s.usage.total_tokens} tokens, ${s.cost:.4f}. Completed samples are in the "
+            "response cache; raise the budget and rerun to continue without paying twice.",
+            spent=s.snapshot(),
+        )
+
+    async def reserve(self, tokens: int, cost: float = 0.0) -> Reservation:
+        """Hold ``tokens`` and ``cost`` for one request about to be sent; waits while
+        reservations in flight hold what is left, raises :class:`BudgetExceeded` once the
+        settled spend reaches a limit."""
+        while True:
             s = self.spent
-            raise BudgetExceeded(
-                f"run budget exhausted ({limit}): spent {s.requests} requests, "
-                f"{s.usage.total_tokens} tokens, ${s.cost:.4f}. Completed samples are in the "
-                "response cache; raise the budget and rerun to continue without paying twice.",
-                spent=s.snapshot(),
+            done = self.exhausted()
+            if done is not None:
+                raise self._error(done)
+            held = self._limit(
+                s.usage.total_tokens + self.reserved_tokens,
+                s.cost + self.reserved_cost,
+                s.requests + self.in_flight,
             )
-        self.spent.requests += 1
+            if held is None:
+                self.reserved_tokens += tokens
+                self.reserved_cost += cost
+                self.in_flight += 1
+                return Reservation(tokens, cost)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _free(self, r: Reservation) -> None:
+        if r.done:
+            return
+        r.done = True
+        self.reserved_tokens -= r.tokens
+        self.reserved_cost -= r.cost
+        self.in_flight -= 1
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def settle(self, r: Reservation, usage: Usage, cost: float) -> None:
+        """Book what the request really used and give the rest of its reservation back."""
+        if not r.done:
+            self.spent.requests += 1
+            self.spent.record(usage, cost)
+        self._free(r)
+
+    def release(self, r: Reservation) -> None:
+        """Give a reservation back unused (the request failed before it was billed)."""
+        self._free(r)
 
     def record(self, usage: Usage, cost: float) -> None:
+        """Book usage that had no reservation (it counts, and may overshoot)."""
+        self.spent.requests += 1
         self.spent.record(usage, cost)

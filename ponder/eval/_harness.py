@@ -104,6 +104,8 @@ class EvalSummary(BaseModel):
     ci95: tuple[float, float]
     tokens_per_item: float
     cost_per_item: float
+    cached_tokens_per_item: float = 0.0
+    saved_cost_per_item: float = 0.0
     latency_p50: float
     latency_p90: float
     latency_p99: float
@@ -132,6 +134,12 @@ def summarize(rows: Sequence[dict[str, Any]], workflow: str = "", dataset: str =
         ci95=wilson(correct, n),
         tokens_per_item=statistics.fmean([r.get("tokens", 0) for r in rows]) if rows else 0.0,
         cost_per_item=statistics.fmean([r.get("cost", 0.0) for r in rows]) if rows else 0.0,
+        cached_tokens_per_item=(
+            statistics.fmean([r.get("cached_tokens", 0) for r in rows]) if rows else 0.0
+        ),
+        saved_cost_per_item=(
+            statistics.fmean([r.get("saved_cost", 0.0) for r in rows]) if rows else 0.0
+        ),
         latency_p50=_pct(lat, 0.5),
         latency_p90=_pct(lat, 0.9),
         latency_p99=_pct(lat, 0.99),
@@ -179,7 +187,15 @@ async def run_item(workflow: Any, dataset: Dataset, item: Item, wf_name: str) ->
         "latency": time.perf_counter() - t0,
     }
     if pool is None:
-        row.update(final=None, correct=False, candidates=[], tokens=0, cost=0.0)
+        row.update(
+            final=None,
+            correct=False,
+            candidates=[],
+            tokens=0,
+            cost=0.0,
+            cached_tokens=0,
+            saved_cost=0.0,
+        )
     else:
         chosen = next(
             (c for c in pool.candidates if pool.final is not None and c.answer == pool.final),
@@ -198,6 +214,8 @@ async def run_item(workflow: Any, dataset: Dataset, item: Item, wf_name: str) ->
             candidates=cands,
             tokens=pool.spend.total_tokens,
             cost=pool.spend.cost,
+            cached_tokens=pool.spend.cached_tokens,
+            saved_cost=pool.spend.saved_cost,
         )
     if error:
         row["error"] = error

@@ -14,6 +14,8 @@ written as a workflow file that ``ponder run`` and ``ponder eval`` accept.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +26,16 @@ from ponder.errors import ConfigurationError
 from ponder.eval._datasets import Dataset
 from ponder.eval._harness import evaluate, summarize, wilson
 
-__all__ = ["SearchResult", "SearchSpace", "Trial", "build_spec", "run_search", "write_workflow"]
+__all__ = [
+    "SearchResult",
+    "SearchSpace",
+    "Trial",
+    "build_spec",
+    "run_search",
+    "search_dir",
+    "search_key",
+    "write_workflow",
+]
 
 
 Middle = Literal["none", "critique", "rank", "verify"]
@@ -98,7 +109,49 @@ async def _score(
     items = dataset.items[:limit] if limit else dataset.items
     rows = await evaluate(wf, Dataset(dataset.name, items, dataset.scorer), out, concurrency=16)
     s = summarize(rows)
-    return s.accuracy, s.cost_per_item, s.items
+    # what the stack costs, whether or not the cache already held some of its samples
+    return s.accuracy, s.cost_per_item + s.saved_cost_per_item, s.items
+
+
+def search_key(space: SearchSpace, dataset: Dataset, seed: int = 0) -> dict[str, Any]:
+    """What identifies a search: its space, its dataset (name and items) and scorer, and
+    its seed. Trials of one search are kept under a folder named by its hash."""
+    items = hashlib.sha256()
+    for it in dataset.items:
+        items.update(json.dumps([it.id, it.question, it.answer], default=str).encode())
+        items.update(b"\0")
+    scorer = type(dataset.scorer)
+    return {
+        "space": space.model_dump(mode="json"),
+        "dataset": dataset.name,
+        "items": items.hexdigest(),
+        "scorer": f"{scorer.__module__}.{scorer.__qualname__}",
+        "seed": seed,
+    }
+
+
+def search_dir(workdir: str | Path, key: dict[str, Any]) -> Path:
+    """The folder of the search ``key`` under ``workdir``: a new search never reads
+    another's trials. A folder whose manifest names another search is refused."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    work = Path(workdir) / f"search-{digest}"
+    manifest = work / "search.json"
+    if manifest.exists():
+        try:
+            found = json.loads(manifest.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigurationError(
+                f"{manifest}: unreadable search manifest ({e}); remove {work} to start over"
+            ) from None
+        if found != key:
+            raise ConfigurationError(
+                f"{work} holds the trials of a different search (space, dataset, scorer or "
+                f"seed differ); it is not resumed. Use another --workdir, or remove {work}"
+            )
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps(key, sort_keys=True, indent=1))
+    return work
 
 
 def run_search(
@@ -111,14 +164,15 @@ def run_search(
     prune_after: int = 20,
     seed: int = 0,
 ) -> SearchResult:
-    """Search ``space`` on ``dataset`` (results of each trial under ``workdir``)."""
+    """Search ``space`` on ``dataset``. Each trial's results are kept under
+    ``workdir/search-<hash of space, dataset, scorer, seed>/``, so rerunning the same
+    search resumes its trials (their cached rows) and a different one starts afresh."""
     try:
         import optuna
     except ImportError as e:
         raise ConfigurationError("ponder search needs optuna: pip install 'ponder[search]'") from e
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    work = search_dir(workdir, search_key(space, dataset, seed))
     names = list(space.models)
     done: list[Trial] = []
 

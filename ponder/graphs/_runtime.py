@@ -132,13 +132,29 @@ class Graph(Generic[S]):
     branches: list[_Branch[S]] = field(default_factory=list)
     entry: str | None = None
     approve: set[str] = field(default_factory=set)
+    raises: set[str] = field(default_factory=set)
 
-    def add_node(self, name: str, fn: NodeFn[S], *, approve: bool = False) -> Graph[S]:
+    def add_node(
+        self,
+        name: str,
+        fn: NodeFn[S],
+        *,
+        approve: bool = False,
+        on_error: Literal["record", "raise"] = "record",
+    ) -> Graph[S]:
+        """Add a node. ``on_error`` chooses what a :class:`~ponder.errors.PonderError` in
+        it does: ``record`` notes the failure (``GraphResult.failures``, a ``node_failed``
+        event) and the graph goes on without that node's output; ``raise`` ends the run
+        with it. Any other exception is a bug and always propagates."""
         if name in self.nodes:
             raise GraphError("defined twice", node=name)
         if name in (START, END) or not name:
             raise GraphError("is a reserved name", node=name)
+        if on_error not in ("record", "raise"):
+            raise GraphError(f"on_error must be 'record' or 'raise', got {on_error!r}", node=name)
         self.nodes[name] = fn
+        if on_error == "raise":
+            self.raises.add(name)
         if approve:
             self.approve.add(name)
         if self.entry is None:
@@ -319,6 +335,7 @@ class _NodeRunner(Generic[S]):
     ) -> None:
         self.graph, self.name, self.fn, self.preds, self.keep = graph, name, fn, preds, keep
         self._one_visit = {name: 1}  # shared by every update: reducers never change it
+        self.record = name not in graph.raises
 
     async def __call__(self, state: _State) -> dict[str, Any]:
         # one coroutine per node: the bookkeeping around the component is plain calls
@@ -336,7 +353,9 @@ class _NodeRunner(Generic[S]):
                 write(Event(kind="node_started", node=name, iteration=visits))
             try:
                 out = await self.fn(pool)
-            except (PonderError, ValueError, TimeoutError) as e:
+            except PonderError as e:  # a bug (any other exception) is never a failure string
+                if not self.record:
+                    raise
                 return self._failed(write, update, visits, f"{type(e).__name__}: {e}")
             if write is not _no_events:
                 g = self.graph

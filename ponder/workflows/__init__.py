@@ -8,7 +8,6 @@
 
 from ponder.workflows._archon import archon_to_spec, spec_to_yaml
 from ponder.workflows._build import (
-    COMPONENT_FACTORIES,
     Problem,
     Workflow,
     WorkflowError,
@@ -26,7 +25,6 @@ from ponder.workflows._spec import (
 from ponder.workflows._yaml import load_spec, load_workflow, workflow_schema
 
 __all__ = [
-    "COMPONENT_FACTORIES",
     "BudgetSpec",
     "ComponentSpec",
     "EdgeSpec",

@@ -9,73 +9,37 @@ without a bounded exit. Problems are reported together, each with its path in th
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import contextlib
+import difflib
 import operator
 import re
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from ponder.agents import (
-    MCTS,
-    AdaptiveVote,
-    AdaptiveVoteConfig,
-    BeamSearch,
-    BeamSearchConfig,
-    BestOfN,
-    BestOfNConfig,
+    COMPONENTS,
     Candidate,
-    Cascade,
-    CascadeConfig,
-    ConfidenceVote,
-    ConfidenceVoteConfig,
-    Critic,
-    EarlyRejection,
-    EarlyRejectionConfig,
-    ExecutionVote,
-    ExecutionVoteConfig,
-    FirstFinish,
-    FirstFinishConfig,
-    Fuser,
-    FuserConfig,
-    Generate,
-    GenerateConfig,
-    JudgeConfig,
-    MCTSConfig,
-    ModelVerifier,
-    ParticleFilter,
-    ParticleFilterConfig,
+    ComponentInfo,
     Pool,
-    ProcessRewardModel,
-    Ranker,
-    RankerConfig,
-    Refine,
-    RefineConfig,
-    RunTests,
-    RunTestsConfig,
-    SpeculativeConfig,
-    SpeculativeReasoning,
     Spend,
-    VerifierConfig,
-    Vote,
-    VoteConfig,
-    WriteTests,
-    WriteTestsConfig,
     merge_pools,
     vote,
 )
-from ponder.backends import Budget, Model, ModelRef, Price, PriceTable
+from ponder.backends import Budget, Model, ModelRef
+from ponder.backends._scope import SCOPE, BudgetLike
+from ponder.engine import Engine, engine_for
 from ponder.errors import ConfigurationError
 from ponder.graphs import CompiledGraph, Event, Graph, GraphError, GraphResult
 from ponder.settings import Settings
-from ponder.workflows._memory import MemoryCurate, MemoryRead, MemoryStepConfig
+from ponder.workflows import _memory  # noqa: F401  (registers memory_read, memory_curate)
 from ponder.workflows._spec import ComponentSpec, NodeSpec, WorkflowSpec
 
-__all__ = ["COMPONENT_FACTORIES", "Problem", "Workflow", "WorkflowError", "parse_condition"]
+__all__ = ["Problem", "Workflow", "WorkflowError", "parse_condition"]
 
 Runner = Callable[[Pool], Awaitable[Pool]]
 
@@ -110,97 +74,6 @@ class WorkflowError(ConfigurationError):
             for p in problems
         ]
         super().__init__("\n".join(lines))
-
-
-# -- components ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Factory:
-    config: type[BaseModel]
-    needs_model: bool
-    build: Callable[[BaseModel, list[Model], Model | None], Any]
-    many_models: bool = False
-
-
-def _prm(ms: list[Model], p: Model | None) -> ProcessRewardModel:
-    return ProcessRewardModel(p or ms[0])
-
-
-COMPONENT_FACTORIES: dict[str, _Factory] = {
-    "generate": _Factory(
-        GenerateConfig, True, lambda c, ms, _p: Generate(ms, cast(GenerateConfig, c)), True
-    ),
-    "vote": _Factory(VoteConfig, False, lambda c, _m, _p: Vote(cast(VoteConfig, c))),
-    "adaptive_vote": _Factory(
-        AdaptiveVoteConfig,
-        True,
-        lambda c, ms, _p: AdaptiveVote(Generate(ms), cast(AdaptiveVoteConfig, c)),
-        True,
-    ),
-    "verify": _Factory(
-        VerifierConfig, True, lambda c, ms, _p: ModelVerifier(ms[0], cast(VerifierConfig, c))
-    ),
-    "critique": _Factory(JudgeConfig, True, lambda c, ms, _p: Critic(ms[0], cast(JudgeConfig, c))),
-    "rank": _Factory(RankerConfig, True, lambda c, ms, _p: Ranker(ms[0], cast(RankerConfig, c))),
-    "fuse": _Factory(FuserConfig, True, lambda c, ms, _p: Fuser(ms[0], cast(FuserConfig, c))),
-    "best_of_n": _Factory(BestOfNConfig, False, lambda c, _m, _p: BestOfN(cast(BestOfNConfig, c))),
-    "refine": _Factory(
-        RefineConfig,
-        True,
-        lambda c, ms, _p: Refine(ms[0], ModelVerifier(ms[0]), config=cast(RefineConfig, c)),
-    ),
-    "write_tests": _Factory(
-        WriteTestsConfig, True, lambda c, ms, _p: WriteTests(ms[0], cast(WriteTestsConfig, c))
-    ),
-    "run_tests": _Factory(
-        RunTestsConfig, False, lambda c, _m, _p: RunTests(cast(RunTestsConfig, c))
-    ),
-    "execution_vote": _Factory(
-        ExecutionVoteConfig, False, lambda c, _m, _p: ExecutionVote(cast(ExecutionVoteConfig, c))
-    ),
-    "beam_search": _Factory(
-        BeamSearchConfig,
-        True,
-        lambda c, ms, p: BeamSearch(ms[0], _prm(ms, p), cast(BeamSearchConfig, c)),
-    ),
-    "mcts": _Factory(
-        MCTSConfig, True, lambda c, ms, p: MCTS(ms[0], _prm(ms, p), cast(MCTSConfig, c))
-    ),
-    "particle_filter": _Factory(
-        ParticleFilterConfig,
-        True,
-        lambda c, ms, p: ParticleFilter(ms[0], _prm(ms, p), cast(ParticleFilterConfig, c)),
-    ),
-    "first_finish": _Factory(
-        FirstFinishConfig, True, lambda c, ms, _p: FirstFinish(ms[0], cast(FirstFinishConfig, c))
-    ),
-    "cascade": _Factory(
-        CascadeConfig, True, lambda c, ms, _p: Cascade(ms, cast(CascadeConfig, c)), True
-    ),
-    "confidence_vote": _Factory(
-        ConfidenceVoteConfig, False, lambda c, _m, _p: ConfidenceVote(cast(ConfidenceVoteConfig, c))
-    ),
-    "early_rejection": _Factory(
-        EarlyRejectionConfig,
-        True,
-        lambda c, ms, p: EarlyRejection(ms[0], _prm(ms, p), cast(EarlyRejectionConfig, c)),
-    ),
-    "speculative_reasoning": _Factory(
-        SpeculativeConfig,
-        True,
-        lambda c, ms, p: SpeculativeReasoning(
-            ms[0], ms[-1], ProcessRewardModel(p or ms[-1]), cast(SpeculativeConfig, c)
-        ),
-        True,
-    ),
-    "memory_read": _Factory(
-        MemoryStepConfig, True, lambda c, ms, _p: MemoryRead(ms[0], cast(MemoryStepConfig, c))
-    ),
-    "memory_curate": _Factory(
-        MemoryStepConfig, True, lambda c, ms, _p: MemoryCurate(ms[0], cast(MemoryStepConfig, c))
-    ),
-}
 
 
 # -- conditions ---------------------------------------------------------------------------
@@ -280,34 +153,50 @@ def _pydantic_problems(e: ValidationError, prefix: tuple[str | int, ...]) -> lis
 
 def _component_config(
     spec: ComponentSpec, seed: int, system: str | None
-) -> tuple[_Factory | None, BaseModel | None, list[Problem]]:
-    factory = COMPONENT_FACTORIES.get(spec.component)
-    if factory is None:
-        known = ", ".join(sorted(COMPONENT_FACTORIES))
+) -> tuple[ComponentInfo | None, BaseModel | None, list[Problem]]:
+    info = COMPONENTS.get(spec.component)
+    if info is None:
+        known = ", ".join(sorted(COMPONENTS))
+        close = difflib.get_close_matches(spec.component, list(COMPONENTS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         return (
             None,
             None,
-            [Problem(("component",), f"unknown component {spec.component!r}; known: {known}")],
+            [
+                Problem(
+                    ("component",), f"unknown component {spec.component!r}{hint} (known: {known})"
+                )
+            ],
+        )
+    if info.config is None:
+        return (
+            info,
+            None,
+            [
+                Problem(
+                    ("component",),
+                    f"component {spec.component!r} is registered for Python use only (it "
+                    "declares no config class); register it with "
+                    "@register_component(config=...) to use it from a workflow",
+                )
+            ],
         )
     params = dict(spec.params)
-    fields = factory.config.model_fields
+    fields = info.config.model_fields
     if "seed" in fields and "seed" not in params:
         params["seed"] = seed
     if spec.component == "generate" and system is not None and "system" not in params:
         params["system"] = system
-    prm = (
-        params.pop("prm_model", None)
-        if spec.component
-        in ("beam_search", "mcts", "particle_filter", "early_rejection", "speculative_reasoning")
-        else None
-    )
+    if "slot" in params:
+        return info, None, [Problem(("slot",), "is set by the workflow (node and position)")]
+    prm = params.pop("prm_model", None) if info.prm else None
     try:
-        config = factory.config.model_validate(params)
+        config = info.config.model_validate(params)
     except ValidationError as e:
-        return factory, None, _pydantic_problems(e, ())
+        return info, None, _pydantic_problems(e, ())
     if prm is not None and not isinstance(prm, str):
-        return factory, None, [Problem(("prm_model",), "must name a model")]
-    return factory, config, []
+        return info, None, [Problem(("prm_model",), "must name a model")]
+    return info, config, []
 
 
 def check(spec: WorkflowSpec) -> list[Problem]:
@@ -324,16 +213,16 @@ def check(spec: WorkflowSpec) -> list[Problem]:
         where: tuple[str | int, ...] = base + ((i,) if spec.layers else (name,))
         for j, comp in enumerate(node.components):
             at = (*where, "components", j) if len(node.components) > 1 or not spec.layers else where
-            factory, _, found = _component_config(comp, node.seed or spec.seed, spec.system)
+            info, _, found = _component_config(comp, node.seed or spec.seed, spec.system)
             problems += [Problem(at + p.path, p.message) for p in found]
-            if factory is None:
+            if info is None:
                 continue
             refs = ([comp.model] if comp.model else []) + list(comp.models)
-            if factory.needs_model and not refs:
+            if info.needs_model and not refs:
                 if len(spec.models) == 1:
                     continue  # the only model is implied
                 problems.append(Problem((*at, "model"), f"{comp.component} needs a model"))
-            if len(refs) > 1 and not factory.many_models:
+            if len(refs) > 1 and info.models != "many":
                 problems.append(Problem((*at, "models"), f"{comp.component} takes one model"))
             prm = comp.params.get("prm_model")
             for r in [*refs, *([prm] if isinstance(prm, str) else [])]:
@@ -355,7 +244,7 @@ def check(spec: WorkflowSpec) -> list[Problem]:
         problems.append(Problem(("entry",), f"node {spec.entry!r} is not defined"))
     if not problems:
         try:
-            _graph(spec, {}, dry=True).validate()
+            _graph(spec).validate()
         except GraphError as e:
             path: tuple[str | int, ...] = ("nodes", e.node) if e.node else ()
             problems.append(Problem(path, str(e).split(": ", 1)[-1] if e.node else str(e)))
@@ -395,83 +284,72 @@ def _describe(before: Pool, after: Pool) -> dict[str, Any]:
         "notes": list(notes),
         "final": after.final,
         "tokens": after.spend.total_tokens,
+        "cached_tokens": after.spend.cached_tokens,
+        "saved_cost": after.spend.saved_cost,
         "cost": after.spend.cost,
         "requests": after.spend.requests,
     }
 
 
 def _node_configs(
-    node: NodeSpec, spec: WorkflowSpec, index: int = 0
-) -> list[tuple[_Factory, BaseModel]]:
-    """Each component's factory and validated config, generators stamped with the node's
-    position ``index`` (a pure function of the spec)."""
+    name: str, node: NodeSpec, spec: WorkflowSpec, index: int = 0
+) -> list[tuple[ComponentInfo, BaseModel]]:
+    """Each component's registry entry and validated config, stamped with its slot (the
+    node's name and the component's position) and generators with the node's position
+    ``index`` (a pure function of the spec)."""
     out = []
-    for comp in node.components:
-        factory, config, problems = _component_config(comp, node.seed or spec.seed, spec.system)
-        if factory is None or config is None:
+    for j, comp in enumerate(node.components):
+        info, config, problems = _component_config(comp, node.seed or spec.seed, spec.system)
+        if info is None or config is None:
             raise WorkflowError(problems)
-        if isinstance(config, GenerateConfig):
-            config = config.model_copy(update={"layer": index})
-        out.append((factory, config))
+        update: dict[str, Any] = {}
+        if "slot" in type(config).model_fields:
+            update["slot"] = f"{name}.{j}"
+        if "layer" in type(config).model_fields and comp.component == "generate":
+            update["layer"] = index
+        if update:
+            config = config.model_copy(update=update)
+        out.append((info, config))
     return out
 
 
-def _runner(
-    name: str,
-    node: NodeSpec,
-    spec: WorkflowSpec,
-    models: dict[str, Model],
-    index: int = 0,
-    configs: list[tuple[_Factory, BaseModel]] | None = None,
-) -> Runner:
-    built: list[Any] = []
-    default = next(iter(models.values()), None)
-    made = configs if configs is not None else _node_configs(node, spec, index)
-    for comp, (factory, config) in zip(node.components, made, strict=True):
-        refs = ([comp.model] if comp.model else []) + list(comp.models)
-        ms = [models[r] for r in refs] if refs else ([default] if default is not None else [])
-        prm_name = comp.params.get("prm_model")
-        prm = models[prm_name] if isinstance(prm_name, str) else None
-        built.append(factory.build(config, ms, prm))
+def _next_visit(ledger: dict[str, Spend], name: str) -> int:
+    """This node's visit number, read from the ledger the pool carries (a node in a loop
+    sees its earlier visits there): no counter is kept between calls."""
+    prefix = name + "#"
+    best = 0
+    for key in ledger:
+        if key.startswith(prefix):
+            v = key[len(prefix) :].split(".", 1)[0]
+            if v.isdigit() and int(v) > best:
+                best = int(v)
+    return best + 1
 
-    visit = [0]
 
-    async def run(pool: Pool) -> Pool:
-        visit[0] += 1
-        if len(built) == 1:  # the common case: one component, no list, no merge
-            comp = built[0]
-            key = f"{name}#{visit[0]}.0"
-            if hasattr(comp, "step_key"):  # it enters its spend in the ledger itself
-                comp.step_key = key
-            out: Pool = await comp(pool)
-            if key in out.ledger:
-                return out
+class _Node:
+    """A node's step: its components (built once per workflow and engine, stateless), run
+    in parallel on the same pool and merged; each component's spend entered in the
+    ledger under ``node#visit.position``."""
+
+    def __init__(self, name: str, built: list[Any]) -> None:
+        self.name = name
+        self.built = built
+
+    async def __call__(self, pool: Pool) -> Pool:
+        visit = _next_visit(pool.ledger, self.name) if pool.ledger else 1
+        if len(self.built) == 1:  # the common case: one component, no list, no merge
+            out: Pool = await self.built[0](pool)
+            key = f"{self.name}#{visit}.0"
             return out.model_copy(update={"ledger": {**out.ledger, key: out.spend - pool.spend}})
-        outs = list(await asyncio.gather(*(c(pool) for c in built)))
+        outs = list(await asyncio.gather(*(c(pool) for c in self.built)))
         for i, o in enumerate(outs):
-            delta = o.spend - pool.spend
-            key = f"{name}#{visit[0]}.{i}"
-            outs[i] = o.model_copy(update={"ledger": {**o.ledger, key: delta}})
+            key = f"{self.name}#{visit}.{i}"
+            outs[i] = o.model_copy(update={"ledger": {**o.ledger, key: o.spend - pool.spend}})
         return merge_pools(outs)
 
-    return run
 
-
-_RUNNERS: contextvars.ContextVar[dict[str, Runner]] = contextvars.ContextVar("ponder_runners")
-
-
-class _Dispatch:
-    """A node's step in the compiled graph: runs this run's component instance (the graph is
-    compiled once per workflow; models and components are made per run)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __call__(self, pool: Pool) -> Awaitable[Pool]:
-        return _RUNNERS.get()[self.name](pool)  # the runner's awaitable: no frame of its own
-
-
-def _graph(spec: WorkflowSpec, models: dict[str, Model], *, dry: bool = False) -> Graph[Pool]:
+def _graph(spec: WorkflowSpec, steps: dict[str, Runner] | None = None) -> Graph[Pool]:
+    """The spec's graph; ``steps`` None gives a dry graph (validation only)."""
     graph: Graph[Pool] = Graph(Pool, merge=merge_pools, describe=_describe)
     nodes = spec.node_map()
     order = list(nodes)
@@ -483,8 +361,8 @@ def _graph(spec: WorkflowSpec, models: dict[str, Model], *, dry: bool = False) -
         return pool
 
     for name in order:
-        fn: Runner = noop if dry else _Dispatch(name)
-        graph.add_node(name, fn, approve=nodes[name].approve)
+        fn: Runner = noop if steps is None else steps[name]
+        graph.add_node(name, fn, approve=nodes[name].approve, on_error=nodes[name].on_error)
     for e in spec.edge_list():
         if e.when is None:
             graph.add_edge(e.source, e.to)
@@ -500,14 +378,27 @@ def _graph(spec: WorkflowSpec, models: dict[str, Model], *, dry: bool = False) -
     return graph
 
 
+@dataclass
+class _Bound:
+    """A workflow bound to one engine: its models, components and compiled graph, made
+    once and shared by every run on that engine."""
+
+    engine: Engine
+    models: dict[str, Model]
+    graph: CompiledGraph[Pool]
+
+
 class Workflow:
     """A validated workflow: ``await wf.arun("question")``, ``wf.run(...)``,
     ``async for event in wf.astream(...)``.
 
-    Models are opened for a run and closed after it (``models`` passes ready Model objects,
-    e.g. fakes, for names of the spec; the caller keeps those open). With ``checkpoint``
-    and a ``thread_id``, an interrupted run resumes where it stopped; with the response
-    cache on, no completed model call is paid twice.
+    Its models come from an engine (``engine=``, else the running loop's engine for
+    ``settings``), and its components and compiled graph are made once per engine and
+    serve every run, concurrent ones included: a run owns only its budget, ledger and
+    events. ``models`` passes ready Model objects (e.g. fakes) for names of the spec; the
+    caller keeps those open. With ``checkpoint`` and a ``thread_id``, an interrupted run
+    resumes where it stopped; with the response cache on, no completed model call is paid
+    twice.
     """
 
     def __init__(
@@ -518,6 +409,7 @@ class Workflow:
         checkpoint: str | Path | None = None,
         source: str | None = None,
         models: dict[str, Model] | None = None,
+        engine: Engine | None = None,
     ) -> None:
         problems = check(spec)
         if problems:
@@ -532,27 +424,80 @@ class Workflow:
                 source=source,
             )
         self.spec = spec
-        self.settings = settings
+        self.settings = (
+            settings if settings is not None else (engine.settings if engine is not None else None)
+        )
+        self.engine = engine
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.given_models = dict(models or {})
-        self._base: CompiledGraph[Pool] | None = None
-        # each node's spec and validated component configs, made once per workflow
-        self._nodes: dict[str, tuple[NodeSpec, list[tuple[_Factory, BaseModel]]]] | None = None
+        # each node's validated component configs, made once per workflow
+        self._configs = {
+            n: _node_configs(n, node, spec, i)
+            for i, (n, node) in enumerate(spec.node_map().items())
+        }
+        self._bound: _Bound | None = None
 
-    def _models(self, budget: Budget | None) -> dict[str, Model]:
+    def _engine(self) -> Engine:
+        return self.engine if self.engine is not None else engine_for(self.settings)
+
+    def models(self, engine: Engine | None = None) -> dict[str, Model]:
+        """The spec's models as the engine serves them (priced as the spec says)."""
+        engine = engine or self._engine()
         out = dict(self.given_models)
         for name, m in self.spec.models.items():
             if name in out:
                 continue
-            ref = ModelRef.parse(m.ref)
             limit = m.max_concurrency or self.spec.concurrency
-            if limit is not None:
-                ref = ref.model_copy(update={"max_concurrency": limit})
-            model = Model(ref, settings=self.settings, budget=budget)
-            if m.price is not None:
-                model.prices = PriceTable({model.id: Price(*m.price)})
-            out[name] = model
+            out[name] = engine.model(ModelRef.parse(m.ref), max_concurrency=limit, price=m.price)
         return out
+
+    def _bind(self, engine: Engine) -> _Bound:
+        bound = self._bound
+        if bound is not None and bound.engine is engine and not engine._closed:
+            return bound
+        models = self.models(engine)
+        default = next(iter(models.values()), None)
+        uses: dict[str, int] = {}  # model name -> slots that sampled from it so far
+
+        def slot_model(name: str) -> Model:
+            k = uses.get(name, 0)
+            uses[name] = k + 1
+            return models[name].for_slot(k)  # the k-th slot of one model: its own samples
+
+        steps: dict[str, Runner] = {}
+        for n, node in self.spec.node_map().items():
+            built: list[Any] = []
+            for comp, (info, config) in zip(node.components, self._configs[n], strict=True):
+                refs = ([comp.model] if comp.model else []) + list(comp.models)
+                if not refs and default is not None and info.needs_model:
+                    refs = [next(iter(models))]
+                ms = [slot_model(r) for r in refs] if info.needs_model else []
+                prm_name = comp.params.get("prm_model")
+                prm = models[prm_name] if isinstance(prm_name, str) else None
+                built.append(info.build(config, ms, prm))
+            steps[n] = _Node(n, built)
+        graph = _graph(self.spec, steps)
+        probe: Any = None
+        if self.checkpoint is not None:
+            from langgraph.checkpoint.memory import InMemorySaver
+
+            probe = InMemorySaver()  # stores JSON outputs, like the real one
+        bound = _Bound(engine, models, graph.compile(probe))
+        self._bound = bound
+        return bound
+
+    async def _compiled(self, stack: AsyncExitStack) -> CompiledGraph[Pool]:
+        """This workflow's graph on the running engine (with this run's checkpointer)."""
+        base = self._bind(self._engine()).graph
+        if self.checkpoint is None:
+            return base
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpointer = await stack.enter_async_context(
+            AsyncSqliteSaver.from_conn_string(str(self.checkpoint))
+        )
+        return base.with_checkpointer(checkpointer)
 
     def _budget(self) -> Budget | None:
         b = self.spec.budget
@@ -560,54 +505,25 @@ class Workflow:
             return None
         return Budget(max_cost=b.max_cost, max_tokens=b.max_tokens, max_requests=b.max_requests)
 
-    async def _compiled(self, stack: AsyncExitStack) -> CompiledGraph[Pool]:
-        """This run's graph; the caller must run it in the current context (the node
-        steps find this run's components through a context variable)."""
-        models = self._models(self._budget())
-        for name, m in models.items():
-            if name not in self.given_models:  # the caller owns the models it passed in
-                await stack.enter_async_context(m)
-        if self._nodes is None:  # validated once per workflow, components made per run
-            self._nodes = {
-                n: (node, _node_configs(node, self.spec, i))
-                for i, (n, node) in enumerate(self.spec.node_map().items())
-            }
-        _RUNNERS.set(
-            {
-                n: _runner(n, node, self.spec, models, configs=configs)
-                for n, (node, configs) in self._nodes.items()
-            }
-        )
-        if self._base is None:  # compiling is the slow part: once per workflow
-            probe: Any = None
-            if self.checkpoint is not None:
-                from langgraph.checkpoint.memory import InMemorySaver
-
-                probe = InMemorySaver()  # stores JSON outputs, like the real one
-            self._base = _graph(self.spec, {}).compile(probe)
-        if self.checkpoint is None:
-            return self._base
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        checkpointer = await stack.enter_async_context(
-            AsyncSqliteSaver.from_conn_string(str(self.checkpoint))
-        )
-        return self._base.with_checkpointer(checkpointer)
-
     def _pool(self, question: str | Pool | None) -> Pool | None:
         if question is None or isinstance(question, Pool):
             return question
         return Pool(query=question, system=None)
 
     async def arun(
-        self, question: str | Pool | None, *, thread_id: str | None = None
+        self,
+        question: str | Pool | None,
+        *,
+        thread_id: str | None = None,
+        budgets: Sequence[BudgetLike] = (),
     ) -> GraphResult[Pool]:
         """Run on ``question`` (or resume ``thread_id`` when ``question`` is None or the
-        thread has a checkpoint)."""
+        thread has a checkpoint). ``budgets`` are shared limits this run also spends from
+        (e.g. a server's per-key budget), besides the spec's per-run budget."""
         async with AsyncExitStack() as stack:
             graph = await self._compiled(stack)
-            return await graph.arun(self._pool(question), thread_id=thread_id)
+            with self._engine().run(self._budget(), *budgets, name=self.spec.name):
+                return await graph.arun(self._pool(question), thread_id=thread_id)
 
     def run(
         self, question: str | Pool | None, *, thread_id: str | None = None
@@ -616,26 +532,45 @@ class Workflow:
         return asyncio.run(self.arun(question, thread_id=thread_id))
 
     async def astream(
-        self, question: str | Pool | None, *, thread_id: str | None = None
+        self,
+        question: str | Pool | None,
+        *,
+        thread_id: str | None = None,
+        budgets: Sequence[BudgetLike] = (),
     ) -> AsyncGenerator[Event, None]:
         """Events as they happen: node started/finished/failed (with candidates, final
         answer, tokens and cost so far), then ``run_finished``."""
-        async with AsyncExitStack() as stack:
-            graph = await self._compiled(stack)
-            events = graph.astream(self._pool(question), thread_id=thread_id)
-            async with aclosing(events):
-                async for e in events:
-                    yield e
+        async with aclosing(self.aevents(question, thread_id=thread_id, budgets=budgets)) as ev:
+            async for e, _ in ev:
+                yield e
 
     async def aevents(
-        self, question: str | Pool | None, *, thread_id: str | None = None
+        self,
+        question: str | Pool | None,
+        *,
+        thread_id: str | None = None,
+        budgets: Sequence[BudgetLike] = (),
     ) -> AsyncGenerator[tuple[Event, GraphResult[Pool] | None], None]:
         """Events as they happen, each paired with the result (set on ``run_finished``)."""
         async with AsyncExitStack() as stack:
             graph = await self._compiled(stack)
-            pairs = graph.aevents(self._pool(question), thread_id=thread_id)
+            run = self._engine().run(self._budget(), *budgets, name=self.spec.name)
+            token = SCOPE.set(run.scope)  # the graph's tasks start inside: they inherit it
+            try:
+                pairs = graph.aevents(self._pool(question), thread_id=thread_id)
+            finally:
+                with contextlib.suppress(ValueError):
+                    SCOPE.reset(token)
             async with aclosing(pairs):
-                async for pair in pairs:
+                while True:
+                    token = SCOPE.set(run.scope)
+                    try:
+                        pair = await anext(pairs)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        with contextlib.suppress(ValueError):
+                            SCOPE.reset(token)
                     yield pair
 
     @staticmethod

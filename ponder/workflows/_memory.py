@@ -4,9 +4,11 @@ answer and, for DC-Cu, rewrites the cheatsheet). See docs/memory.md."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
-from ponder.agents import Pool, Spend
+from ponder.agents import Pool, Spend, register_component
 from ponder.backends import Model
 from ponder.memory import (
     CheatsheetConfig,
@@ -40,13 +42,17 @@ def _open(url: str | None) -> tuple[MemoryStore, bool]:
 
 
 def _spend(calls: list[Completion]) -> Spend:
-    return sum((Spend.of(c.usage, c.cost, c.requests) for c in calls), Spend())
+    return sum(
+        (Spend.of(c.usage, c.cost, c.requests, c.cached_usage, c.saved_cost) for c in calls),
+        Spend(),
+    )
 
 
+@register_component(config=MemoryStepConfig)
 class MemoryRead:
     """Before: the variant's memory for this query becomes ``pool.system``."""
 
-    name = "memory_read"
+    name: ClassVar[str] = "memory_read"
 
     def __init__(self, model: Model, config: MemoryStepConfig | None = None) -> None:
         self.model = model
@@ -68,11 +74,12 @@ class MemoryRead:
         return updated.noted(note + (f": {prep.note}" if prep.note else ""))
 
 
+@register_component(config=MemoryStepConfig)
 class MemoryCurate:
     """After: record the chosen answer (the candidate behind ``pool.final``, else the
     first candidate) and let the curator update the cheatsheet."""
 
-    name = "memory_curate"
+    name: ClassVar[str] = "memory_curate"
 
     def __init__(self, model: Model, config: MemoryStepConfig | None = None) -> None:
         self.model = model

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -113,6 +113,12 @@ class NodeSpec(_Spec):
     components: tuple[ComponentSpec, ...]
     approve: bool = Field(False, description="Pause for approval before this node runs.")
     seed: int | None = None
+    on_error: Literal["record", "raise"] = Field(
+        "record",
+        description="On a model-layer failure (PonderError: a server fault, a timeout, a "
+        "budget): 'record' it as the node's failure and let the rest of the graph go on, "
+        "or 'raise' it out of the run. Other exceptions (bugs) always propagate.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -120,8 +126,8 @@ class NodeSpec(_Spec):
         if isinstance(data, list):
             return {"components": data}
         if isinstance(data, dict) and "components" not in data:
-            extra = {k: data[k] for k in ("approve", "seed") if k in data}
-            rest = {k: v for k, v in data.items() if k not in ("approve", "seed")}
+            extra = {k: data[k] for k in ("approve", "seed", "on_error") if k in data}
+            rest = {k: v for k, v in data.items() if k not in ("approve", "seed", "on_error")}
             if "layer" in rest:
                 return {"components": rest["layer"], **extra}
             return {"components": [rest], **extra}
