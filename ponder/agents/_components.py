@@ -328,7 +328,7 @@ class Generate:
                         self.name,
                         model.id,
                         cfg.layer,
-                        None if cfg.seed is None else cfg.seed + ch.index,
+                        None if cfg.seed is None else cfg.seed + model.offset + ch.index,
                         ch.index,
                     ),
                     finish_reason=ch.finish_reason,

@@ -517,6 +517,11 @@ class PonderServer:
             raise ApiError(
                 401, "invalid API key", type_="authentication_error", code="invalid_api_key"
             )
+        return self.client_id(token)
+
+    @staticmethod
+    def client_id(token: str) -> str:
+        """How a key is named in limits, budgets and run records (never the key itself)."""
         return f"key:{token[:6]}…{uuid.uuid5(uuid.NAMESPACE_OID, token).hex[:8]}"
 
     async def _body(self, request: Request) -> Any:
