@@ -53,10 +53,12 @@ class Settings(BaseSettings):
         None, gt=0, description="Seconds a Redis cache entry lives (None: forever)."
     )
     max_concurrency: int = Field(256, ge=1, description="In-flight requests per endpoint.")
-    schedule: Literal["fifo", "las"] = Field(
+    schedule: Literal["fifo", "las", "ncf"] = Field(
         "las",
-        description="Order of requests waiting for an endpoint slot: 'las' (least attained "
-        "service: the run that has had the fewest requests goes first) or 'fifo'.",
+        description="Order of requests waiting for an endpoint slot: 'fifo' (arrival), "
+        "'las' (least attained service: the run that has had the fewest requests goes "
+        "first) or 'ncf' (nearest completion first: the run that has had the most goes "
+        "first). See benchmarks/batch.py.",
     )
     max_retries: int = Field(4, ge=0, le=50, description="Retries after the first attempt.")
     retry_initial: float = Field(0.5, gt=0, description="First backoff in seconds.")

@@ -128,31 +128,39 @@ class RunRecord:
         self.id, self.owner, self.model = run_id, owner, model
         self.events: list[dict[str, Any]] = []
         self.done = False
-        self._changed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []  # followers waiting for news
 
-    async def add(self, event: dict[str, Any]) -> None:
-        async with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
+    def _wake(self) -> None:
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
 
-    async def finish(self) -> None:
-        async with self._changed:
-            self.done = True
-            self._changed.notify_all()
+    def add(self, event: dict[str, Any]) -> None:
+        # a plain append: a run nobody follows pays no lock per event
+        self.events.append(event)
+        self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        self._wake()
 
     async def follow(self) -> AsyncIterator[dict[str, Any]]:
         """Every event so far, then the new ones until the run ends."""
         i = 0
         while True:
-            async with self._changed:
-                while i >= len(self.events) and not self.done:
-                    await self._changed.wait()
-                fresh, done = self.events[i:], self.done
-            for e in fresh:
-                yield e
-            i += len(fresh)
-            if done and i >= len(self.events):
+            if i < len(self.events):
+                fresh = self.events[i:]
+                i += len(fresh)
+                for e in fresh:
+                    yield e
+                continue
+            if self.done:
                 return
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
 
 async def _until_disconnect(request: Request, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -568,10 +576,10 @@ class PonderServer:
                             d["data"]["cost"] = result.output.spend.cost
                             d["data"]["cached_tokens"] = result.output.spend.cached_tokens
                             d["data"]["saved_cost"] = result.output.spend.saved_cost
-                        await rec.add(d)
+                        rec.add(d)
                         yield rec, d, result
         finally:
-            await rec.finish()
+            rec.finish()
 
     # -- routes --
 

@@ -340,11 +340,11 @@ class Model:
         tokens: int = 0,
     ) -> tuple[list[Choice], Usage]:
         scope = SCOPE.get()
-        priority = 0.0
-        if scope is not None:
-            priority = scope.attained
-            scope.attained += 1
+        # the run's service so far orders it among waiters (las: least first; ncf: most)
+        priority = 0.0 if scope is None else scope.attained
         async with self.pool.acquire(priority, tokens) as ep:
+            if scope is not None:
+                scope.attained += 1  # service is counted when it is given, not asked for
             if not ep.is_loopback and not guard.remote_allowed():
                 raise guard.refuse(ep.base_url)
             self.meter.requests += 1

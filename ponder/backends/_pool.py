@@ -15,11 +15,13 @@ from ponder.errors import ConfigurationError
 
 __all__ = ["Endpoint", "EndpointPool", "RateLimiter", "Schedule", "Slots"]
 
-Schedule = Literal["fifo", "las"]
-"""How an endpoint orders requests waiting for a slot: ``fifo`` (arrival order) or
-``las`` (least attained service: the request of the run that has had the fewest
-requests dispatched so far goes first, so queries that started late are not starved by
-wide ones and a batch of runs finishes sooner; see benchmarks/batch.py)."""
+Schedule = Literal["fifo", "las", "ncf"]
+"""How an endpoint orders requests waiting for a slot: ``fifo`` (arrival order), ``las``
+(least attained service, as in Autellix: the run that has had the fewest requests
+dispatched goes first, which protects short runs behind long ones when run sizes are
+unknown) or ``ncf`` (nearest completion first: the run that has had the most goes first,
+so runs of similar size finish one after another instead of all at the end). Measured in
+benchmarks/batch.py; ties go by arrival."""
 
 _seq = itertools.count()
 
@@ -199,8 +201,10 @@ class Endpoint:
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
-        if self.schedule not in ("fifo", "las"):
-            raise ConfigurationError(f"schedule must be 'fifo' or 'las', got {self.schedule!r}")
+        if self.schedule not in ("fifo", "las", "ncf"):
+            raise ConfigurationError(
+                f"schedule must be 'fifo', 'las' or 'ncf', got {self.schedule!r}"
+            )
         self._slots = Slots(self.max_concurrency)
         parts = urlsplit(self.base_url)
         host = parts.hostname or ""
@@ -234,7 +238,10 @@ class _Lease:
         try:
             if ep.rate.active:
                 await ep.rate.wait(self._tokens)
-            await ep._slots.acquire(self._priority if ep.schedule == "las" else 0.0)
+            s = ep.schedule
+            await ep._slots.acquire(
+                0.0 if s == "fifo" else (self._priority if s == "las" else -self._priority)
+            )
         except BaseException:
             ep.outstanding -= 1
             raise

@@ -30,6 +30,7 @@ from ponder.backends import (
     ResponseCache,
     SQLiteCache,
 )
+from ponder.backends._pool import Endpoint
 from ponder.backends._scope import SCOPE, BudgetLike, RequestScope
 from ponder.errors import ConfigurationError
 from ponder.settings import Settings
@@ -100,13 +101,15 @@ class Engine:
     ``engine.model("vllm:M@http://host:8000/v1")`` returns the one Model of that reference
     (and concurrency limit); asking again returns the same endpoints, so 64 concurrent
     runs against an endpoint limited to 32 never have more than 32 requests in flight.
-    Prices are per use: ``engine.model(ref, price=(2.0, 8.0))`` is a priced view of the
-    same model.
+    Models served by one URL with the same key and limits share that endpoint (its slots,
+    queue, health and rate limits), whatever model name they ask for. Prices are per use:
+    ``engine.model(ref, price=(2.0, 8.0))`` is a priced view of the same model.
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings.load()
         self._models: dict[tuple[Any, ...], Model] = {}
+        self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -147,11 +150,21 @@ class Engine:
         if m is None:
             cache = self.cache
             m = Model(r, settings=self.settings, cache=cache if cache is not None else False)
+            self._share_endpoints(m)
             self._models[key] = m
         if price is not None:
             p = price if isinstance(price, Price) else Price(*price)
             m = m.with_prices(PriceTable({m.id: p}))
         return m
+
+    def _share_endpoints(self, m: Model) -> None:
+        # models served by one server (one URL, key and limits) share its endpoint: its
+        # slots, scheduling queue, health and rate limits count every model's requests
+        shared = []
+        for ep in m.pool.endpoints:
+            key = (ep.base_url, ep.api_key, ep.max_concurrency, ep.rate.rpm, ep.rate.tpm)
+            shared.append(self._endpoints.setdefault(key, ep))
+        m.pool.endpoints = shared
 
     @property
     def models(self) -> list[Model]:
@@ -210,9 +223,14 @@ def engine_for(settings: Settings | None = None) -> Engine:
         closer = _closer(engines)
         start: Any = anext(closer)
         _CLOSERS[loop] = (closer, loop.create_task(start))
-    key = "" if settings is None else settings.model_dump_json()
+    # settings are frozen: one object is one configuration (no JSON of it per run)
+    key = "" if settings is None else f"id:{id(settings)}"
     engine = engines.get(key)
-    if engine is None or engine._closed:
+    if (
+        engine is None
+        or engine._closed
+        or (settings is not None and engine.settings is not settings)
+    ):
         engine = engines[key] = Engine(settings)
     return engine
 

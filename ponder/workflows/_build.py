@@ -436,9 +436,18 @@ class Workflow:
             for i, (n, node) in enumerate(spec.node_map().items())
         }
         self._bound: _Bound | None = None
+        self._loop_engine: tuple[asyncio.AbstractEventLoop, Engine] | None = None
 
     def _engine(self) -> Engine:
-        return self.engine if self.engine is not None else engine_for(self.settings)
+        if self.engine is not None:
+            return self.engine
+        loop = asyncio.get_running_loop()
+        found = self._loop_engine
+        if found is not None and found[0] is loop and not found[1]._closed:
+            return found[1]  # this loop's engine, looked up once
+        engine = engine_for(self.settings)
+        self._loop_engine = (loop, engine)
+        return engine
 
     def models(self, engine: Engine | None = None) -> dict[str, Model]:
         """The spec's models as the engine serves them (priced as the spec says)."""
@@ -486,9 +495,9 @@ class Workflow:
         self._bound = bound
         return bound
 
-    async def _compiled(self, stack: AsyncExitStack) -> CompiledGraph[Pool]:
-        """This workflow's graph on the running engine (with this run's checkpointer)."""
-        base = self._bind(self._engine()).graph
+    async def _compiled(self, stack: AsyncExitStack, engine: Engine) -> CompiledGraph[Pool]:
+        """This workflow's graph on ``engine`` (with this run's checkpointer)."""
+        base = self._bind(engine).graph
         if self.checkpoint is None:
             return base
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -521,8 +530,9 @@ class Workflow:
         thread has a checkpoint). ``budgets`` are shared limits this run also spends from
         (e.g. a server's per-key budget), besides the spec's per-run budget."""
         async with AsyncExitStack() as stack:
-            graph = await self._compiled(stack)
-            with self._engine().run(self._budget(), *budgets, name=self.spec.name):
+            engine = self._engine()
+            graph = await self._compiled(stack, engine)
+            with engine.run(self._budget(), *budgets, name=self.spec.name):
                 return await graph.arun(self._pool(question), thread_id=thread_id)
 
     def run(
@@ -553,8 +563,9 @@ class Workflow:
     ) -> AsyncGenerator[tuple[Event, GraphResult[Pool] | None], None]:
         """Events as they happen, each paired with the result (set on ``run_finished``)."""
         async with AsyncExitStack() as stack:
-            graph = await self._compiled(stack)
-            run = self._engine().run(self._budget(), *budgets, name=self.spec.name)
+            engine = self._engine()
+            graph = await self._compiled(stack, engine)
+            run = engine.run(self._budget(), *budgets, name=self.spec.name)
             token = SCOPE.set(run.scope)  # the graph's tasks start inside: they inherit it
             try:
                 pairs = graph.aevents(self._pool(question), thread_id=thread_id)
