@@ -232,6 +232,8 @@ class Model:
         self._resolved: dict[tuple[Any, ...], GenerateParams] = {}  # overrides -> params
         # id(params given) -> (those params, kept alive so the id stays theirs; resolved)
         self._resolved_params: dict[int, tuple[GenerateParams, GenerateParams]] = {}
+        # (id(params), samples, seed) -> (those params, the copy a request of the plan sends)
+        self._planned: dict[tuple[int, int, int | None], tuple[GenerateParams, GenerateParams]] = {}
 
     def __repr__(self) -> str:
         return f"Model({str(self.ref)!r})"
@@ -431,7 +433,17 @@ class Model:
                 update["n"] = len(g)
             if p.seed is not None and g[0] + self.offset != 0:
                 update["seed"] = p.seed + self.offset + g[0]
-            plan.append((g, p.model_copy(update=update) if update else p))
+            if not update:
+                plan.append((g, p))
+                continue
+            # a slot asks with the same params and offsets call after call: copy once
+            memo = (id(p), len(g), update.get("seed"))
+            known = self._planned.get(memo)
+            if known is None or known[0] is not p:
+                if len(self._planned) >= 1024:
+                    self._planned.clear()
+                known = self._planned[memo] = (p, p.model_copy(update=update))
+            plan.append((g, known[1]))
         return plan
 
     async def _fetch(

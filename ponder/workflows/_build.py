@@ -315,15 +315,12 @@ def _node_configs(
 
 def _next_visit(ledger: dict[str, Spend], name: str) -> int:
     """This node's visit number, read from the ledger the pool carries (a node in a loop
-    sees its earlier visits there): no counter is kept between calls."""
-    prefix = name + "#"
-    best = 0
-    for key in ledger:
-        if key.startswith(prefix):
-            v = key[len(prefix) :].split(".", 1)[0]
-            if v.isdigit() and int(v) > best:
-                best = int(v)
-    return best + 1
+    sees its earlier visits there): no counter is kept between calls. A dict look-up per
+    earlier visit, not a scan of the ledger."""
+    visit = 1
+    while f"{name}#{visit}.0" in ledger:
+        visit += 1
+    return visit
 
 
 class _Node:
