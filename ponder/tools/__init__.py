@@ -4,8 +4,20 @@ from ponder.tools._calculator import calculate
 from ponder.tools._sandbox import (
     RunResult,
     SandboxLimits,
+    allow_weak_sandbox,
     network_namespace_available,
     run_python,
+    sandbox_unavailable_reason,
+    seccomp_filter,
 )
 
-__all__ = ["RunResult", "SandboxLimits", "calculate", "network_namespace_available", "run_python"]
+__all__ = [
+    "RunResult",
+    "SandboxLimits",
+    "allow_weak_sandbox",
+    "calculate",
+    "network_namespace_available",
+    "run_python",
+    "sandbox_unavailable_reason",
+    "seccomp_filter",
+]

@@ -1,0 +1,385 @@
+"""An attacker's code against the sandbox: every escape tried for real, with the
+Python-level audit hook switched off first (as plain Python can), so each test shows
+that the operating-system boundary holds. Each asserts the attempt failed and that the
+host is unchanged: files, processes, sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ponder.errors import ToolExecutionError
+from ponder.tools import SandboxLimits, run_python, sandbox_unavailable_reason, seccomp_filter
+
+LIMITS = SandboxLimits(timeout=10, cpu_seconds=5, memory_mb=512)
+
+# The escape of the audit-hook sandbox: the bootstrap's globals are one frame up.
+BYPASS = """
+import sys, json
+_g = sys._getframe(1).f_globals
+_g["_DENY"].clear()
+_g["_inside"] = lambda *a: True
+_g["_readable"] = lambda *a: True
+out = {}
+def attempt(name, fn):
+    try:
+        out[name] = ["ok", repr(fn())[:300]]
+    except BaseException as e:
+        out[name] = ["failed", f"{type(e).__name__}: {e}"[:300]]
+"""
+REPORT = "\nprint('RESULT ' + json.dumps(out))\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _os_sandbox() -> None:
+    why = sandbox_unavailable_reason()
+    if why is not None:
+        pytest.fail(f"the OS sandbox must run on CI: {why} (./dev test installs bubblewrap)")
+
+
+async def attack(body: str, **kw: Any) -> dict[str, list[str]]:
+    r = await run_python(BYPASS + body + REPORT, limits=kw.pop("limits", LIMITS), **kw)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line is not None, f"no result: exit {r.exit_code}, {r.killed_reason}, {r.stderr}"
+    return dict(json.loads(line[len("RESULT ") :]))
+
+
+def failed(result: dict[str, list[str]], *names: str) -> None:
+    for n in names:
+        assert result[n][0] == "failed", f"{n} succeeded: {result[n][1]}"
+
+
+def host_processes_with(token: str) -> list[int]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if token.encode() in (d / "cmdline").read_bytes():
+                    found.append(int(d.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "secret.txt"
+    path.write_text("TOP-SECRET-" + secrets.token_hex(8))
+    return path
+
+
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
+def process_count() -> int:
+    return len([p for p in Path("/proc").iterdir() if p.name.isdigit()])
+
+
+def read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+# -- the hook is not the boundary ---------------------------------------------------------
+
+
+async def test_the_hook_can_be_switched_off_but_host_files_stay_unreadable(
+    secret_file: Path,
+) -> None:
+    beside = Path(__file__).with_name("conftest.py")  # a file next to the calling code
+    r = await attack(
+        f"attempt('secret', lambda: open({str(secret_file)!r}).read())\n"
+        f"attempt('beside', lambda: open({str(beside)!r}).read())\n"
+        "attempt('passwd', lambda: open('/etc/passwd').read())\n"
+        f"attempt('project', lambda: __import__('os').listdir({os.getcwd()!r}))\n"
+        "attempt('root', lambda: __import__('os').listdir('/'))\n"
+        "attempt('hook_off', lambda: open('/proc/self/status').read()[:10])\n"
+    )
+    assert r["hook_off"][0] == "ok"  # the audit hook really is off
+    failed(r, "secret", "beside", "passwd")
+    # the project is not there: at most the empty path to the bound site-packages
+    assert r["project"][0] == "failed" or "pyproject" not in r["project"][1]
+    # the root holds only what was bound read-only: the system, the interpreter, the box
+    assert set(eval(r["root"][1])) <= {
+        "usr",
+        "bin",
+        "sbin",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "etc",
+        "proc",
+        "dev",
+        "box",
+        "root",
+        "opt",
+        "home",
+        "work",
+        "tmp",
+        "srv",
+        "var",
+    }
+    assert "TOP-SECRET" not in json.dumps(r)
+
+
+async def test_writes_outside_the_working_directory_do_not_reach_the_host(
+    tmp_path: Path,
+) -> None:
+    token = secrets.token_hex(6)
+    targets = [tmp_path / "escape.txt", Path(f"/tmp/ponder-escape-{token}")]
+    body = "".join(
+        f"attempt('w{i}', lambda: open({str(t)!r}, 'w').write('x'))\n"
+        for i, t in enumerate(targets)
+    )
+    await attack(body)
+    for t in targets:
+        assert not exists(t)
+
+
+async def test_processes_run_only_inside_as_nobody() -> None:
+    r = await attack(
+        "import subprocess, _posixsubprocess, os\n"
+        "attempt('id', lambda: subprocess.run(['id'], capture_output=True, text=True).stdout)\n"
+        "attempt('sh', lambda: subprocess.run(['/bin/sh', '-c', 'cat /proc/1/cmdline; "
+        "ls /proc | wc -l'], capture_output=True, text=True).stdout)\n"
+    )
+    if r["id"][0] == "ok":
+        assert "uid=65534" in r["id"][1]
+        assert "uid=0" not in r["id"][1]
+    if r["sh"][0] == "ok":
+        assert "bwrap" in r["sh"][1]  # PID 1 is the sandbox's own init, not the host's
+
+
+async def test_posixsubprocess_fork_exec_cannot_touch_the_host(tmp_path: Path) -> None:
+    marker = tmp_path / "forked.txt"
+    code = (
+        "import _posixsubprocess, os\n"
+        "def spawn():\n"
+        "    r, w = os.pipe()\n"
+        "    pid = _posixsubprocess.fork_exec(\n"
+        f"        [b'/bin/sh'], [b'/bin/sh'], True, (), None, None,\n"
+        "        -1, -1, -1, -1, -1, -1, r, w, True, False, 0, None, None, None, -1,\n"
+        "        None, False) if False else None\n"
+        "    return pid\n"
+        "attempt('noop', spawn)\n"
+        "import subprocess\n"
+        f"attempt('sh', lambda: subprocess.run(['/bin/sh', '-c', 'echo x > {marker}'],"
+        " capture_output=True, text=True))\n"
+    )
+    await attack(code)
+    assert not exists(marker)
+
+
+async def test_a_detached_child_does_not_outlive_the_run() -> None:
+    token = f"ponder-orphan-{secrets.token_hex(6)}"
+    r = await attack(
+        "import subprocess, sys\n"
+        "attempt('detach', lambda: subprocess.Popen([sys.executable, '-c', "
+        f"'import time; time.sleep(30)  # {token}'], start_new_session=True).pid)\n"
+    )
+    assert r["detach"][0] == "ok"  # it started inside...
+    for _ in range(50):
+        if not host_processes_with(token):
+            break
+        await asyncio.sleep(0.1)
+    assert host_processes_with(token) == []  # ...and ended with the run
+
+
+async def test_a_fork_bomb_stops_at_the_process_limit() -> None:
+    token = f"ponder-bomb-{secrets.token_hex(6)}"
+    before = process_count()
+    lim = SandboxLimits(timeout=5, cpu_seconds=5, max_processes=16)
+    r = await run_python(
+        BYPASS
+        + "import os, time\n"
+        + f"_t = {token!r}\n"
+        + "n = 0\n"
+        + "try:\n"
+        + "    while True:\n"
+        + "        if os.fork() == 0:\n"
+        + "            time.sleep(20)\n"
+        + "            os._exit(0)\n"
+        + "        n += 1\n"
+        + "except OSError as e:\n"
+        + "    print('stopped after', n, type(e).__name__)\n",
+        limits=lim,
+    )
+    assert "stopped after" in r.stdout
+    assert int(r.stdout.split()[2]) < 16
+    await asyncio.sleep(0.5)
+    after = process_count()
+    assert after <= before + 2  # nothing of it is left
+
+
+# -- planting code for later runs ----------------------------------------------------------
+
+
+async def test_pth_and_sitecustomize_cannot_be_planted() -> None:
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    token = secrets.token_hex(6)
+    targets = [Path(site[0]) / f"ponder-evil-{token}.pth"] if site else []
+    targets.append(Path(sys.base_prefix) / "lib" / f"sitecustomize_{token}.py")
+    body = "import os\n" + "".join(
+        f"attempt('t{i}', lambda: os.open({str(t)!r}, os.O_WRONLY | os.O_CREAT, 0o644))\n"
+        for i, t in enumerate(targets)
+    )
+    r = await attack(body)
+    failed(r, *[f"t{i}" for i in range(len(targets))])
+    for t in targets:
+        assert not exists(t)
+    assert "Read-only file system" in json.dumps(r)
+
+
+async def test_os_open_with_every_flag_never_reaches_a_host_file(secret_file: Path) -> None:
+    before = read(secret_file)
+    flags = {
+        "rdonly": "os.O_RDONLY",
+        "wronly": "os.O_WRONLY",
+        "rdwr": "os.O_RDWR",
+        "creat": "os.O_WRONLY | os.O_CREAT",
+        "trunc": "os.O_WRONLY | os.O_TRUNC",
+        "append": "os.O_WRONLY | os.O_APPEND",
+        "path": "os.O_PATH",
+        "nofollow": "os.O_RDONLY | os.O_NOFOLLOW",
+        "tmpfile": "os.O_TMPFILE | os.O_WRONLY",
+    }
+    body = "import os\n"
+    for name, f in flags.items():
+        target = secret_file.parent if name == "tmpfile" else secret_file
+        body += f"attempt({name!r}, lambda: os.open({str(target)!r}, {f}))\n"
+    body += "attempt('usr_write', lambda: os.open('/usr/bin/env', os.O_WRONLY))\n"
+    r = await attack(body)
+    failed(r, *flags, "usr_write")
+    assert read(secret_file) == before
+
+
+async def test_symlinks_and_hard_links_do_not_lead_out(secret_file: Path) -> None:
+    r = await attack(
+        "import os\n"
+        f"os.symlink({str(secret_file)!r}, 'link')\n"
+        "attempt('symlink', lambda: open('link').read())\n"
+        f"attempt('hardlink', lambda: os.link({str(secret_file)!r}, 'hard'))\n"
+        "attempt('proc_root', lambda: open('/proc/1/root" + str(secret_file) + "').read())\n"
+    )
+    failed(r, "symlink", "hardlink", "proc_root")
+    assert "TOP-SECRET" not in json.dumps(r)
+
+
+async def test_dev_shm_is_private() -> None:
+    token = secrets.token_hex(6)
+    await attack(f"attempt('shm', lambda: open('/dev/shm/ponder-{token}', 'w').write('x'))\n")
+    assert not exists(Path(f"/dev/shm/ponder-{token}"))
+
+
+# -- secrets, processes and the kernel ----------------------------------------------------
+
+
+async def test_no_secret_in_the_environment_or_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ponder-secret")
+    r = await attack(
+        "import os\n"
+        "attempt('env', lambda: dict(os.environ))\n"
+        "attempt('self', lambda: open('/proc/self/environ', 'rb').read())\n"
+        "attempt('init', lambda: open('/proc/1/environ', 'rb').read())\n"
+        "attempt('procs', lambda: sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+    )
+    assert "sk-ponder-secret" not in json.dumps(r)
+    assert len(json.loads(r["procs"][1].replace("'", '"'))) < 10  # no host processes seen
+
+
+async def test_ptrace_and_signals_cannot_reach_the_parent() -> None:
+    me = os.getpid()
+    r = await attack(
+        "import ctypes, os, signal\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def ptrace(pid):\n"
+        "    if libc.ptrace(16, pid, 0, 0) != 0:\n"  # PTRACE_ATTACH
+        "        raise OSError(ctypes.get_errno(), 'ptrace refused')\n"
+        f"attempt('ptrace_parent', lambda: ptrace({me}))\n"
+        "attempt('ptrace_1', lambda: ptrace(1))\n"
+        f"attempt('kill_parent', lambda: os.kill({me}, signal.SIGKILL))\n"
+        "attempt('kill_ppid', lambda: os.kill(os.getppid(), signal.SIGKILL) if os.getppid() > 1"
+        " else (_ for _ in ()).throw(OSError('no parent visible')))\n"
+    )
+    failed(r, "ptrace_parent", "ptrace_1", "kill_parent")
+    assert os.getpid() == me  # still here
+
+
+async def test_ctypes_syscalls_the_filter_refuses() -> None:
+    if seccomp_filter() is None:
+        pytest.skip("the seccomp filter is x86-64 only")
+    r = await attack(
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def sc(nr, *a):\n"
+        "    if libc.syscall(nr, *a) == -1:\n"
+        "        raise OSError(ctypes.get_errno(), f'syscall {nr} refused')\n"
+        "attempt('unshare', lambda: sc(272, 0x10000000))\n"  # CLONE_NEWUSER
+        "attempt('mount', lambda: sc(165, b'none', b'/box', b'tmpfs', 0, 0))\n"
+        "attempt('keyctl', lambda: sc(250, 0, 0, 0, 0))\n"
+        "attempt('bpf', lambda: sc(321, 0, 0, 0))\n"
+        "attempt('io_uring', lambda: sc(425, 1, 0))\n"
+        "attempt('userfaultfd', lambda: sc(323, 0))\n"
+    )
+    failed(r, "unshare", "mount", "keyctl", "bpf", "io_uring", "userfaultfd")
+    assert "Operation not permitted" in r["keyctl"][1] or "1" in r["keyctl"][1]
+
+
+# -- the network ---------------------------------------------------------------------------
+
+
+async def test_no_network_to_host_loopback_dns_or_abstract_sockets() -> None:
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    tcp.setblocking(False)
+    port = tcp.getsockname()[1]
+    name = f"ponder-abstract-{secrets.token_hex(6)}"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind("\0" + name)
+    unix.listen()
+    unix.setblocking(False)
+    try:
+        r = await attack(
+            "import socket\n"
+            f"attempt('tcp', lambda: socket.create_connection(('127.0.0.1', {port}), 2))\n"
+            "attempt('dns', lambda: socket.getaddrinfo('example.com', 80))\n"
+            "def abstract():\n"
+            "    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+            f"    s.connect('\\0{name}')\n"
+            "attempt('abstract', abstract)\n"
+            "attempt('outside', lambda: socket.create_connection(('1.1.1.1', 53), 2))\n"
+        )
+        failed(r, "tcp", "dns", "abstract", "outside")
+        for s in (tcp, unix):
+            with pytest.raises(BlockingIOError):
+                s.accept()  # nobody connected
+    finally:
+        tcp.close()
+        unix.close()
+
+
+# -- the weak mode is an explicit choice ------------------------------------------------
+
+
+async def test_without_bubblewrap_untrusted_code_is_refused_unless_weak_is_chosen(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ponder.tools import _sandbox
+
+    monkeypatch.setattr(_sandbox, "sandbox_unavailable_reason", lambda: "no bwrap (test)")
+    with pytest.raises(ToolExecutionError, match="refusing to run untrusted code"):
+        await run_python("print(1)", limits=LIMITS)
+    monkeypatch.setitem(_sandbox._weak, "warned", False)
+    weak = await run_python("print(1)", limits=LIMITS.model_copy(update={"isolation": "weak"}))
+    assert weak.ok
+    assert "WEAK sandbox" in caplog.text
