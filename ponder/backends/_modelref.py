@@ -14,6 +14,7 @@ Examples: ``openai:gpt-4o-mini``, ``anthropic:claude-sonnet-4-5``,
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,13 @@ def _check_url(url: str, ref: str) -> str:
             "(expected e.g. http://127.0.0.1:8000/v1)"
         )
     return url.rstrip("/")
+
+
+def _looks_like_endpoint(text: str) -> bool:
+    """Whether what follows an '@' names where the model is (a URL, a host, host:port),
+    rather than being part of the name (a version tag such as ``@20240620``)."""
+    t = text.strip()
+    return "://" in t or ":" in t or "/" in t or "." in t or "," in t or t == "localhost"
 
 
 class ModelRef(BaseModel):
@@ -76,9 +84,18 @@ class ModelRef(BaseModel):
                 "(e.g. 'openai:gpt-4o-mini' or 'vllm:MODEL@http://host:8000/v1')"
             )
         name, urls = rest, ""
-        at = rest.find("@http")
-        if at >= 0:
+        scheme = re.search(r"@(?=[A-Za-z][A-Za-z0-9+.-]*://)", rest)  # the first '@URL'
+        at = scheme.start() if scheme is not None else rest.rfind("@")
+        if at >= 0 and _looks_like_endpoint(rest[at + 1 :]):
             name, urls = rest[:at], rest[at + 1 :]
+            for u in urls.split(","):
+                u = u.strip()
+                if u and urlsplit(u).scheme not in ("http", "https"):
+                    raise ConfigurationError(
+                        f"model reference {text!r}: endpoint {u!r} is not an http(s) URL. "
+                        "The grammar is provider:model[@URL[,URL...]] with URLs such as "
+                        "http://127.0.0.1:8000/v1 (docs/backends.md)"
+                    )
         if not name:
             raise ConfigurationError(f"malformed model reference {text!r}: the model name is empty")
         base_urls = tuple(u.strip() for u in urls.split(",") if u.strip()) if urls else ()

@@ -13,7 +13,7 @@ from ponder.settings import Settings
 from ponder.workflows._build import Problem, Workflow, WorkflowError, check
 from ponder.workflows._spec import WorkflowSpec
 
-__all__ = ["load_spec", "load_workflow", "workflow_schema"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "load_spec", "load_workflow", "workflow_schema"]
 
 _SYNTHETIC = ("components", "params")
 
@@ -56,21 +56,92 @@ def _line_for(path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], in
     return None
 
 
+MAX_FILE_BYTES = 1_000_000
+"""Workflow files larger than this are refused before they are parsed."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists a workflow file may have."""
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing aliases (a few hundred bytes of them can expand to
+    gigabytes: the "billion laughs") and nesting deeper than ``MAX_DEPTH``."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "YAML aliases (*name) are not allowed in workflow files; write the value out",
+                event.start_mark,
+            )
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"nested deeper than {MAX_DEPTH} levels",
+                self.peek_event().start_mark,
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise WorkflowError(
+            [
+                Problem(
+                    (),
+                    f"not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8",
+                    line,
+                )
+            ],
+            source=str(path),
+        ) from None
+
+
 def _read(path: Path) -> tuple[Any, dict[tuple[str | int, ...], int]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise WorkflowError(
+                [
+                    Problem(
+                        (),
+                        f"the file has {size:,} bytes; a workflow file has at most "
+                        f"{MAX_FILE_BYTES:,} (put data in a dataset, not the workflow)",
+                    )
+                ],
+                source=str(path),
+            )
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise WorkflowError(
             [Problem((), f"cannot read the file: {e.strerror}")], source=str(path)
         ) from None
+    text = _decode(raw, path)
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line = mark.line + 1 if mark is not None else None
         message = f"YAML syntax: {e.problem or e}" + (f" ({e.context})" if e.context else "")
+        if "not allowed" in str(e.problem) or "nested deeper" in str(e.problem):
+            message = str(e.problem)
         raise WorkflowError([Problem((), message, line)], source=str(path)) from None
+    finally:
+        loader.dispose()
     if node is None or not isinstance(data, dict):
         raise WorkflowError(
             [Problem((), "the file must hold a mapping (models:, layers: or nodes:, ...)", 1)],
