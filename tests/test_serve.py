@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from ponder import Settings
 from ponder.agents import Pool, register_component, unregister_component
 from ponder.apps._serve_settings import ServeSettings
-from ponder.apps.server import PonderServer
+from ponder.apps.server import ApiError, PonderServer
 from ponder.testing import StandinConfig, StandinServer
 from ponder.testing.oracle import OracleConfig, ProblemBank
 from ponder.workflows import Workflow, WorkflowSpec
@@ -47,7 +47,9 @@ async def serving(server: PonderServer) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(server.app, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        server.app, log_level="warning", lifespan="on", **server.uvicorn_options()
+    )
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve(sockets=[sock]))
     for _ in range(1000):
@@ -176,7 +178,11 @@ async def test_malformed_requests_get_openai_style_4xx(served: tuple[str, Ponder
     base, _ = served
     auth = {"Authorization": f"Bearer {KEY}"}
     async with httpx.AsyncClient(base_url=base, headers=auth) as c:
-        bad_json = await c.post("/v1/chat/completions", content=b"{nope")
+        bad_json = await c.post(
+            "/v1/chat/completions",
+            content=b"{nope",
+            headers={"Content-Type": "application/json"},
+        )
         no_messages = await c.post("/v1/chat/completions", json={"model": "vote", "messages": []})
         bad_role = await c.post(
             "/v1/chat/completions",
@@ -204,6 +210,75 @@ async def test_malformed_requests_get_openai_style_4xx(served: tuple[str, Ponder
     assert unknown.status_code == 404
     assert "GET /v1/models" in unknown.json()["error"]["message"]
     assert huge.status_code == 413
+
+
+async def test_the_api_takes_only_json_of_bounded_depth(served: tuple[str, PonderServer]) -> None:
+    base, _ = served
+    auth = {"Authorization": f"Bearer {KEY}"}
+    body = json.dumps({"model": "vote", "messages": [{"role": "user", "content": "hi"}]})
+    async with httpx.AsyncClient(base_url=base, headers=auth) as c:
+        plain = await c.post(
+            "/v1/chat/completions", content=body, headers={"Content-Type": "text/plain"}
+        )
+        form = await c.post("/v1/chat/completions", data={"model": "vote"})
+        nested = await c.post(
+            "/v1/chat/completions",
+            content=b"[" * 400_000 + b"]" * 400_000,
+            headers={"Content-Type": "application/json"},
+        )
+        deep_but_valid = await c.post(
+            "/v1/chat/completions",
+            content=(b'{"a":' * 100) + b"1" + b"}" * 100,
+            headers={"Content-Type": "application/json"},
+        )
+    assert plain.status_code == 415
+    assert plain.json()["error"]["code"] == "unsupported_media_type"
+    assert form.status_code == 415
+    assert nested.status_code == 400
+    assert nested.json()["error"]["code"] == "invalid_json"
+    assert deep_but_valid.status_code == 400
+    assert "nested 100 levels" in deep_but_valid.json()["error"]["message"]
+
+
+async def test_forwarded_for_is_ignored_unless_from_a_trusted_proxy(standin_url: str) -> None:
+    settings = ServeSettings(requests_per_minute=2)
+    server = PonderServer({"single": vote_workflow(standin_url, "single", 1)}, settings)
+    async with serving(server) as base, httpx.AsyncClient(base_url=base) as c:
+        codes = [
+            (
+                await c.post(
+                    "/v1/chat/completions",
+                    json={"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+                    headers={"X-Forwarded-For": f"203.0.113.{i}"},
+                )
+            ).status_code
+            for i in range(4)
+        ]
+    assert codes[:2] == [404, 404]
+    assert codes[2:] == [429, 429]  # a new X-Forwarded-For does not reset the limit
+    trusting = PonderServer(
+        {"single": vote_workflow(standin_url, "single", 1)},
+        ServeSettings(trusted_proxies=["127.0.0.1"], allow_open_remote=True),
+    )
+    assert trusting.uvicorn_options()["forwarded_allow_ips"] == "127.0.0.1"
+
+
+def test_an_open_server_answers_only_loopback_clients(standin_url: str) -> None:
+    from starlette.requests import Request
+
+    def request(host: str) -> Request:
+        return Request({"type": "http", "headers": [], "client": (host, 5000)})
+
+    wf = {"single": vote_workflow(standin_url, "single", 1)}
+    closed = PonderServer(wf, ServeSettings())
+    assert closed._client(request("127.0.0.1")) == "ip:127.0.0.1"
+    assert closed._client(request("::1")) == "ip:::1"
+    with pytest.raises(ApiError) as e:
+        closed._client(request("203.0.113.9"))
+    assert e.value.status == 403
+    assert "PONDER_SERVE_API_KEYS" in e.value.message
+    opened = PonderServer(wf, ServeSettings(allow_open_remote=True))
+    assert opened._client(request("203.0.113.9")) == "ip:203.0.113.9"
 
 
 async def test_rate_limits_and_budgets_per_key(standin_url: str) -> None:

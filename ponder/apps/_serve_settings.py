@@ -31,6 +31,19 @@ class ServeSettings(BaseSettings):
         None, ge=1, description="Tokens each API key may spend (None: no limit)."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger requests get 413.")
+    max_json_depth: int = Field(
+        32, ge=4, le=512, description="Deepest nesting of a JSON body; deeper ones get 400."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For is believed (none: "
+        "the header is ignored, and clients are who they connect from).",
+    )
+    allow_open_remote: bool = Field(
+        False,
+        description="With no api_keys, also answer clients that are not on loopback (off: "
+        "an open server answers only this machine).",
+    )
     max_concurrent_runs: int = Field(64, ge=1, description="Runs at once; more wait.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (none: CORS off)."
@@ -56,7 +69,7 @@ class ServeSettings(BaseSettings):
         1.0, ge=0, description="Least time between progress updates of a Slack reply."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, v: object) -> object:
         return _split(v)

@@ -378,6 +378,7 @@ def serve(
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+        **server.uvicorn_options(),
     )
 
 

@@ -11,6 +11,7 @@ See docs/serve.md.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import secrets
@@ -23,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
@@ -202,6 +204,22 @@ async def _until_disconnect(request: Request, items: AsyncIterator[Any]) -> Asyn
         await asyncio.gather(run, watcher, return_exceptions=True)
 
 
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a decoded JSON value (iteratively: a deep
+    body cannot exhaust the stack)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
 def _event_dict(e: Event) -> dict[str, Any]:
     return {"kind": e.kind, "node": e.node, "iteration": e.iteration, "data": e.data}
 
@@ -273,7 +291,7 @@ def openapi_schema(workflows: Mapping[str, Workflow]) -> dict[str, Any]:
                             "description": "the workflows",
                             "content": {"application/json": {}},
                         },
-                        **errors(401, 429),
+                        **errors(401, 403, 429),
                     }
                 }
             },
@@ -292,7 +310,7 @@ def openapi_schema(workflows: Mapping[str, Workflow]) -> dict[str, Any]:
                             "description": "a completion, or its stream",
                             "content": {"application/json": {}, **sse},
                         },
-                        **errors(400, 401, 404, 413, 422, 429, 500, 502),
+                        **errors(400, 401, 403, 404, 413, 415, 422, 429, 500, 502),
                     },
                 }
             },
@@ -308,12 +326,19 @@ def openapi_schema(workflows: Mapping[str, Workflow]) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {"description": "the run's events", "content": sse},
-                        **errors(401, 404),
+                        **errors(401, 403, 404),
                     },
                 }
             },
         },
     }
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", "testclient")  # Starlette's TestClient
 
 
 def usage_dict(spend: Spend) -> dict[str, Any]:
@@ -511,7 +536,17 @@ class PonderServer:
     def _client(self, request: Request) -> str:
         """The caller's API key (checked), or its address when the API is open."""
         if not self._keys:
-            return f"ip:{request.client.host if request.client else '?'}"
+            host = request.client.host if request.client else ""
+            if not self.settings.allow_open_remote and not _loopback(host):
+                raise ApiError(
+                    403,
+                    "this server is open (no API keys) and so answers only clients on its "
+                    "own machine; set PONDER_SERVE_API_KEYS, or PONDER_SERVE_ALLOW_OPEN_REMOTE="
+                    "true to serve everyone without keys",
+                    type_="permission_error",
+                    code="open_server_loopback_only",
+                )
+            return f"ip:{host or '?'}"
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         if not token:
@@ -532,7 +567,24 @@ class PonderServer:
         """How a key is named in limits, budgets and run records (never the key itself)."""
         return f"key:{token[:6]}…{uuid.uuid5(uuid.NAMESPACE_OID, token).hex[:8]}"
 
+    def uvicorn_options(self) -> dict[str, Any]:
+        """How uvicorn must run this app: X-Forwarded-For believed only from the configured
+        proxies (uvicorn's default believes any loopback peer, which would let a local
+        client pick the address its rate limit counts)."""
+        proxies = self.settings.trusted_proxies
+        if not proxies:
+            return {"proxy_headers": False}
+        return {"proxy_headers": True, "forwarded_allow_ips": ",".join(proxies)}
+
     async def _body(self, request: Request) -> Any:
+        ctype = request.headers.get("content-type", "")
+        if ctype.split(";", 1)[0].strip().lower() != "application/json":
+            # a browser sends text/plain cross-origin without asking (no CORS preflight)
+            raise ApiError(
+                415,
+                f"send the body as Content-Type: application/json (got {ctype or 'none'!r})",
+                code="unsupported_media_type",
+            )
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -543,9 +595,18 @@ class PonderServer:
             if len(raw) > limit:
                 raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
+            body = orjson.loads(raw)  # C parser; nesting past 1024 is an error, not a crash
+        except orjson.JSONDecodeError as e:
             raise ApiError(400, f"the body is not valid JSON: {e}", code="invalid_json") from e
+        depth = _depth(body)
+        if depth > self.settings.max_json_depth:
+            raise ApiError(
+                400,
+                f"the body is nested {depth} levels deep; at most "
+                f"{self.settings.max_json_depth} are accepted",
+                code="invalid_json",
+            )
+        return body
 
     def _record(self, owner: str, model: str) -> RunRecord:
         rec = RunRecord(f"run-{uuid.uuid4().hex[:16]}", owner, model)

@@ -70,7 +70,7 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.composer.ComposerError(
                 None,
                 None,
@@ -83,7 +83,7 @@ class _Loader(yaml.SafeLoader):
                 None,
                 None,
                 f"nested deeper than {MAX_DEPTH} levels",
-                self.peek_event().start_mark,
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
             )
         try:
             return super().compose_node(parent, index)
