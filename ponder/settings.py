@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     retry_initial: float = Field(0.5, gt=0, description="First backoff in seconds.")
     retry_max: float = Field(30.0, gt=0, description="Longest backoff in seconds.")
     request_timeout: float = Field(600.0, gt=0, description="Seconds for one HTTP attempt.")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a connection.")
+    first_byte_timeout: float = Field(
+        50.0,
+        gt=0,
+        description="Seconds a server may take before it sends anything, or stall between "
+        "bytes: past it the endpoint counts as hung and the call fails (not retried). Raise "
+        "it for very long non-streamed answers.",
+    )
     eject_after: int = Field(3, ge=1, description="Consecutive failures that eject a replica.")
     eject_cooldown: float = Field(10.0, gt=0, description="Seconds an ejected replica rests.")
     local_n_ctx: int = Field(4096, ge=64, description="Context window of local GGUF models.")

@@ -401,3 +401,33 @@ async def test_repeated_overrides_are_validated_once_and_bad_ones_still_refused(
     again = await m.generate("2+2?", temperature=0.7, seed=3)
     assert again.choices[0].cached
     assert again.text == first.text
+
+
+async def test_a_hung_endpoint_fails_within_the_first_byte_timeout_naming_it() -> None:
+    """A server that takes the connection and never answers: the call fails once the
+    first-byte timeout passes (not after 5 attempts of the 600 s total), saying which
+    setting to raise."""
+    import time as _time
+
+    from ponder.backends._openai import StalledError
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(30)
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = Settings.load(cache=False, first_byte_timeout=0.5, retry_initial=0.01)
+        async with Model(f"vllm:m@http://127.0.0.1:{port}/v1", settings=settings) as m:
+            t = _time.perf_counter()
+            with pytest.raises(StalledError, match="PONDER_FIRST_BYTE_TIMEOUT"):
+                await m.generate("q")
+            assert _time.perf_counter() - t < 5
+            assert m.meter.retries == 0
+    finally:
+        server.close()
+        await server.wait_closed()
+    defaults = Settings.load()
+    assert defaults.first_byte_timeout < 60  # a hung server fails within a minute

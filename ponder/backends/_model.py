@@ -65,7 +65,12 @@ def _make_wire(provider: Provider, quirks: Quirks, settings: Settings) -> Wire:
         return AnthropicWire(key_hint=provider.api_key_env)
     from ponder.backends._openai import OpenAIWire
 
-    return OpenAIWire(quirks, key_hint=provider.api_key_env)
+    return OpenAIWire(
+        quirks,
+        key_hint=provider.api_key_env,
+        connect_timeout=settings.connect_timeout,
+        first_byte_timeout=settings.first_byte_timeout,
+    )
 
 
 _announced = False

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
-from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -67,20 +66,68 @@ def _usage(raw: Any) -> Usage:
     )
 
 
-@lru_cache(maxsize=64)
-def _timeout(seconds: float | None) -> aiohttp.ClientTimeout | None:
-    return aiohttp.ClientTimeout(total=seconds) if seconds else None
+class StalledError(RequestTimeout):
+    """The server took the connection but sent nothing (or stopped sending) for the
+    first-byte timeout: a hung endpoint. Not retried, so a hung server fails a call
+    within that timeout instead of after every retry."""
+
+    retryable = False
+
+
+def _timeout_error(
+    e: BaseException, url: str, endpoint: str, total: float | None, connect: float, read: float
+) -> RequestTimeout:
+    """One message per timeout that fired, naming the setting that controls it."""
+    if isinstance(e, aiohttp.ConnectionTimeoutError):
+        return RequestTimeout(
+            f"could not connect to {url} within {connect:g}s (PONDER_CONNECT_TIMEOUT); is "
+            "the server up and reachable?",
+            endpoint=endpoint,
+        )
+    if isinstance(e, aiohttp.SocketTimeoutError):
+        return StalledError(
+            f"{url} took the request but sent nothing for {read:g}s "
+            "(PONDER_FIRST_BYTE_TIMEOUT): the server looks hung. Raise the setting for very "
+            "long non-streamed answers, or check the server",
+            endpoint=endpoint,
+        )
+    return RequestTimeout(
+        f"{url} sent no complete answer within {total}s (PONDER_REQUEST_TIMEOUT, or "
+        "timeout=...); check the server's load",
+        endpoint=endpoint,
+    )
 
 
 class OpenAIWire:
     """Chat Completions over HTTP. ``key_hint`` names where the key comes from (errors)."""
 
-    def __init__(self, quirks: Quirks, *, key_hint: str | None = None) -> None:
+    def __init__(
+        self,
+        quirks: Quirks,
+        *,
+        key_hint: str | None = None,
+        connect_timeout: float = 10.0,
+        first_byte_timeout: float = 50.0,
+    ) -> None:
         self.quirks = quirks
         self.key_hint = key_hint
+        self.connect_timeout = connect_timeout
+        self.first_byte_timeout = first_byte_timeout
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._header_cache: dict[str | None, dict[str, str]] = {}  # by API key
+
+    def _timeout(self, total: float | None) -> aiohttp.ClientTimeout:
+        # connect, first byte (and any stall between bytes), total: made once per total
+        t = self._timeouts.get(total)
+        if t is None:
+            t = self._timeouts[total] = aiohttp.ClientTimeout(
+                total=total or None,
+                sock_connect=self.connect_timeout,
+                sock_read=self.first_byte_timeout,
+            )
+        return t
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -153,7 +200,7 @@ class OpenAIWire:
     ) -> tuple[list[Choice], Usage]:
         body = orjson.dumps(self.payload(model, messages, params, n))
         url = endpoint.base_url + "/chat/completions"
-        timeout = _timeout(params.timeout)
+        timeout = self._timeout(params.timeout)
         session = self._get_session()
         try:
             async with session.post(
@@ -168,11 +215,14 @@ class OpenAIWire:
                         endpoint=endpoint.base_url,
                         key_hint=self.key_hint,
                     )
-        except TimeoutError:
-            raise RequestTimeout(
-                f"{url} sent no complete answer within {params.timeout}s; raise timeout=... "
-                "or check the server's load",
-                endpoint=endpoint.base_url,
+        except TimeoutError as e:
+            raise _timeout_error(
+                e,
+                url,
+                endpoint.base_url,
+                params.timeout,
+                self.connect_timeout,
+                self.first_byte_timeout,
             ) from None
         except aiohttp.ClientError as e:
             raise TransportError(
@@ -218,7 +268,7 @@ class OpenAIWire:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
         url = endpoint.base_url + "/chat/completions"
-        timeout = _timeout(params.timeout)
+        timeout = self._timeout(params.timeout)
         session = self._get_session()
         finished = False
         try:
@@ -262,10 +312,14 @@ class OpenAIWire:
                         )
                     if usage is not None:
                         yield StreamChunk(0, "", None, usage)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"{url} stream did not finish within {params.timeout}s",
-                endpoint=endpoint.base_url,
+        except TimeoutError as e:
+            raise _timeout_error(
+                e,
+                url,
+                endpoint.base_url,
+                params.timeout,
+                self.connect_timeout,
+                self.first_byte_timeout,
             ) from None
         except aiohttp.ClientError as e:
             raise TransportError(
