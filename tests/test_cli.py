@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +55,30 @@ def test_demo_votes_on_bundled_questions(capsys: pytest.CaptureFixture[str]) -> 
 def test_demo_on_the_standin_oracle(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--standin", "-n", "3", "--questions", "2"]) == 0
     assert "voted:" in capsys.readouterr().out
+
+
+def test_run_exits_3_when_every_node_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    wf = tmp_path / "dead.yaml"
+    wf.write_text(
+        f"models:\n  m: vllm:m@http://127.0.0.1:{port}/v1\nlayers:\n  - generate: {{n: 2}}\n"
+        "  - vote\n"
+    )
+    monkeypatch.setenv("PONDER_MAX_RETRIES", "0")
+    code = main(["run", str(wf), "2+2?", "--checkpoint", str(tmp_path / "c.db")])
+    assert code == 3
+    assert "failed" in capsys.readouterr().out
+
+
+def test_run_exits_0_when_it_answers(tmp_path: Path) -> None:
+    with StandinServer(StandinConfig(time_scale=0)).in_thread() as s:
+        wf = tmp_path / "ok.yaml"
+        wf.write_text(
+            f"models:\n  m: vllm:strong@{s.base_url}\nlayers:\n  - generate: {{n: 2}}\n  - vote\n"
+        )
+        code = main(["run", str(wf), "2+2?", "--checkpoint", str(tmp_path / "c.db")])
+    assert code == 0

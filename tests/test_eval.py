@@ -317,7 +317,8 @@ def test_eval_with_a_judge_and_a_dead_judge(
         assert main(["eval", wf, "champ:2", "--out", str(tmp_path / "c.jsonl")]) == 0
         dead = f"vllm:judge@http://127.0.0.1:{free_port()}/v1"  # not cached: another model
         out2 = tmp_path / "dead.jsonl"
-        assert main(["eval", wf, "bank:arithmetic:8", "--out", str(out2), "--judge", dead]) == 0
+        # items the dead judge could not grade failed: the command says so with exit 3
+        assert main(["eval", wf, "bank:arithmetic:8", "--out", str(out2), "--judge", dead]) == 3
     rows = read_results(out2)
     assert len(rows) == 8  # every item is recorded; the judge's failure marks the item
     wrong = [r for r in rows if not r["correct"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -411,10 +412,16 @@ async def test_a_hung_endpoint_fails_within_the_first_byte_timeout_naming_it() -
 
     from ponder.backends._openai import StalledError
 
+    done = asyncio.Event()
+
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(65536)
-        await asyncio.sleep(30)
-        writer.close()
+        try:
+            await reader.read(65536)
+            await done.wait()  # never answers while the test runs
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     server = await asyncio.start_server(hang, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -427,7 +434,9 @@ async def test_a_hung_endpoint_fails_within_the_first_byte_timeout_naming_it() -
             assert _time.perf_counter() - t < 5
             assert m.meter.retries == 0
     finally:
+        done.set()
         server.close()
         await server.wait_closed()
+        await asyncio.sleep(0.05)  # the handler closes its side
     defaults = Settings.load()
     assert defaults.first_byte_timeout < 60  # a hung server fails within a minute

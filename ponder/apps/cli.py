@@ -161,6 +161,14 @@ def eval_(
     print(f"results: {path}")
     if plot:
         print(f"plot: {plot_accuracy_vs_cost([summarize(rows, name, ds.name)], plot)}")
+    errors = sum(1 for r in rows if r.get("error"))
+    if errors:
+        Console(stderr=True).print(
+            f"[red]{errors} of {len(rows)} items failed[/red] (their rows have 'error'; a "
+            "rerun with the same --out retries only what is missing)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_RUN_FAILED)
 
 
 @app.command("eval-report")
@@ -644,7 +652,8 @@ def run_workflow(
     async def go() -> list[dict[str, Any]]:
         return [await one(qid, text) for qid, text in items]
 
-    for r in _loop.run(go()):
+    results = _loop.run(go())
+    for r in results:
         if as_json:
             print(json.dumps(r))
             continue
@@ -663,6 +672,8 @@ def run_workflow(
                 f"[yellow]paused before {', '.join(r['waiting_for'])}: rerun the same command "
                 "to approve and go on[/yellow]"
             )
+    if any(r.get("failures") for r in results):
+        raise typer.Exit(EXIT_RUN_FAILED)
 
 
 def _read_json_object(path: str, what: str) -> dict[str, Any]:
@@ -802,8 +813,18 @@ def memory_import(
     _console().print(f"imported: {c.namespace} is at v{c.version}" if c else "nothing to import")
 
 
+EXIT_ERROR = 1
+"""Exit code: an error stopped the command (bad input, configuration, a backend fault)."""
+EXIT_USAGE = 2
+"""Exit code: the command line itself is wrong (unknown option, missing argument)."""
+EXIT_RUN_FAILED = 3
+"""Exit code: the command ran, but a run failed (``run``: a node failed; ``eval``: an item
+failed). What finished is kept (checkpoints, the results file, the response cache)."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI with ``argv`` and return the exit code (errors print, never raise)."""
+    """Run the CLI with ``argv`` and return the exit code (errors print, never raise):
+    0 success, 1 error, 2 usage, 3 a run failed (docs/workflows.md)."""
     try:
         app(args=argv, prog_name="ponder")
     except PonderError as e:

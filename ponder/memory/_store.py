@@ -12,8 +12,8 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import closing
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -218,6 +218,29 @@ class SQLiteStore:
                 "at a writable file"
             ) from None
 
+    @contextmanager
+    def _session(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose failures say which file is broken and what to do."""
+        try:
+            with closing(self._connect()) as db:
+                yield db
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise ConfigurationError(
+                    f"the memory store at {self.path} stayed locked by another process for 30 s"
+                    f" ({e}); retry when it is done"
+                ) from None
+            raise self._broken(e) from None
+        except sqlite3.DatabaseError as e:
+            raise self._broken(e) from None
+
+    def _broken(self, e: BaseException) -> ConfigurationError:
+        return ConfigurationError(
+            f"the memory store at {self.path} is unreadable ({e}): the file is corrupted or is "
+            "not a Ponder memory store. Restore it from an export (ponder memory import) or "
+            "give another --store / PONDER_MEMORY_PATH"
+        )
+
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -225,7 +248,7 @@ class SQLiteStore:
         return db
 
     def _latest(self, namespace: str) -> Cheatsheet | None:
-        with closing(self._connect()) as db:
+        with self._session() as db:
             row = db.execute(
                 "SELECT version, content, created, note FROM cheatsheets WHERE namespace = ? "
                 "ORDER BY version DESC LIMIT 1",
@@ -273,7 +296,7 @@ class SQLiteStore:
         return await asyncio.to_thread(self._put, namespace, content, expected_version, note)
 
     def _history(self, namespace: str) -> list[Cheatsheet]:
-        with closing(self._connect()) as db:
+        with self._session() as db:
             rows = db.execute(
                 "SELECT version, content, created, note FROM cheatsheets WHERE namespace = ? "
                 "ORDER BY version",
@@ -288,7 +311,7 @@ class SQLiteStore:
         return await asyncio.to_thread(self._history, namespace)
 
     def _namespaces(self) -> list[str]:
-        with closing(self._connect()) as db:
+        with self._session() as db:
             return [
                 r[0] for r in db.execute("SELECT DISTINCT namespace FROM cheatsheets ORDER BY 1")
             ]
