@@ -26,15 +26,13 @@ import argparse
 import asyncio
 import gc
 import json
-import re
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
+
+from _standin import standin_process
 
 from ponder import Settings
 from ponder.engine import Engine
@@ -49,40 +47,16 @@ CALLS = GENERATORS + 1 + 1 + 5 + 1
 MODELS = [f"g{i}" for i in range(GENERATORS)] + ["judge"]
 
 
-@contextmanager
 def standin(
     config: dict[str, Any] | None = None, *, ttft: float = CALL, per_token: float = 0.0
-) -> Iterator[str]:
+) -> AbstractContextManager[str]:
     """`ponder standin` in a subprocess (its CPU is not the client's); by default 64
     slots, 0.2 s calls, every model name of the stack."""
     config = config or {"models": MODELS, "slots": SLOTS, "queue_limit": 100000}
-    cmd = [
-        sys.executable,
-        "-m",
-        "ponder.apps",
-        "standin",
-        "--port",
-        "0",
-        "--ttft-base",
-        str(ttft),
-        "--ttft-per-token",
-        "0",
-        "--per-token",
-        str(per_token),
-        "--config",
-        json.dumps(config),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.search(r"(http://\S+)", line)
-        if not m:
-            raise RuntimeError(f"stand-in did not start: {line!r}")
-        yield m.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    return standin_process(
+        "--ttft-base", str(ttft), "--ttft-per-token", "0", "--per-token", str(per_token),
+        "--config", json.dumps(config),
+    )  # fmt: skip
 
 
 def stack(url: str) -> WorkflowSpec:

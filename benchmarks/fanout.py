@@ -29,16 +29,15 @@ import gc
 import json
 import math
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import aiohttp
+from _standin import standin_process
 
 from ponder import Model, ModelRef, Settings
 
@@ -48,42 +47,14 @@ LENGTH = 200
 STRESS_LENGTH = 40
 
 
-@contextmanager
 def standin(
     slots: int, ttft: float = TTFT, per_token: float = PER_TOKEN, length: int = LENGTH
-) -> Iterator[str]:
-    """Start `ponder standin` in a subprocess on a free port; yield its base URL."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "ponder.apps",
-        "standin",
-        "--port",
-        "0",
-        "--slots",
-        str(slots),
-        "--queue-limit",
-        "100000",
-        "--ttft-base",
-        str(ttft),
-        "--ttft-per-token",
-        "0",
-        "--per-token",
-        str(per_token),
-        "--output-tokens",
-        str(length),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.search(r"(http://\S+)", line)
-        if not m:
-            raise RuntimeError(f"stand-in did not start: {line!r}")
-        yield m.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+) -> AbstractContextManager[str]:
+    """`ponder standin` in a subprocess on a free port; its base URL."""
+    return standin_process(
+        "--slots", str(slots), "--queue-limit", "100000", "--ttft-base", str(ttft),
+        "--ttft-per-token", "0", "--per-token", str(per_token), "--output-tokens", str(length),
+    )  # fmt: skip
 
 
 def body(i: int) -> dict[str, object]:

@@ -77,7 +77,8 @@ class StalledError(RequestTimeout):
 def _timeout_error(
     e: BaseException, url: str, endpoint: str, total: float | None, connect: float, read: float
 ) -> RequestTimeout:
-    """One message per timeout that fired, naming the setting that controls it."""
+    """One message per timeout that fired (connect, first byte, total), naming the setting
+    that controls it."""
     if isinstance(e, aiohttp.ConnectionTimeoutError):
         return RequestTimeout(
             f"could not connect to {url} within {connect:g}s (PONDER_CONNECT_TIMEOUT); is "
@@ -117,6 +118,13 @@ class OpenAIWire:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._header_cache: dict[str | None, dict[str, str]] = {}  # by API key
+
+    def _timeout_error(
+        self, e: BaseException, url: str, endpoint: str, total: float | None
+    ) -> RequestTimeout:
+        return _timeout_error(
+            e, url, endpoint, total, self.connect_timeout, self.first_byte_timeout
+        )
 
     def _timeout(self, total: float | None) -> aiohttp.ClientTimeout:
         # connect, first byte (and any stall between bytes), total: made once per total
@@ -216,14 +224,7 @@ class OpenAIWire:
                         key_hint=self.key_hint,
                     )
         except TimeoutError as e:
-            raise _timeout_error(
-                e,
-                url,
-                endpoint.base_url,
-                params.timeout,
-                self.connect_timeout,
-                self.first_byte_timeout,
-            ) from None
+            raise self._timeout_error(e, url, endpoint.base_url, params.timeout) from None
         except aiohttp.ClientError as e:
             raise TransportError(
                 f"request to {url} failed: {type(e).__name__}: {e}. Is the server running "
@@ -313,14 +314,7 @@ class OpenAIWire:
                     if usage is not None:
                         yield StreamChunk(0, "", None, usage)
         except TimeoutError as e:
-            raise _timeout_error(
-                e,
-                url,
-                endpoint.base_url,
-                params.timeout,
-                self.connect_timeout,
-                self.first_byte_timeout,
-            ) from None
+            raise self._timeout_error(e, url, endpoint.base_url, params.timeout) from None
         except aiohttp.ClientError as e:
             raise TransportError(
                 f"stream from {url} failed: {type(e).__name__}: {e}",
