@@ -479,3 +479,73 @@ def test_a_search_never_resumes_another_searchs_trials(tmp_path: Path) -> None:
     (wa / "search.json").write_text(json.dumps({"space": "other"}))
     with pytest.raises(ConfigurationError, match="different search"):
         search_dir(tmp_path, search_key(a, data))
+
+
+# -- the runtime's chain path --------------------------------------------------------------
+
+
+async def test_a_chain_runs_the_same_without_langgraph() -> None:
+    """A plain chain (Archon layers) runs its node steps in order without LangGraph's
+    superstep machinery; results, failures, visits and events match LangGraph's path."""
+    from ponder.graphs import CompiledGraph
+
+    def answer(_m: Any, p: Any, i: int) -> str:  # a function of the request, not of order
+        return f"\\boxed{{{4 + ((p.seed or 0) + i) % 2}}}"
+
+    good = FakeModel(answer)
+
+    def broken(_m: Any, _p: Any, _i: int) -> str:
+        raise RateLimitError("slow down", retry_after=0.0)
+
+    bad = FakeModel(broken, name="bad", retry=RetryPolicy(max_retries=0))
+    for fail in (False, True):
+        spec = WorkflowSpec.model_validate(
+            {
+                "models": {"m": "vllm:fake@http://127.0.0.1:9/v1"},
+                "layers": [{"generate": {"n": 3}}, "critique", "vote"],
+            }
+        )
+        wf = Workflow(spec, models={"m": bad if fail else good})
+        fast = await wf.arun("2+2?")
+        assert wf._bound is not None
+        chained = wf._bound.graph
+        assert chained.chain is not None
+        langgraph = CompiledGraph(chained.spec, chained.graph, chained.finals)
+        slow = await langgraph.arun(Pool(query="2+2?"))
+        assert fast.output == slow.output
+        assert (fast.failures, fast.visits) == (slow.failures, slow.visits)
+        assert bool(fast.failures) is fail
+        fast_events = [(e.kind, e.node) async for e in wf.astream("2+2?")]
+        slow_events = [(e.kind, e.node) async for e in langgraph.astream(Pool(query="2+2?"))]
+        assert fast_events == slow_events
+
+
+async def test_branches_joins_and_checkpoints_still_run_on_langgraph(tmp_path: Path) -> None:
+    fake = FakeModel(["\\boxed{4}"])
+    spec = WorkflowSpec.model_validate(
+        {
+            "models": {"m": "vllm:fake@http://127.0.0.1:9/v1"},
+            "nodes": {"a": {"generate": {"n": 2}}, "b": {"generate": {"n": 1}}, "v": "vote"},
+            "edges": [["a", "b"], ["b", "v"]],
+        }
+    )
+    wf = Workflow(spec, models={"m": fake})
+    await wf.arun("q")
+    assert wf._bound is not None
+    assert wf._bound.graph.chain is not None
+    looped = WorkflowSpec.model_validate(
+        {
+            "models": {"m": "vllm:fake@http://127.0.0.1:9/v1"},
+            "nodes": {"a": {"generate": {"n": 1}}, "v": "vote"},
+            "edges": [{"from": "a", "to": "a", "when": "candidates < 3", "else": "v",
+                       "max_iterations": 3}],
+        }
+    )  # fmt: skip
+    wl = Workflow(looped, models={"m": fake})
+    out = await wl.arun("q")
+    assert wl._bound is not None
+    assert wl._bound.graph.chain is None
+    assert len(out.output.candidates) == 3
+    ck = Workflow(spec, models={"m": fake}, checkpoint=tmp_path / "c.sqlite")
+    r = await ck.arun("q", thread_id="t1")
+    assert r.output.final == "4"

@@ -280,9 +280,10 @@ class Graph(Generic[S]):
                     preds[t].append(br.source)
         succ = self._successors()
         builder: StateGraph[Any] = StateGraph(_State)
+        runners: dict[str, _NodeRunner[S]] = {}
         for name, fn in self.nodes.items():
             # a callable object, not a closure: LangGraph introspects closures (ms each)
-            node: Any = self._node(name, fn, preds[name], keep=checkpointer is None)
+            node = runners[name] = self._node(name, fn, preds[name], keep=checkpointer is None)
             builder.add_node(name, node)
         builder.add_edge(START, self.entry)
         for a, b in self.edges:
@@ -296,7 +297,25 @@ class Graph(Generic[S]):
             checkpointer=checkpointer, interrupt_before=sorted(self.approve) or None
         )
         finals = [n for n in self.nodes if not succ.get(n) or END in succ.get(n, [])]
-        return CompiledGraph(self, graph, finals)
+        chain = self._chain(succ, preds) if checkpointer is None else None
+        return CompiledGraph(
+            self, graph, finals, [runners[n] for n in chain] if chain is not None else None
+        )
+
+    def _chain(self, succ: dict[str, list[str]], preds: dict[str, list[str]]) -> list[str] | None:
+        """The nodes in order when the graph is a plain chain (no branches, joins, forks or
+        approvals), else None."""
+        if self.branches or self.approve or self.entry is None:
+            return None
+        order = [self.entry]
+        while True:
+            nxt = [n for n in succ.get(order[-1], []) if n != END]
+            if not nxt:
+                break
+            if len(nxt) > 1 or len(preds[nxt[0]]) != 1 or nxt[0] in order:
+                return None
+            order.append(nxt[0])
+        return order if len(order) == len(self.nodes) else None
 
     def _load(self, data: Any) -> S:
         if isinstance(data, self.state_type):
@@ -331,6 +350,13 @@ def _no_events(_event: Any) -> None:
     return None
 
 
+# where a node's events go when a chain runs without LangGraph (None: LangGraph's writer)
+_WRITER: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar(
+    "ponder_writer", default=None
+)
+_DONE = object()
+
+
 class _Update:
     """A node's state update, sent on the custom stream next to its events."""
 
@@ -361,7 +387,7 @@ class _NodeRunner(Generic[S]):
             running.add(task)
         try:
             name = self.name
-            write = get_stream_writer() if _EMIT.get() else _no_events
+            write = (_WRITER.get() or get_stream_writer()) if _EMIT.get() else _no_events
             pool, update, visits = self._input(state)
             if pool is None:
                 return self._failed(write, update, visits, "every input failed upstream")
@@ -449,10 +475,20 @@ def _fold(values: dict[str, Any], update: dict[str, Any]) -> None:
 class CompiledGraph(Generic[S]):
     """A validated graph, ready to run (many times, on many threads)."""
 
-    def __init__(self, spec: Graph[S], graph: Any, finals: list[str]) -> None:
+    def __init__(
+        self,
+        spec: Graph[S],
+        graph: Any,
+        finals: list[str],
+        chain: list[_NodeRunner[S]] | None = None,
+    ) -> None:
         self.spec = spec
         self.graph = graph
         self.finals = finals
+        # a plain chain run without a checkpointer or an audience needs none of LangGraph's
+        # superstep machinery (about half of a query's client CPU in benchmarks/batch.py):
+        # its node steps run in order, with the same bookkeeping and reducers
+        self.chain = chain
 
     def with_checkpointer(self, checkpointer: BaseCheckpointSaver[Any]) -> CompiledGraph[S]:
         """The same graph saving to ``checkpointer`` (compiled with one, it stores JSON)."""
@@ -512,6 +548,8 @@ class CompiledGraph(Generic[S]):
     async def arun(self, initial: S | None, *, thread_id: str | None = None) -> GraphResult[S]:
         """Run to the end (or to a node that needs approval); resume a thread if it has a
         checkpoint. Node failures are in ``failures``; they do not raise."""
+        if self.chain is not None and thread_id is None and initial is not None:
+            return await self._run_chain(self.chain, initial)
         config = self._config(thread_id)
         start = await self._start_value(initial, thread_id)
         token = _EMIT.set(False)  # nobody watches: nodes skip building events
@@ -524,6 +562,16 @@ class CompiledGraph(Generic[S]):
             snap = await self.graph.aget_state(config)
             values, nxt = snap.values, snap.next
         return self._result(values, thread_id, nxt)
+
+    async def _run_chain(self, chain: list[_NodeRunner[S]], initial: S) -> GraphResult[S]:
+        values: dict[str, Any] = {"input": initial, "meta": {"step": 0}}
+        token = _EMIT.set(False)
+        try:
+            for runner in chain:
+                _fold(values, await runner(values))  # type: ignore[arg-type]
+        finally:
+            _EMIT.reset(token)
+        return self._result(values, None, ())
 
     def run(self, initial: S | None, *, thread_id: str | None = None) -> GraphResult[S]:
         """Synchronous :meth:`arun` (not from inside a running event loop)."""
@@ -550,9 +598,48 @@ class CompiledGraph(Generic[S]):
         """Let a run paused before a node that needs approval go on."""
         return await self.arun(None, thread_id=thread_id)
 
+    async def _chain_events(
+        self, chain: list[_NodeRunner[S]], initial: S
+    ) -> AsyncGenerator[tuple[Event, GraphResult[S] | None], None]:
+        """A plain chain, streamed without LangGraph: the nodes run in order in one task
+        that folds their updates; their events reach the consumer through a queue."""
+        values: dict[str, Any] = {"input": initial, "meta": {"step": 0}}
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def drive() -> None:
+            _WRITER.set(queue.put_nowait)  # this task's own context
+            try:
+                for runner in chain:
+                    _fold(values, await runner(values))  # type: ignore[arg-type]
+            finally:
+                queue.put_nowait(_DONE)
+
+        task = asyncio.create_task(drive())
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, Event):
+                    yield item, None
+            await task  # a bug in a node propagates, as on LangGraph's path
+        finally:
+            if not task.done():  # the consumer stopped: cancel the nodes now
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        result = self._result(values, None, ())
+        data = {"failures": result.failures, "visits": result.visits, "interrupted_before": []}
+        yield Event(kind="run_finished", data=data), result
+
     async def _events(
         self, initial: S | None, thread_id: str | None, *, events: bool = True
     ) -> AsyncGenerator[tuple[Event, GraphResult[S] | None], None]:
+        if self.chain is not None and thread_id is None and initial is not None and events:
+            async with aclosing(self._chain_events(self.chain, initial)) as chained:
+                async for pair in chained:
+                    yield pair
+            return
         config = self._config(thread_id)
         start = await self._start_value(initial, thread_id)
         # fold the small per-node updates ourselves rather than stream whole states
