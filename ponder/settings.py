@@ -2,7 +2,8 @@
 
 Every field can be set with an environment variable ``PONDER_<FIELD>`` (for example
 ``PONDER_MAX_CONCURRENCY=64``). API keys also accept the providers' usual variable names
-(``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``TOGETHER_API_KEY``, ``VLLM_API_KEY``).
+(``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``TOGETHER_API_KEY``, ``VLLM_API_KEY``,
+``GEMINI_API_KEY``, ``GROQ_API_KEY``).
 Nothing else in Ponder reads ``os.environ``: pass a :class:`Settings` down instead.
 """
 
@@ -81,6 +82,8 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = _key("ANTHROPIC_API_KEY")
     together_api_key: SecretStr | None = _key("TOGETHER_API_KEY")
     vllm_api_key: SecretStr | None = _key("VLLM_API_KEY")
+    gemini_api_key: SecretStr | None = _key("GEMINI_API_KEY")
+    groq_api_key: SecretStr | None = _key("GROQ_API_KEY")
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
@@ -99,7 +102,13 @@ class Settings(BaseSettings):
         """Whether any remote provider's API key is configured."""
         return any(
             getattr(self, name) is not None
-            for name in ("openai_api_key", "anthropic_api_key", "together_api_key")
+            for name in (
+                "openai_api_key",
+                "anthropic_api_key",
+                "together_api_key",
+                "gemini_api_key",
+                "groq_api_key",
+            )
         )
 
     def api_key(self, field: str) -> str | None:

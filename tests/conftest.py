@@ -19,7 +19,8 @@ from ponder.testing import StandinConfig, StandinServer, block_remote_models
 @pytest.fixture(autouse=True)
 def _no_remote_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Every test: no real LLM call can leave the machine; no user cache is touched."""
-    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOGETHER_API_KEY", "VLLM_API_KEY"):
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOGETHER_API_KEY", "VLLM_API_KEY",
+                "GEMINI_API_KEY", "GROQ_API_KEY"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     with block_remote_models():

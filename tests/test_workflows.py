@@ -381,3 +381,27 @@ def test_archon_configs_with_no_counterpart_are_refused(
     bad.write_text("{not json")
     assert main(["import-archon", str(bad)]) == 1
     assert "is not JSON" in capsys.readouterr().err
+
+
+def test_archon_layers_may_be_bare_components_and_google_groq_models_map() -> None:
+    from ponder.workflows import archon_to_spec
+
+    gen = {"type": "generator", "model": "gemini-1.5-pro", "model_type": "Google_API"}
+    groq = {"type": "generator", "model": "llama-3.1-70b", "model_type": "Groq_API"}
+    fuse = {"type": "fuser", "model": "gemini-1.5-pro", "model_type": "Google_API"}
+    listed, _ = archon_to_spec({"layers": [[gen, groq], [fuse]]})
+    bare, _ = archon_to_spec({"layers": [[gen, groq], fuse]})  # the fuser as a bare object
+    assert bare == listed
+    refs = sorted(m.ref for m in bare.models.values())
+    assert refs == ["gemini:gemini-1.5-pro", "groq:llama-3.1-70b"]
+
+
+def test_gemini_and_groq_need_their_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ponder import MissingAPIKeyError, Model
+
+    with pytest.raises(MissingAPIKeyError, match="GEMINI_API_KEY"):
+        Model("gemini:gemini-1.5-pro", settings=Settings.load(cache=False))
+    monkeypatch.setenv("GROQ_API_KEY", "gsk-test")
+    m = Model("groq:llama-3.1-70b", settings=Settings.load(cache=False))
+    assert m.pool.endpoints[0].base_url == "https://api.groq.com/openai/v1"
+    assert not m.quirks.supports_n

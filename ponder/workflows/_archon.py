@@ -23,6 +23,8 @@ _PROVIDERS: dict[str, str | None] = {
     "openai_api": "openai",
     "anthropic_api": "anthropic",
     "together_api": "together",
+    "google_api": "gemini",
+    "groq_api": "groq",
     "vllm": None,
     "local": None,
     "tgi": None,
@@ -65,9 +67,18 @@ def archon_to_spec(config: dict[str, Any]) -> tuple[WorkflowSpec, list[str]]:
     layers: list[list[dict[str, Any]]] = []
     has_verifier = False
     for i, layer in enumerate(layers_in):
-        entries = layer.get("models") if isinstance(layer, dict) else layer
+        if isinstance(layer, dict) and "type" in layer:
+            entries: Any = [layer]  # a layer written as one bare component
+        else:
+            entries = layer.get("models") if isinstance(layer, dict) else layer
         if not isinstance(entries, list) or not entries:
-            problems.append(Problem(("layers", i), "a layer is a list of components"))
+            problems.append(
+                Problem(
+                    ("layers", i),
+                    "a layer is a list of components, {models: [...]}, or one component "
+                    "with a 'type'",
+                )
+            )
             continue
         out: list[dict[str, Any]] = []
         for j, e in enumerate(entries):
