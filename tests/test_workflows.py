@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from ponder import Settings
+from ponder import ConfigurationError, Settings
 from ponder.agents import Pool
 from ponder.apps.cli import main
 from ponder.graphs import Graph, GraphError
@@ -405,3 +405,46 @@ def test_gemini_and_groq_need_their_keys(monkeypatch: pytest.MonkeyPatch) -> Non
     m = Model("groq:llama-3.1-70b", settings=Settings.load(cache=False))
     assert m.pool.endpoints[0].base_url == "https://api.groq.com/openai/v1"
     assert not m.quirks.supports_n
+
+
+def test_import_archon_rebinds_models_by_glob_or_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "moa.json"
+    gen = [
+        {"type": "generator", "model": m, "model_type": "Together_API"}
+        for m in ("Qwen/Qwen2-72B-Instruct", "meta-llama/Llama-3-70b", "Qwen/Qwen1.5-110B")
+    ]
+    src.write_text(json.dumps({"name": "moa", "layers": [gen, [{"type": "fuser", **gen[0]}]]}))
+    out = tmp_path / "mapped.yaml"
+    args = ["import-archon", str(src), "--out", str(out)]
+    assert main([*args, "--model-map", "Qwen/*=vllm:qwen@http://127.0.0.1:8000/v1"]) == 0
+    spec = load_spec(out)
+    refs = sorted({m.ref for m in spec.models.values()})
+    assert refs == ["together:meta-llama/Llama-3-70b", "vllm:qwen@http://127.0.0.1:8000/v1"]
+    assert "# model Qwen/Qwen2-72B-Instruct rebound to vllm:qwen@" in out.read_text()
+    assert main([*args, "--all-models", "vllm:one@http://127.0.0.1:8001/v1"]) == 0
+    assert {m.ref for m in load_spec(out).models.values()} == {"vllm:one@http://127.0.0.1:8001/v1"}
+    assert main([*args, "--model-map", "Mistral*=vllm:m@http://127.0.0.1:1/v1"]) == 1
+    assert "no model of the config matches" in capsys.readouterr().err
+    assert main([*args, "--model-map", "Qwen/*=vllm:m@127.0.0.1:1/v1"]) == 1
+    assert "not an http(s) URL" in capsys.readouterr().err
+
+
+async def test_run_and_eval_rebind_workflow_models(
+    tmp_path: Path, standin_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ponder.workflows import rebind
+
+    wf = tmp_path / "w.yaml"
+    wf.write_text(
+        "models:\n  gen: vllm:strong@http://127.0.0.1:9/v1\n  judge: vllm:weak@http://127.0.0.1:9/v1\n"
+        "layers:\n  - generate: {model: gen, n: 2}\n  - vote\n"
+    )
+    spec = rebind(load_spec(wf), [("g*", f"vllm:strong@{standin_url}")])
+    assert spec.models["gen"].ref == f"vllm:strong@{standin_url}"
+    assert spec.models["judge"].ref == "vllm:weak@http://127.0.0.1:9/v1"
+    with pytest.raises(ConfigurationError, match="its models: gen, judge"):
+        rebind(load_spec(wf), [("nope", f"vllm:strong@{standin_url}")])
+    r = await load_workflow(wf, models={"*": f"vllm:strong@{standin_url}"}).arun(Q)
+    assert r.output.final == "428"

@@ -102,15 +102,22 @@ def eval_(
         str | None,
         typer.Option(help="LLM-as-judge: a model reference that grades what the checker rejects."),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="NAME=REF: run the workflow's model NAME (a glob) on REF instead (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Run a workflow over a dataset: resumable JSONL results, a summary with 95%
     intervals, latency percentiles, coverage and vote curves against samples."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from ponder.eval import LLMJudge, evaluate, load_dataset, plot_accuracy_vs_cost, summarize
-    from ponder.workflows import load_workflow
+    from ponder.workflows import load_workflow, parse_bindings
 
-    wf = load_workflow(workflow)
+    wf = load_workflow(workflow, models=parse_bindings(model or []))
     ds = load_dataset(dataset)
     judged = LLMJudge(judge, ds.scorer) if judge else None
     if judged is not None:
@@ -574,6 +581,13 @@ def run_workflow(
         str | None, typer.Option(help="Checkpoint file (default: next to the cache).")
     ] = None,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming.")] = False,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="NAME=REF: run the workflow's model NAME (a glob) on REF instead (repeatable).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Run a workflow on a question (or a JSONL file of them), with a live view.
@@ -586,10 +600,10 @@ def run_workflow(
     from rich.live import Live
 
     from ponder.settings import default_cache_path
-    from ponder.workflows import load_workflow
+    from ponder.workflows import load_workflow, parse_bindings
 
     ckpt = checkpoint or str(default_cache_path().with_name("checkpoints.sqlite"))
-    wf = load_workflow(file, checkpoint=ckpt)
+    wf = load_workflow(file, checkpoint=ckpt, models=parse_bindings(model or []))
     items = _questions(question, questions)
     con = _console()
     spec_key = wf.spec.model_dump_json()
@@ -696,12 +710,30 @@ def import_archon(
     out: Annotated[
         str | None, typer.Option(help="Write the workflow here (default: print).")
     ] = None,
+    model_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-map",
+            help="PATTERN=REF: Archon model names matching the glob PATTERN use REF "
+            "(repeatable; the first match wins).",
+        ),
+    ] = None,
+    all_models: Annotated[
+        str | None, typer.Option("--all-models", help="Every component uses this model REF.")
+    ] = None,
 ) -> None:
     """Turn an Archon config into a Ponder workflow file (notes on what differs on top)."""
-    from ponder.workflows import archon_to_spec, spec_to_yaml
+    from ponder.backends import ModelRef
+    from ponder.workflows import archon_to_spec, parse_bindings, spec_to_yaml
 
     data = _read_json_object(config, "an Archon config")
-    spec, notes = archon_to_spec(data)
+    if all_models is not None:
+        ModelRef.parse(all_models)
+    spec, notes = archon_to_spec(
+        data,
+        model_map=parse_bindings(model_map or [], "--model-map"),
+        all_models=all_models,
+    )
     text = spec_to_yaml(spec, notes)
     if out is None:
         print(text, end="")

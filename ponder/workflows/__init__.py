@@ -13,6 +13,7 @@ from ponder.workflows._build import (
     WorkflowError,
     parse_condition,
 )
+from ponder.workflows._rebind import parse_bindings, rebind
 from ponder.workflows._sdk import GraphBuilder, Pipeline, step
 from ponder.workflows._spec import (
     BudgetSpec,
@@ -39,7 +40,9 @@ __all__ = [
     "archon_to_spec",
     "load_spec",
     "load_workflow",
+    "parse_bindings",
     "parse_condition",
+    "rebind",
     "spec_to_yaml",
     "step",
     "workflow_schema",

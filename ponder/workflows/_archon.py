@@ -8,7 +8,9 @@ Each layer becomes one Ponder layer; each entry one component; each distinct
 
 from __future__ import annotations
 
+import fnmatch
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -56,10 +58,30 @@ def _name(model: str, used: dict[str, str], ref: str) -> str:
     return name
 
 
-def archon_to_spec(config: dict[str, Any]) -> tuple[WorkflowSpec, list[str]]:
-    """A Ponder workflow for an Archon config, and notes on what did not carry over."""
+def archon_to_spec(
+    config: dict[str, Any],
+    *,
+    model_map: Sequence[tuple[str, str]] = (),
+    all_models: str | None = None,
+) -> tuple[WorkflowSpec, list[str]]:
+    """A Ponder workflow for an Archon config, and notes on what did not carry over.
+
+    ``model_map`` rebinds Archon's model names (glob patterns, first match wins) to model
+    references; ``all_models`` points every component at one reference (run a published
+    stack on the endpoint one has)."""
     problems: list[Problem] = []
     notes: list[str] = []
+    rebound: dict[str, str] = {}
+
+    def bind(model: str, ref: str) -> str:
+        target = all_models or next(
+            (r for pattern, r in model_map if fnmatch.fnmatchcase(model, pattern)), None
+        )
+        if target is None:
+            return ref
+        rebound[model] = target
+        return target
+
     layers_in = config.get("layers")
     if not isinstance(layers_in, list) or not layers_in:
         raise WorkflowError([Problem(("layers",), "an Archon config needs a list of layers")])
@@ -91,7 +113,10 @@ def archon_to_spec(config: dict[str, Any]) -> tuple[WorkflowSpec, list[str]]:
             ref_name: str | None = None
             if "model" in e:
                 try:
-                    ref = _model_ref(str(e.get("model_type", "vllm")), str(e["model"]))
+                    ref = bind(
+                        str(e["model"]),
+                        _model_ref(str(e.get("model_type", "vllm")), str(e["model"])),
+                    )
                 except ValueError as err:
                     problems.append(Problem((*at, "model_type"), str(err)))
                     continue
@@ -149,6 +174,15 @@ def archon_to_spec(config: dict[str, Any]) -> tuple[WorkflowSpec, list[str]]:
         layers.append(out)
     if problems:
         raise WorkflowError(problems, source="archon config")
+    unused = [p for p, _ in model_map if not any(fnmatch.fnmatchcase(m, p) for m in rebound)]
+    if unused and all_models is None:
+        raise WorkflowError(
+            [Problem(("model_map",), f"--model-map {p}=...: no model of the config matches")
+             for p in unused],
+            source="archon config",
+        )  # fmt: skip
+    for model, target in sorted(rebound.items()):
+        notes.append(f"model {model} rebound to {target}")
     layers.append(
         [{"best_of_n": {"score": "verifier" if has_verifier else "rank", "tie_break": "first"}}]
     )

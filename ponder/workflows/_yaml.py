@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from ponder.settings import Settings
 from ponder.workflows._build import Problem, Workflow, WorkflowError, check
+from ponder.workflows._rebind import rebind
 from ponder.workflows._spec import WorkflowSpec
 
 __all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "load_spec", "load_workflow", "workflow_schema"]
@@ -213,9 +215,11 @@ def load_workflow(
     *,
     settings: Settings | None = None,
     checkpoint: str | Path | None = None,
+    models: Sequence[tuple[str, str]] | Mapping[str, str] = (),
 ) -> Workflow:
-    """A runnable :class:`Workflow` from a YAML or JSON file."""
-    spec = load_spec(path)
+    """A runnable :class:`Workflow` from a YAML or JSON file; ``models`` rebinds its model
+    names (glob patterns) to other references (``{"*": "vllm:M@http://h:8000/v1"}``)."""
+    spec = rebind(load_spec(path), models)
     return Workflow(spec, settings=settings, checkpoint=checkpoint, source=str(path))
 
 
