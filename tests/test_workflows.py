@@ -22,6 +22,7 @@ from ponder.testing import FakeModel, StandinConfig, StandinServer
 from ponder.workflows import (
     GraphBuilder,
     Pipeline,
+    Workflow,
     WorkflowError,
     load_spec,
     load_workflow,
@@ -448,3 +449,54 @@ async def test_run_and_eval_rebind_workflow_models(
         rebind(load_spec(wf), [("nope", f"vllm:strong@{standin_url}")])
     r = await load_workflow(wf, models={"*": f"vllm:strong@{standin_url}"}).arun(Q)
     assert r.output.final == "428"
+
+
+async def test_archon_unit_tests_are_judged_by_a_model_end_to_end(
+    standin_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Archon's natural-language unit tests: written as sentences, judged per test by a
+    model (the stand-in's oracle judges them), the best candidate picked by the share."""
+    from ponder.workflows import archon_to_spec
+
+    monkeypatch.setenv("PONDER_ARCHON_URL", standin_url)
+    gen = {"type": "generator", "model": "weak", "model_type": "vLLM", "samples": 4}
+    config = {
+        "layers": [
+            [gen],
+            [{"type": "unit_test_generator", "model": "strong", "model_type": "vLLM"}],
+            [{"type": "unit_test_evaluator", "model": "strong", "model_type": "vLLM"}],
+        ]
+    }
+    spec, notes = archon_to_spec(config)
+    names = [n.components[0].component for n in spec.layers]
+    assert names == ["generate", "write_tests", "judge_tests", "best_of_n"]
+    assert spec.layers[1].components[0].params["kind"] == "natural"
+    assert not any("sandbox" in n for n in notes)
+    r = await Workflow(spec, settings=settings).arun(Q)
+    assert r.failures == {}
+    out = r.output
+    assert out.tests == ("The final answer equals 428", "The answer shows its reasoning")
+    shares = {c.answer: c.scores.get("tests") for c in out.candidates}
+    assert all(v is not None for v in shares.values())
+    assert out.final == "428"  # the oracle's judge passes right answers (tpr 0.9)
+
+
+async def test_judge_tests_scores_the_share_passed_and_marks_unparsed() -> None:
+    from ponder.agents import Candidate, JudgeTests, Provenance
+
+    replies = iter(["Test 1: pass\nTest 2: fail", "I cannot tell."])
+    judge = JudgeTests(FakeModel(lambda _m, _p, _i: next(replies)))
+    pool = Pool(query="q", tests=("mentions X", "is short"))
+
+    cands = [
+        Candidate.read(id=f"c{i}", text=f"\\boxed{{{i}}}", provenance=Provenance(component="t"))
+        for i in range(2)
+    ]
+    out = await judge(pool.with_candidates(cands))
+    a, b = out.candidates
+    assert a.scores["tests"] == 0.5
+    assert a.verdicts["tests"] is False
+    assert b.verdicts["tests"] is None
+    assert b.error == "the test judge gave no verdicts"
+    empty = await judge(Pool(query="q"))
+    assert "no tests to judge" in empty.notes[-1]

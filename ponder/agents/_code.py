@@ -11,8 +11,9 @@ import ast
 import asyncio
 import json
 import os
+import re
 import secrets
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -37,6 +38,38 @@ TEST_WRITER_SYSTEM = (
     "You write unit tests. Given a coding task, write Python assert statements that a "
     "correct solution passes, in one ```python code block. No explanations."
 )
+NATURAL_TEST_WRITER_SYSTEM = (
+    "You write unit tests in plain language. Given a task, write short checkable statements "
+    "that a correct answer satisfies, one per line, each starting with '- '. No explanations."
+)
+TEST_JUDGE_SYSTEM = (
+    "You are a test judge. Decide for each unit test whether the proposed answer passes it. "
+    "Reply with one line per test, 'Test k: pass' or 'Test k: fail', and nothing else."
+)
+_JUDGED = re.compile(
+    r"test\s*(\d+)\s*[:\-]\s*\**\s*(pass(?:es|ed)?|fail(?:s|ed)?|yes|no)\b", re.IGNORECASE
+)
+
+
+def natural_tests(text: str, limit: int = 50) -> list[str]:
+    """Plain-language tests from a reply: one per non-empty line, bullets and numbers
+    stripped."""
+    tests: list[str] = []
+    for line in text.splitlines():
+        t = re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", line).strip()
+        if t and not t.startswith("```") and t not in tests:
+            tests.append(t)
+    return tests[:limit]
+
+
+def parse_test_verdicts(text: str, count: int) -> dict[int, bool]:
+    """``{test index (0-based): passed}`` from 'Test k: pass|fail' lines."""
+    out: dict[int, bool] = {}
+    for m in _JUDGED.finditer(text):
+        k = int(m.group(1)) - 1
+        if 0 <= k < count:
+            out.setdefault(k, m.group(2).lower().startswith(("pass", "yes")))
+    return out
 
 
 def split_tests(code: str, limit: int = 50) -> tuple[list[str], str | None]:
@@ -63,6 +96,11 @@ def split_tests(code: str, limit: int = 50) -> tuple[list[str], str | None]:
 class WriteTestsConfig(JudgeConfig):
     max_tests: int = Field(20, ge=1)
     samples: int = Field(1, ge=1, description="Test-writing calls; their tests are pooled.")
+    kind: Literal["code", "natural"] = Field(
+        "code",
+        description="'code': Python asserts run by run_tests in the sandbox; 'natural': "
+        "plain-language statements judged by a model (judge_tests), as in Archon.",
+    )
 
 
 @register_component(config=WriteTestsConfig)
@@ -77,8 +115,9 @@ class WriteTests:
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
+        default = TEST_WRITER_SYSTEM if cfg.kind == "code" else NATURAL_TEST_WRITER_SYSTEM
         out = await self.model.generate(
-            _messages(cfg.system or TEST_WRITER_SYSTEM, f"Task: {pool.query}"),
+            _messages(cfg.system or default, f"Task: {pool.query}"),
             n=cfg.samples,
             temperature=cfg.temperature,
             max_tokens=cfg.max_tokens,
@@ -87,6 +126,9 @@ class WriteTests:
         tests: list[str] = []
         problems: list[str] = []
         for text in out.texts:
+            if cfg.kind == "natural":
+                tests += [t for t in natural_tests(text, cfg.max_tests) if t not in tests]
+                continue
             code = extract_answer(text, "code") or text
             found, error = split_tests(code, cfg.max_tests)
             if error:
@@ -97,6 +139,54 @@ class WriteTests:
         for p in problems:
             result = result.noted(f"write_tests: {p}")
         return result
+
+
+class JudgeTestsConfig(JudgeConfig):
+    score_name: str = "tests"
+
+
+@register_component(config=JudgeTestsConfig)
+class JudgeTests:
+    """Archon's unit-test evaluator: a model judges, for each candidate, whether it passes
+    each of the pool's tests (plain-language ones, such as "The answer mentions X").
+    ``scores[score_name]`` is the share of tests passed; ``verdicts[score_name]`` is True
+    when every test passed. For code, ``run_tests`` executes the tests instead."""
+
+    name: ClassVar[str] = "judge_tests"
+
+    def __init__(self, model: Model, config: JudgeTestsConfig | None = None):
+        self.model = model
+        self.config = config or JudgeTestsConfig()
+
+    async def _judge(self, pool: Pool, c: Candidate, index: int) -> tuple[Candidate, Spend]:
+        cfg = self.config
+        listing = "\n".join(f"Test {i + 1}: {t}" for i, t in enumerate(pool.tests))
+        answer = f"\n\nProposed answer: \\boxed{{{c.answer}}}" if c.answer is not None else ""
+        out = await self.model.generate(
+            _messages(
+                cfg.system or TEST_JUDGE_SYSTEM,
+                f"Problem: {pool.query}\n\nProposed solution:\n{c.text.strip()}{answer}"
+                f"\n\nUnit tests:\n{listing}",
+            ),
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            seed=None if cfg.seed is None else cfg.seed + 1000 * index,
+        )
+        found = parse_test_verdicts(out.text, len(pool.tests))
+        if not found:
+            return c.judged(cfg.score_name, None, "the test judge gave no verdicts"), _spend(out)
+        passed = sum(found.values())
+        judged = c.scored(cfg.score_name, passed / len(pool.tests))
+        return judged.judged(cfg.score_name, passed == len(pool.tests)), _spend(out)
+
+    async def __call__(self, pool: Pool) -> Pool:
+        if not pool.tests:
+            return pool.noted("judge_tests: no tests to judge (write_tests first)")
+        results = await asyncio.gather(
+            *(self._judge(pool, c, i) for i, c in enumerate(pool.candidates))
+        )
+        spend = sum((s for _, s in results), Spend())
+        return pool.with_candidates([c for c, _ in results], spend)
 
 
 _HARNESS = """

@@ -9,7 +9,8 @@ Protocol (what a prompt must contain for the oracle to act on it)
 * The role is read from the system message (first match, case-insensitive):
   ``verif`` → verifier, ``critic``/``critique`` → critic, ``rank`` → ranker,
   ``fuse``/``synthesi``/``aggregat`` → fuser, ``step scor``/``process reward`` → step scorer,
-  ``unit test`` → test writer; anything else → generator.
+  ``unit test`` → test writer, ``test judge`` → test judge (``Test k: pass|fail`` per
+  listed test, pass drawn like a verifier's yes); anything else → generator.
 * Candidate answers in a prompt are read from ``\\boxed{...}``; candidates listed for a
   ranker/critic/fuser are split on lines starting ``Candidate <k>:`` (or ``[k]``).
 * Generators end with ``The answer is \\boxed{X}.``; verifiers with ``Verdict: yes|no``;
@@ -51,7 +52,15 @@ __all__ = [
 ]
 
 Role = Literal[
-    "generator", "verifier", "critic", "ranker", "fuser", "step_scorer", "test_writer", "curator"
+    "generator",
+    "verifier",
+    "critic",
+    "ranker",
+    "fuser",
+    "step_scorer",
+    "test_writer",
+    "test_judge",
+    "curator",
 ]
 Kind = Literal["arithmetic", "multistep", "game24", "code"]
 
@@ -290,6 +299,7 @@ def detect_role(system: str) -> Role:
     s = system.lower()
     for needle, role in (
         ("curat", "curator"),
+        ("test judge", "test_judge"),
         ("verif", "verifier"),
         ("step scor", "step_scorer"),
         ("process reward", "step_scorer"),
@@ -410,6 +420,15 @@ def respond(
         correct = rng.random() < pc
         answer = p.answer if correct else rng.choice(p.distractors)
         return "Synthesising the candidates.\n" + _answer_text(p, answer, correct, rng), correct
+    if role == "test_judge":  # one verdict per listed test: pass when the answer is right
+        cand = extract_boxed(user)
+        right = p.is_correct(cand)
+        count = len(re.findall(r"^Test \d+:", user, re.MULTILINE))
+        lines = []
+        for k in range(1, count + 1):
+            ok = rng.random() < (config.verifier_tpr if right else config.verifier_fpr)
+            lines.append(f"Test {k}: {'pass' if ok else 'fail'}")
+        return "\n".join(lines), None
     if role == "verifier":
         cand = extract_boxed(user)
         right = p.is_correct(cand)
@@ -447,6 +466,11 @@ def respond(
             scores.append(min(1.0, max(0.0, base + rng.uniform(-1, 1) * config.step_noise)))
         return "Step scores: " + ", ".join(f"{s:.2f}" for s in scores), None
     # test_writer
+    if "plain language" in system.lower():  # Archon-style natural-language tests
+        return (
+            f"- The final answer equals {p.answer}\n- The answer shows its reasoning",
+            None,
+        )
     tests = list(p.tests) or [f"assert answer() == {p.answer!r}"]
     return "```python\n" + "\n".join(tests) + "\n```", None
 

@@ -88,6 +88,7 @@ def archon_to_spec(
     models: dict[str, str] = {}
     layers: list[list[dict[str, Any]]] = []
     has_verifier = False
+    has_tests = False
     for i, layer in enumerate(layers_in):
         if isinstance(layer, dict) and "type" in layer:
             entries: Any = [layer]  # a layer written as one bare component
@@ -150,18 +151,16 @@ def archon_to_spec(
                 )
             elif kind == "unit_test_generator":
                 comp = "write_tests"
+                params = {"kind": "natural"}  # Archon's tests are sentences, not code
             elif kind == "unit_test_evaluator":
-                comp = "run_tests"
-                ref_name = None
-                notes.append(
-                    f"layer {i + 1}: Archon's unit_test_evaluator asks a model whether tests "
-                    "pass; Ponder runs the tests for real in its sandbox (candidates must be code)"
-                )
+                comp = "judge_tests"  # a model judges each test, as in Archon
+                has_tests = True
             else:
                 message = f"Archon type {kind!r} has no counterpart"
                 problems.append(Problem((*at, "type"), message))
                 continue
-            takes_tokens = ("generate", "critique", "rank", "fuse", "verify", "write_tests")
+            takes_tokens = ("generate", "critique", "rank", "fuse", "verify", "write_tests",
+                            "judge_tests")  # fmt: skip
             if "max_tokens" in e and comp in takes_tokens:
                 params["max_tokens"] = int(e["max_tokens"])
             extra = sorted(set(e) - _KNOWN_KEYS - _IGNORED_KEYS)
@@ -184,7 +183,14 @@ def archon_to_spec(
     for model, target in sorted(rebound.items()):
         notes.append(f"model {model} rebound to {target}")
     layers.append(
-        [{"best_of_n": {"score": "verifier" if has_verifier else "rank", "tie_break": "first"}}]
+        [
+            {
+                "best_of_n": {
+                    "score": "verifier" if has_verifier else "tests" if has_tests else "rank",
+                    "tie_break": "first",
+                }
+            }
+        ]
     )
     notes.append(
         "a final best_of_n picks the answer (Archon returns the first candidate of its last layer)"
