@@ -32,6 +32,15 @@ def _console() -> Console:
     return Console(stderr=False, highlight=False)
 
 
+ModelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        help="NAME=REF: run the workflow's model NAME (a glob) on REF instead (repeatable).",
+    ),
+]
+
+
 @app.command()
 def version() -> None:
     """Print Ponder's version."""
@@ -102,13 +111,7 @@ def eval_(
         str | None,
         typer.Option(help="LLM-as-judge: a model reference that grades what the checker rejects."),
     ] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            help="NAME=REF: run the workflow's model NAME (a glob) on REF instead (repeatable).",
-        ),
-    ] = None,
+    model: ModelOption = None,
 ) -> None:
     """Run a workflow over a dataset: resumable JSONL results, a summary with 95%
     intervals, latency percentiles, coverage and vote curves against samples."""
@@ -581,13 +584,7 @@ def run_workflow(
         str | None, typer.Option(help="Checkpoint file (default: next to the cache).")
     ] = None,
     fresh: Annotated[bool, typer.Option(help="Start over instead of resuming.")] = False,
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            help="NAME=REF: run the workflow's model NAME (a glob) on REF instead (repeatable).",
-        ),
-    ] = None,
+    model: ModelOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Run a workflow on a question (or a JSONL file of them), with a live view.
