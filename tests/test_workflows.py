@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from ponder.workflows import (
     Pipeline,
     Workflow,
     WorkflowError,
+    WorkflowSpec,
     load_spec,
     load_workflow,
     parse_condition,
@@ -500,3 +502,14 @@ async def test_judge_tests_scores_the_share_passed_and_marks_unparsed() -> None:
     assert b.error == "the test judge gave no verdicts"
     empty = await judge(Pool(query="q"))
     assert "no tests to judge" in empty.notes[-1]
+
+
+async def test_workflow_run_works_inside_a_running_event_loop() -> None:
+    """As in a Jupyter cell: the sync facade inside a running loop."""
+    fake = FakeModel(["\\boxed{7}"])
+    spec = WorkflowSpec.model_validate(
+        {"models": {"m": "vllm:fake@http://127.0.0.1:9/v1"}, "layers": ["generate", "vote"]}
+    )
+    asyncio.get_running_loop()  # we are inside one
+    result = Workflow(spec, models={"m": fake}).run("q")
+    assert result.output.final == "7"

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["freeze_imports", "loop_factory", "new_event_loop", "run"]
+__all__ = ["freeze_imports", "loop_factory", "new_event_loop", "run", "run_blocking"]
 
 T = TypeVar("T")
 
@@ -62,3 +62,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     freeze_imports()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(coro)
+
+
+def run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run the coroutine ``make()`` to its end from synchronous code: with
+    ``asyncio.run`` when no loop runs in this thread, else (a notebook, whose cell runs
+    inside a loop) on a fresh loop in a worker thread, blocking this one until it is done.
+    ``make`` is called on the thread that runs it, so its objects bind to that loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ponder-sync") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ponder._internal import loop
 from ponder.agents import (
     COMPONENTS,
     Candidate,
@@ -535,8 +536,9 @@ class Workflow:
     def run(
         self, question: str | Pool | None, *, thread_id: str | None = None
     ) -> GraphResult[Pool]:
-        """Synchronous :meth:`arun`."""
-        return asyncio.run(self.arun(question, thread_id=thread_id))
+        """Synchronous :meth:`arun`; it also works inside a running event loop (a Jupyter
+        cell), where it runs the workflow on a fresh loop in a worker thread."""
+        return loop.run_blocking(lambda: self.arun(question, thread_id=thread_id))
 
     async def astream(
         self,
