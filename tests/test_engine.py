@@ -549,3 +549,12 @@ async def test_branches_joins_and_checkpoints_still_run_on_langgraph(tmp_path: P
     ck = Workflow(spec, models={"m": fake}, checkpoint=tmp_path / "c.sqlite")
     r = await ck.arun("q", thread_id="t1")
     assert r.output.final == "4"
+
+
+async def test_equal_settings_share_one_engine_and_its_endpoint_limits() -> None:
+    from ponder.engine import engine_for
+
+    a, b = Settings.load(cache=False), Settings.load(cache=False)
+    assert a is not b
+    assert engine_for(a) is engine_for(b)
+    assert engine_for(Settings.load(cache=False, max_concurrency=7)) is not engine_for(a)

@@ -223,16 +223,26 @@ def engine_for(settings: Settings | None = None) -> Engine:
         closer = _closer(engines)
         start: Any = anext(closer)
         _CLOSERS[loop] = (closer, loop.create_task(start))
-    # settings are frozen: one object is one configuration (no JSON of it per run)
-    key = "" if settings is None else f"id:{id(settings)}"
+    key = "" if settings is None else _settings_key(settings)
     engine = engines.get(key)
-    if (
-        engine is None
-        or engine._closed
-        or (settings is not None and engine.settings is not settings)
-    ):
+    if engine is None or engine._closed:
         engine = engines[key] = Engine(settings)
     return engine
+
+
+# settings are frozen: their JSON (the key of equal configurations) is made once per object
+_KEYS: dict[int, tuple[Settings, str]] = {}
+
+
+def _settings_key(settings: Settings) -> str:
+    hit = _KEYS.get(id(settings))
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    if len(_KEYS) >= 256:
+        _KEYS.clear()
+    key = settings.model_dump_json()
+    _KEYS[id(settings)] = (settings, key)
+    return key
 
 
 def default_engine() -> Engine:
