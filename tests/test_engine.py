@@ -558,3 +558,39 @@ async def test_equal_settings_share_one_engine_and_its_endpoint_limits() -> None
     assert a is not b
     assert engine_for(a) is engine_for(b)
     assert engine_for(Settings.load(cache=False, max_concurrency=7)) is not engine_for(a)
+
+
+async def test_an_exhausted_rate_limit_header_pauses_the_endpoint() -> None:
+    """A server that says `x-ratelimit-remaining-requests: 0` (OpenAI's headers) pauses
+    its endpoint until `x-ratelimit-reset-requests`, for every run."""
+    from aiohttp import web
+
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }  # fmt: skip
+
+    async def chat(_r: web.Request) -> web.Response:
+        return web.json_response(
+            body,
+            headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"},
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with Engine(Settings.load(cache=False)) as engine:
+            m = engine.model(f"vllm:m@http://127.0.0.1:{port}/v1")
+            assert (await m.generate("q")).text == "hi"
+            rate = m.pool.endpoints[0].rate
+            assert rate.delay() > 300  # paused about six minutes, for every run
+    finally:
+        await runner.cleanup()

@@ -66,6 +66,9 @@ def _usage(raw: Any) -> Usage:
     )
 
 
+_RATE_HEADER = "x-ratelimit-remaining-requests"
+
+
 class StalledError(RequestTimeout):
     """The server took the connection but sent nothing (or stopped sending) for the
     first-byte timeout: a hung endpoint. Not retried, so a hung server fails a call
@@ -215,6 +218,8 @@ class OpenAIWire:
                 url, data=body, headers=self._headers(endpoint), timeout=timeout
             ) as resp:
                 raw = await resp.read()
+                if _RATE_HEADER in resp.headers:  # the server says how much is left
+                    endpoint.rate.learn(resp.headers)
                 if resp.status != 200:
                     raise error_for_status(
                         resp.status,
@@ -279,6 +284,8 @@ class OpenAIWire:
                 headers=self._headers(endpoint),
                 timeout=timeout,
             ) as resp:
+                if _RATE_HEADER in resp.headers:
+                    endpoint.rate.learn(resp.headers)
                 if resp.status != 200:
                     raise error_for_status(
                         resp.status,
