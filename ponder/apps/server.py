@@ -523,7 +523,15 @@ class PonderServer:
     @asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         if not self._keys:
-            log.warning("ponder serve: no API keys set (PONDER_SERVE_API_KEYS); the API is open")
+            who = (
+                "everyone (PONDER_SERVE_ALLOW_OPEN_REMOTE)"
+                if self.settings.allow_open_remote
+                else "clients on this machine only"
+            )
+            log.warning(
+                "ponder serve: no API keys set (PONDER_SERVE_API_KEYS); the API is open to %s",
+                who,
+            )
         if self.slack is not None and self.settings.slack_app_token:
             await self.slack.connect_socket_mode()
         yield
