@@ -6,6 +6,7 @@ import math
 import random
 from collections.abc import AsyncIterator
 from fractions import Fraction
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -462,3 +463,27 @@ async def test_best_of_n_by_mean_logprob(oracle_url: str, settings: Settings) ->
     best = await BestOfN(BestOfNConfig(score="mean_logprob"))(pool)
     top = max(pool.candidates, key=lambda c: c.scores["mean_logprob"])
     assert best.final == top.answer
+
+
+async def test_a_ranker_with_use_critiques_sees_them() -> None:
+    from ponder.agents import Ranker, RankerConfig
+
+    seen: list[str] = []
+
+    def rank(messages: Any, _p: Any, _i: int) -> str:
+        seen.append(messages[-1].content)
+        return "Ranking: [2] > [1]"
+
+    cands = [
+        Candidate.read(
+            id=f"c{i}", text=f"\\boxed{{{i}}}", provenance=Provenance(component="t"),
+            critiques=(f"weak point {i}",),
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    pool = Pool(query="q").with_candidates(cands)
+    out = await Ranker(FakeModel(rank), RankerConfig(use_critiques=True))(pool)
+    assert "Critique of candidate 1: weak point 0" in seen[0]
+    assert [c.id for c in out.candidates] == ["c1", "c0"]
+    await Ranker(FakeModel(rank))(pool)
+    assert "Critique" not in seen[1]

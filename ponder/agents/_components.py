@@ -645,6 +645,11 @@ class Critic:
 class RankerConfig(JudgeConfig):
     top_k: int | None = Field(None, ge=1, description="Keep only the best k.")
     mode: str = Field("listwise", pattern="^(listwise|pairwise)$")
+    use_critiques: bool = Field(
+        False,
+        description="Show each candidate's critiques (from an earlier critique step) to the "
+        "ranker, as Archon's use_critiques does.",
+    )
 
 
 @register_component(config=RankerConfig)
@@ -665,8 +670,15 @@ class Ranker:
         self, pool: Pool, cands: Sequence[Candidate], seed_offset: int
     ) -> tuple[list[int] | None, Spend]:
         cfg = self.config
+        listing = _listing(cands)
+        if cfg.use_critiques:
+            listing += "".join(
+                f"\nCritique of candidate {i + 1}: {'; '.join(c.critiques)}"
+                for i, c in enumerate(cands)
+                if c.critiques
+            )
         out = await self.model.generate(
-            _messages(cfg.system or RANKER_SYSTEM, f"Problem: {pool.query}\n\n{_listing(cands)}"),
+            _messages(cfg.system or RANKER_SYSTEM, f"Problem: {pool.query}\n\n{listing}"),
             temperature=cfg.temperature,
             max_tokens=cfg.max_tokens,
             seed=None if cfg.seed is None else cfg.seed + seed_offset,

@@ -32,7 +32,16 @@ _PROVIDERS: dict[str, str | None] = {
     "tgi": None,
 }
 _LOCAL_URL = "${PONDER_ARCHON_URL:-http://127.0.0.1:8000/v1}"
-_KNOWN_KEYS = {"type", "model", "model_type", "temperature", "samples", "top_k", "max_tokens"}
+_KNOWN_KEYS = {
+    "type",
+    "model",
+    "model_type",
+    "temperature",
+    "samples",
+    "top_k",
+    "max_tokens",
+    "use_critiques",
+}
 _IGNORED_KEYS = {"max_context_length", "checkpoint", "use_system_prompt"}
 
 
@@ -137,6 +146,8 @@ def archon_to_spec(
                 comp = "rank"
                 if "top_k" in e:
                     params["top_k"] = int(e["top_k"])
+                if e.get("use_critiques"):
+                    params["use_critiques"] = True
             elif kind == "fuser":
                 comp = "fuse"
                 params = {"n": int(e.get("samples", 1))}
