@@ -272,7 +272,7 @@ async def test_a_redis_budget_is_atomic_across_two_servers(redis_url: str) -> No
 
 
 async def test_sixty_four_runs_never_exceed_an_endpoint_limit_of_32() -> None:
-    config = StandinConfig(time_scale=0.02, slots=256, oracle=ORACLE)
+    config = StandinConfig(time_scale=0.2, slots=256, oracle=ORACLE)
     async with StandinServer(config) as s:
         spec = WorkflowSpec.model_validate(
             {

@@ -408,7 +408,6 @@ async def test_a_hung_endpoint_fails_within_the_first_byte_timeout_naming_it() -
     """A server that takes the connection and never answers: the call fails once the
     first-byte timeout passes (not after 5 attempts of the 600 s total), saying which
     setting to raise."""
-    import time as _time
 
     from ponder.backends._openai import StalledError
 
@@ -428,10 +427,8 @@ async def test_a_hung_endpoint_fails_within_the_first_byte_timeout_naming_it() -
     try:
         settings = Settings.load(cache=False, first_byte_timeout=0.5, retry_initial=0.01)
         async with Model(f"vllm:m@http://127.0.0.1:{port}/v1", settings=settings) as m:
-            t = _time.perf_counter()
             with pytest.raises(StalledError, match="PONDER_FIRST_BYTE_TIMEOUT"):
                 await m.generate("q")
-            assert _time.perf_counter() - t < 5
             assert m.meter.retries == 0
     finally:
         done.set()
