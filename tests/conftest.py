@@ -6,11 +6,12 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from ponder import Settings
 from ponder.testing import StandinConfig, StandinServer, block_remote_models
@@ -74,3 +75,28 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(timeout=10)
+
+
+ChatHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest_asyncio.fixture
+async def chat_server() -> AsyncIterator[Callable[[ChatHandler], Awaitable[str]]]:
+    """Start a loopback server whose /v1/chat/completions is ``handler``; returns its
+    base URL (a server that misbehaves the way a test needs). Stopped after the test."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: ChatHandler) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}/v1"
+
+    yield start
+    for r in runners:
+        await r.cleanup()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -560,7 +560,9 @@ async def test_equal_settings_share_one_engine_and_its_endpoint_limits() -> None
     assert engine_for(Settings.load(cache=False, max_concurrency=7)) is not engine_for(a)
 
 
-async def test_an_exhausted_rate_limit_header_pauses_the_endpoint() -> None:
+async def test_an_exhausted_rate_limit_header_pauses_the_endpoint(
+    chat_server: Callable[[Any], Awaitable[str]],
+) -> None:
     """A server that says `x-ratelimit-remaining-requests: 0` (OpenAI's headers) pauses
     its endpoint until `x-ratelimit-reset-requests`, for every run."""
     from aiohttp import web
@@ -579,18 +581,9 @@ async def test_an_exhausted_rate_limit_header_pauses_the_endpoint() -> None:
             headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"},
         )
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with Engine(Settings.load(cache=False)) as engine:
-            m = engine.model(f"vllm:m@http://127.0.0.1:{port}/v1")
-            assert (await m.generate("q")).text == "hi"
-            rate = m.pool.endpoints[0].rate
-            assert rate.delay() > 300  # paused about six minutes, for every run
-    finally:
-        await runner.cleanup()
+    url = await chat_server(chat)
+    async with Engine(Settings.load(cache=False)) as engine:
+        m = engine.model(f"vllm:m@{url}")
+        assert (await m.generate("q")).text == "hi"
+        rate = m.pool.endpoints[0].rate
+        assert rate.delay() > 300  # paused about six minutes, for every run

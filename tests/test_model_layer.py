@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -107,7 +108,9 @@ async def test_token_budget_counts_usage(standin: StandinServer, settings: Setti
 
 
 @pytest_asyncio.fixture
-async def flaky() -> AsyncIterator[tuple[str, list[float]]]:
+async def flaky(
+    chat_server: Callable[[Any], Awaitable[str]],
+) -> AsyncIterator[tuple[str, list[float]]]:
     """A server that answers 429 with Retry-After: 0.2 once, then 200."""
     arrivals: list[float] = []
 
@@ -124,15 +127,7 @@ async def flaky() -> AsyncIterator[tuple[str, list[float]]]:
             }
         )
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/v1", arrivals
-    await runner.cleanup()
+    yield await chat_server(chat), arrivals
 
 
 async def test_retry_honours_retry_after(
@@ -168,23 +163,16 @@ async def test_400_is_a_bad_request_and_not_retried(
     assert m.meter.retries == 0
 
 
-async def test_response_that_is_not_json_raises_parse_error(settings: Settings) -> None:
+async def test_response_that_is_not_json_raises_parse_error(
+    settings: Settings, chat_server: Callable[[Any], Awaitable[str]]
+) -> None:
     async def chat(request: web.Request) -> web.Response:
         return web.Response(text="<html>gateway</html>")
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with Model(f"vllm:x@http://127.0.0.1:{port}/v1", settings=settings) as m:
-            with pytest.raises(ParseError, match="not a chat completion"):
-                await m.generate("hi")
-    finally:
-        await runner.cleanup()
+    url = await chat_server(chat)
+    async with Model(f"vllm:x@{url}", settings=settings) as m:
+        with pytest.raises(ParseError, match="not a chat completion"):
+            await m.generate("hi")
 
 
 async def test_cancelling_a_run_closes_its_open_connections(settings: Settings) -> None:

@@ -327,7 +327,11 @@ class _Partial:
     done: bool = False
 
 
-@register_component(config=EarlyRejectionConfig, prm=True)
+@register_component(
+    config=EarlyRejectionConfig,
+    prm=True,
+    build=lambda c, ms, p: EarlyRejection(ms[0], ProcessRewardModel(p or ms[0]), c),
+)
 class EarlyRejection:
     """Sample ``samples`` step-by-step solutions; every ``checkpoint_steps`` steps a
     process reward model scores the unfinished ones and only :func:`survivors` go on; the

@@ -139,14 +139,10 @@ COMPONENTS: dict[str, ComponentInfo] = {}
 """The one component registry: name -> :class:`ComponentInfo` (YAML reads it)."""
 
 
-def _default_builder(cls: type[Any], models: Arity, prm: bool) -> Builder:
-    def build(config: Any, ms: list[Model], p: Model | None) -> Any:
+def _default_builder(cls: type[Any], models: Arity) -> Builder:
+    def build(config: Any, ms: list[Model], _p: Model | None) -> Any:
         if models == "none":
             return cls(config)
-        if prm:
-            from ponder.agents._search import ProcessRewardModel
-
-            return cls(ms[0], ProcessRewardModel(p or ms[0]), config)
         return cls(ms if models == "many" else ms[0], config)
 
     return build
@@ -176,8 +172,8 @@ def register_component(
     the config class its parameters validate against, how many models it takes
     (``none``, ``one``, ``many``), whether it takes a step scorer (``prm``), and
     optionally ``build(config, models, prm_model)``; by default it is built as
-    ``cls(config)``, ``cls(model, config)``, ``cls(models, config)`` or
-    ``cls(model, ProcessRewardModel(prm_model), config)``. A bare ``@register_component``
+    ``cls(config)``, ``cls(model, config)`` or ``cls(models, config)`` (a component that
+    takes a step scorer gives its own ``build``). A bare ``@register_component``
     registers a component for Python use only (YAML refuses it with a message).
     """
 
@@ -188,8 +184,13 @@ def register_component(
         old = COMPONENTS.get(name)
         if old is not None and old.cls is not c:
             raise ConfigurationError(f"a component named {name!r} is already registered")
+        if prm and build is None:
+            raise ConfigurationError(
+                f"{c.__name__} takes a step scorer (prm=True): give build=(config, models, "
+                "prm_model) -> component"
+            )
         COMPONENTS[name] = ComponentInfo(
-            name, c, config, models, prm, build or _default_builder(c, models, prm)
+            name, c, config, models, prm, build or _default_builder(c, models)
         )
         return c
 

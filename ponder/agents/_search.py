@@ -207,7 +207,11 @@ class BeamSearchConfig(_Config):
     step: StepConfig = Field(default_factory=StepConfig)
 
 
-@register_component(config=BeamSearchConfig, prm=True)
+@register_component(
+    config=BeamSearchConfig,
+    prm=True,
+    build=lambda c, ms, p: BeamSearch(ms[0], ProcessRewardModel(p or ms[0]), c),
+)
 class BeamSearch:
     """Keep the ``beam_width`` best partial solutions (by step score) at every depth."""
 
@@ -256,7 +260,11 @@ class ParticleFilterConfig(_Config):
     step: StepConfig = Field(default_factory=StepConfig)
 
 
-@register_component(config=ParticleFilterConfig, prm=True)
+@register_component(
+    config=ParticleFilterConfig,
+    prm=True,
+    build=lambda c, ms, p: ParticleFilter(ms[0], ProcessRewardModel(p or ms[0]), c),
+)
 class ParticleFilter:
     """Particle filtering over steps (Puri et al., 2025): extend every particle by one
     step, weight it by its step score, resample; finished particles leave the pool.
@@ -315,7 +323,11 @@ class MCTSConfig(_Config):
     step: StepConfig = Field(default_factory=StepConfig)
 
 
-@register_component(config=MCTSConfig, prm=True)
+@register_component(
+    config=MCTSConfig,
+    prm=True,
+    build=lambda c, ms, p: MCTS(ms[0], ProcessRewardModel(p or ms[0]), c),
+)
 class MCTS:
     """Monte Carlo tree search over steps with UCT selection.
 
