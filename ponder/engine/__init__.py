@@ -9,7 +9,7 @@
 See docs/architecture.md ("Who owns what").
 """
 
-from ponder.engine._engine import Engine, Run, default_engine, engine_for, using
+from ponder.engine._engine import Engine, Run, default_engine, engine_for
 from ponder.engine._redis_budget import RedisBudget
 
-__all__ = ["Engine", "RedisBudget", "Run", "default_engine", "engine_for", "using"]
+__all__ = ["Engine", "RedisBudget", "Run", "default_engine", "engine_for"]

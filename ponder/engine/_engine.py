@@ -18,7 +18,6 @@ import asyncio
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import asynccontextmanager
 from typing import Any
 
 from ponder.backends import (
@@ -248,20 +247,3 @@ def _settings_key(settings: Settings) -> str:
 def default_engine() -> Engine:
     """The running loop's default engine (settings read once, from the environment)."""
     return engine_for(None)
-
-
-@asynccontextmanager
-async def using(engine: Engine) -> AsyncGenerator[Engine, None]:
-    """Make ``engine`` the running loop's default for the block."""
-    loop = asyncio.get_running_loop()
-    default_engine()  # make sure the loop has its table and closer
-    engines = _DEFAULT[loop]
-    old = engines.get("")
-    engines[""] = engine
-    try:
-        yield engine
-    finally:
-        if old is None:
-            engines.pop("", None)
-        else:
-            engines[""] = old
