@@ -357,7 +357,7 @@ async def test_archon_config_imports_and_runs(
     out = tmp_path / "imported.yaml"
     assert main(["import-archon", str(src), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "# layer 5: Archon's verifier drops rejected candidates" in text
+    assert "keep: accepted" in text  # Archon's verifier drops rejected candidates
     assert "ignored max_context_length" not in text  # a known Archon key with no meaning here
     spec = load_spec(out)
     assert [n.components[0].component for n in spec.layers] == [

@@ -55,6 +55,7 @@ from ponder.agents._components import (
     Component,
     ComponentInfo,
     Critic,
+    FilterConfig,
     Fuser,
     FuserConfig,
     Generate,
@@ -69,6 +70,7 @@ from ponder.agents._components import (
     VerifierConfig,
     Vote,
     VoteConfig,
+    check_in_order,
     get_component,
     parse_critiques,
     parse_ranking,
@@ -76,6 +78,7 @@ from ponder.agents._components import (
     register_component,
     unregister_component,
 )
+from ponder.agents._reward import RewardRankConfig, RewardRanker
 from ponder.agents._search import (
     MCTS,
     BeamSearch,
@@ -117,6 +120,7 @@ __all__ = [
     "EarlyRejectionConfig",
     "ExecutionVote",
     "ExecutionVoteConfig",
+    "FilterConfig",
     "FirstFinish",
     "FirstFinishConfig",
     "Fuser",
@@ -138,6 +142,8 @@ __all__ = [
     "RankerConfig",
     "Refine",
     "RefineConfig",
+    "RewardRankConfig",
+    "RewardRanker",
     "RunTests",
     "RunTestsConfig",
     "SpeculativeConfig",
@@ -154,6 +160,7 @@ __all__ = [
     "accept_step",
     "answers_equivalent",
     "cascade_accepts",
+    "check_in_order",
     "confidence_weight",
     "extract_answer",
     "get_component",

@@ -18,7 +18,15 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ponder.agents._answers import extract_answer
-from ponder.agents._components import JudgeConfig, _Config, _messages, _spend, register_component
+from ponder.agents._components import (
+    FilterConfig,
+    JudgeConfig,
+    _Config,
+    _messages,
+    _spend,
+    check_in_order,
+    register_component,
+)
 from ponder.agents._state import Candidate, Pool, Spend
 from ponder.backends import Model
 from ponder.tools import RunResult, SandboxLimits, run_python
@@ -141,8 +149,22 @@ class WriteTests:
         return result
 
 
-class JudgeTestsConfig(JudgeConfig):
+class JudgeTestsConfig(JudgeConfig, FilterConfig):
     score_name: str = "tests"
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        description="Order candidates by the share of tests passed (stable) and keep the "
+        "best k (Archon's unit-test evaluator top_k).",
+    )
+    strip_tests_from_query: bool = Field(
+        False,
+        description="Judge against the query without a trailing 'Your response should pass "
+        "the following unit tests:' section (Archon's remove_unit_tests_from_prompt).",
+    )
+
+
+_TESTS_IN_QUERY = "Your response should pass the following unit tests:"
 
 
 @register_component(config=JudgeTestsConfig)
@@ -162,10 +184,13 @@ class JudgeTests:
         cfg = self.config
         listing = "\n".join(f"Test {i + 1}: {t}" for i, t in enumerate(pool.tests))
         answer = f"\n\nProposed answer: \\boxed{{{c.answer}}}" if c.answer is not None else ""
+        query = pool.query
+        if cfg.strip_tests_from_query:
+            query = query.split(_TESTS_IN_QUERY)[0].strip()
         out = await self.model.generate(
             _messages(
                 cfg.system or TEST_JUDGE_SYSTEM,
-                f"Problem: {pool.query}\n\nProposed solution:\n{c.text.strip()}{answer}"
+                f"Problem: {query}\n\nProposed solution:\n{c.text.strip()}{answer}"
                 f"\n\nUnit tests:\n{listing}",
             ),
             temperature=cfg.temperature,
@@ -182,11 +207,14 @@ class JudgeTests:
     async def __call__(self, pool: Pool) -> Pool:
         if not pool.tests:
             return pool.noted("judge_tests: no tests to judge (write_tests first)")
-        results = await asyncio.gather(
-            *(self._judge(pool, c, i) for i, c in enumerate(pool.candidates))
+        cfg = self.config
+        out = await check_in_order(
+            pool, lambda c, i: self._judge(pool, c, i), cfg, cfg.score_name, self.name
         )
-        spend = sum((s for _, s in results), Spend())
-        return pool.with_candidates([c for c, _ in results], spend)
+        if cfg.top_k is None:
+            return out
+        best = sorted(out.candidates, key=lambda c: -(c.scores.get(cfg.score_name) or 0.0))
+        return out.model_copy(update={"candidates": tuple(best[: cfg.top_k])})
 
 
 _HARNESS = """

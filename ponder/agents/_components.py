@@ -433,13 +433,95 @@ class AdaptiveVote:
 # -- verify ---------------------------------------------------------------------------------
 
 
-class VerifierConfig(_Config):
+class FilterConfig(_Config):
+    """What a checking component (verify, judge_tests) passes on."""
+
+    keep: Literal["all", "accepted"] = Field(
+        "all",
+        description="'all': every candidate goes on, scored; 'accepted': rejected candidates "
+        "are dropped (Archon's verifier), unless none is accepted, when all go on (as in "
+        "Archon) and the pool notes it.",
+    )
+    first_k: int | None = Field(
+        None,
+        ge=1,
+        description="Check candidates in order and stop once the first k are accepted; "
+        "only those k go on (Archon's first_k). Checks run in parallel up to 'parallel'; "
+        "those still running are cancelled.",
+    )
+    parallel: int = Field(
+        0, ge=0, description="Checks in flight at once (0: all). 1 spends exactly as Archon."
+    )
+
+
+class VerifierConfig(FilterConfig):
     samples: int = Field(1, ge=1, description="Verdicts per candidate; the score is the yes-rate.")
     temperature: float | None = 0.0
     max_tokens: int | None = None
     seed: int | None = 0
     system: str = VERIFIER_SYSTEM
     score_name: str = "verifier"
+
+
+async def check_in_order(
+    pool: Pool,
+    check: Callable[[Candidate, int], Coroutine[Any, Any, tuple[Candidate, Spend]]],
+    cfg: FilterConfig,
+    score_name: str,
+    label: str,
+) -> Pool:
+    """Run ``check`` over the pool's candidates and keep what ``cfg`` says (see
+    :class:`FilterConfig`): all of them, the accepted ones, or the first k accepted."""
+    cands = list(pool.candidates)
+    gate = asyncio.Semaphore(cfg.parallel) if cfg.parallel else None
+
+    async def one(i: int) -> tuple[Candidate, Spend]:
+        if gate is None:
+            return await check(cands[i], i)
+        async with gate:
+            return await check(cands[i], i)
+
+    done: dict[int, tuple[Candidate, Spend]] = {}
+    if cfg.first_k is None:
+        done = dict(enumerate(await asyncio.gather(*(one(i) for i in range(len(cands))))))
+    else:
+        limit = cfg.parallel or len(cands)
+        running: dict[asyncio.Future[tuple[Candidate, Spend]], int] = {}
+        cut: int | None = None
+        start = 0
+        try:
+            while cut is None and (running or start < len(cands)):
+                while start < len(cands) and len(running) < limit:  # start no more than needed
+                    running[asyncio.ensure_future(check(cands[start], start))] = start
+                    start += 1
+                finished, _ = await asyncio.wait(running, return_when="FIRST_COMPLETED")
+                for t in finished:
+                    done[running.pop(t)] = t.result()
+                accepted = 0
+                for i in range(len(cands)):  # the prefix whose checks are all back
+                    if i not in done:
+                        break
+                    accepted += done[i][0].verdicts.get(score_name) is True
+                    if accepted == cfg.first_k:
+                        cut = i
+                        break
+        finally:
+            for t in running:
+                t.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        if cut is not None:
+            done = {i: r for i, r in done.items() if i <= cut}
+    spend = sum((s for _, s in done.values()), Spend())
+    checked = [done[i][0] for i in sorted(done)]
+    if cfg.first_k is None and cfg.keep == "all":
+        return pool.with_candidates(checked, spend)
+    kept = [c for c in checked if c.verdicts.get(score_name) is True]
+    if cfg.first_k is not None:
+        kept = kept[: cfg.first_k]
+    if kept:
+        return pool.with_candidates(kept, spend)
+    result = pool.with_candidates(checked, spend)
+    return result.noted(f"{label}: no candidate was accepted; all go on")
 
 
 def parse_verdict(text: str) -> bool | None:
@@ -490,10 +572,10 @@ class ModelVerifier:
         return c.scored(cfg.score_name, rate).judged(cfg.score_name, rate >= 0.5), _spend(out)
 
     async def __call__(self, pool: Pool) -> Pool:
-        results = await asyncio.gather(
-            *(self.check(pool, c, i) for i, c in enumerate(pool.candidates))
+        cfg = self.config
+        return await check_in_order(
+            pool, lambda c, i: self.check(pool, c, i), cfg, cfg.score_name, self.name
         )
-        return pool.with_candidates([c for c, _ in results], sum((s for _, s in results), Spend()))
 
 
 class CheckConfig(_Config):
@@ -646,6 +728,14 @@ class Critic:
 class RankerConfig(JudgeConfig):
     top_k: int | None = Field(None, ge=1, description="Keep only the best k.")
     mode: str = Field("listwise", pattern="^(listwise|pairwise)$")
+    batch_size: int | None = Field(
+        None,
+        ge=2,
+        description="Show the ranker at most this many candidates per call (Archon's "
+        "ranker_batch_size). A larger pool is ranked as a knockout: each batch is ranked, "
+        "the batch winners are ranked against each other, and so on; pairwise mode is a "
+        "knockout with batches of 2.",
+    )
     use_critiques: bool = Field(
         False,
         description="Show each candidate's critiques (from an earlier critique step) to the "
@@ -655,7 +745,7 @@ class RankerConfig(JudgeConfig):
 
 @register_component(config=RankerConfig)
 class Ranker:
-    """Rank candidates (one listwise call, or a pairwise knockout) and keep the top k.
+    """Rank candidates (one listwise call, or a knockout of batches) and keep the top k.
 
     Sets ``scores['rank']`` (1.0 for the best, falling linearly). An unparseable ranking
     keeps the original order and notes it.
@@ -686,47 +776,59 @@ class Ranker:
         )
         return parse_ranking(out.text, len(cands)), _spend(out)
 
+    @property
+    def batch(self) -> int | None:
+        """Candidates per ranking call (None: all at once)."""
+        return 2 if self.config.mode == "pairwise" else self.config.batch_size
+
+    async def _knockout(
+        self, pool: Pool, cands: Sequence[Candidate]
+    ) -> tuple[list[int], Spend, int]:
+        """Order (best first) from a knockout of batches; the spend and unparsed count.
+
+        Each round ranks its batches in parallel; batch winners go on to the next round.
+        Those knocked out follow the winner, later rounds first, then by their place in
+        their batch, then by batch order."""
+        size = self.batch or len(cands)
+        alive = list(range(len(cands)))
+        out_rounds: list[list[int]] = []
+        spend = Spend()
+        unparsed = 0
+        round_no = 0
+        while len(alive) > 1:
+            batches = [alive[i : i + size] for i in range(0, len(alive), size)]
+            results = await asyncio.gather(
+                *(
+                    self._rank(pool, [cands[k] for k in b], round_no * 1000 + j)
+                    for j, b in enumerate(batches)
+                    if len(b) > 1
+                )
+            )
+            winners: list[int] = []
+            placed: list[tuple[int, int, int]] = []  # (place in batch, batch, candidate)
+            it = iter(results)
+            for j, b in enumerate(batches):
+                if len(b) == 1:
+                    winners.append(b[0])
+                    continue
+                order, s = next(it)
+                spend = spend + s
+                if order is None:
+                    unparsed += 1
+                    order = list(range(len(b)))
+                winners.append(b[order[0]])
+                placed += [(place, j, b[k]) for place, k in enumerate(order[1:], start=1)]
+            out_rounds.append([k for _, _, k in sorted(placed)])
+            alive = winners
+            round_no += 1
+        order = alive + [k for r in reversed(out_rounds) for k in r]
+        return order, spend, unparsed
+
     async def __call__(self, pool: Pool) -> Pool:
         cands = list(pool.candidates)
         if len(cands) <= 1:
             return pool
-        spend = Spend()
-        unparsed = 0
-        if self.config.mode == "listwise":
-            order, spend = await self._rank(pool, cands, 0)
-            if order is None:
-                unparsed += 1
-                order = list(range(len(cands)))
-        else:
-            alive = list(range(len(cands)))
-            eliminated: list[int] = []
-            round_no = 0
-            while len(alive) > 1:
-                pairs = [alive[i : i + 2] for i in range(0, len(alive), 2)]
-                results = await asyncio.gather(
-                    *(
-                        self._rank(pool, [cands[p[0]], cands[p[1]]], round_no * 1000 + j)
-                        for j, p in enumerate(pairs)
-                        if len(p) == 2
-                    )
-                )
-                winners, losers = [], []
-                it = iter(results)
-                for p in pairs:
-                    if len(p) == 1:
-                        winners.append(p[0])
-                        continue
-                    order2, s = next(it)
-                    spend = spend + s
-                    if order2 is None:
-                        unparsed += 1
-                        order2 = [0, 1]
-                    winners.append(p[order2[0]])
-                    losers.append(p[order2[1]])
-                eliminated = losers + eliminated
-                alive = winners
-                round_no += 1
-            order = alive + eliminated
+        order, spend, unparsed = await self._knockout(pool, cands)
         n = len(order)
         ranked = [cands[k].scored("rank", 1.0 - pos / n) for pos, k in enumerate(order)]
         if self.config.top_k is not None:
@@ -740,6 +842,17 @@ class FuserConfig(JudgeConfig):
     temperature: float | None = 0.7
     answer_kind: AnswerKind = "auto"
     layer: int = 1
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        description="Fuse only the k best candidates by their 'rank' score (an earlier rank "
+        "step), or the first k when unranked (Archon's top_k_generations).",
+    )
+    length_control: bool = Field(
+        False,
+        description="Tell the fuser its answer may be no longer than the longest candidate "
+        "(Archon's length_control).",
+    )
 
 
 @register_component(config=FuserConfig)
@@ -752,26 +865,43 @@ class Fuser:
         self.model = model
         self.config = config or FuserConfig()
 
+    def inputs(self, pool: Pool) -> list[Candidate]:
+        """The candidates this fuser reads: all, or the ``top_k`` best ranked."""
+        cands = list(pool.candidates)
+        k = self.config.top_k
+        if k is None or k >= len(cands):
+            return cands
+        if any("rank" in c.scores for c in cands):
+            order = sorted(range(len(cands)), key=lambda i: -(cands[i].scores.get("rank") or 0.0))
+            return [cands[i] for i in sorted(order[:k])]
+        return cands[:k]
+
     async def __call__(self, pool: Pool) -> Pool:
         if not pool.candidates:
             return pool.noted("fuse: no candidates to fuse")
         cfg = self.config
+        cands = self.inputs(pool)
         critiques = "".join(
             f"\nCritique of candidate {i + 1}: {'; '.join(c.critiques)}"
-            for i, c in enumerate(pool.candidates)
+            for i, c in enumerate(cands)
             if c.critiques
+        )
+        limit = (
+            "\nThe fused answer may be no longer than the longest candidate."
+            if cfg.length_control
+            else ""
         )
         out = await self.model.generate(
             _messages(
                 cfg.system or FUSER_SYSTEM,
-                f"Problem: {pool.query}\n\n{_listing(pool.candidates)}\n{critiques}",
+                f"Problem: {pool.query}\n\n{_listing(cands)}\n{critiques}{limit}",
             ),
             n=cfg.n,
             temperature=cfg.temperature,
             max_tokens=cfg.max_tokens,
             seed=cfg.seed,
         )
-        parents = tuple(c.id for c in pool.candidates)
+        parents = tuple(c.id for c in cands)
         fused = []
         for ch in out.choices:
             fused.append(

@@ -718,18 +718,42 @@ def import_archon(
     all_models: Annotated[
         str | None, typer.Option("--all-models", help="Every component uses this model REF.")
     ] = None,
+    reward_url: Annotated[
+        str | None,
+        typer.Option(
+            "--reward-url",
+            metavar="URL",
+            help="Serve Archon's PairRM ranker with the reward model at URL (vLLM's score "
+            "API); without it PairRM becomes a pairwise comparison judged by a chat model.",
+        ),
+    ] = None,
+    branches: Annotated[
+        str,
+        typer.Option(
+            "--branches",
+            metavar="replicate|ignore",
+            help="What {branches: k, models: [...]} means: run the components k times "
+            "(replicate) or once, as Archon's loader does (ignore).",
+        ),
+    ] = "replicate",
 ) -> None:
     """Turn an Archon config into a Ponder workflow file (notes on what differs on top)."""
     from ponder.backends import ModelRef
     from ponder.workflows import archon_to_spec, parse_bindings, spec_to_yaml
 
     data = _read_json_object(config, "an Archon config")
+    if branches not in ("replicate", "ignore"):
+        raise ponder.ConfigurationError(
+            f"--branches must be 'replicate' or 'ignore', got {branches!r}"
+        )
     if all_models is not None:
         ModelRef.parse(all_models)
     spec, notes = archon_to_spec(
         data,
         model_map=parse_bindings(model_map or [], "--model-map"),
         all_models=all_models,
+        reward_url=reward_url,
+        branches="ignore" if branches == "ignore" else "replicate",
     )
     text = spec_to_yaml(spec, notes)
     if out is None:

@@ -385,6 +385,24 @@ def _continue_steps(
     return text, p.is_correct(str(value))
 
 
+def reward_scores(bank: ProblemBank, query: str, texts: list[str]) -> list[float]:
+    """A reward model's scores for ``texts`` answering ``query`` (vLLM's score API on the
+    stand-in): a right answer scores in [0.5, 1), a wrong one in [0, 0.6), so the reward
+    ranks well but not perfectly; a query naming no known problem gets seeded noise."""
+    tag = _TAG.search(query)
+    p = bank.problem(int(tag.group(1))) if tag is not None else None
+    out = []
+    for t in texts:
+        rng = _rng("reward", query, t)
+        if p is None:
+            out.append(round(rng.random(), 4))
+        elif p.is_correct(extract_boxed(t)):
+            out.append(round(0.5 + 0.5 * rng.random(), 4))
+        else:
+            out.append(round(0.6 * rng.random(), 4))
+    return out
+
+
 def respond(
     config: OracleConfig,
     bank: ProblemBank,

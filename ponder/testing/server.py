@@ -38,7 +38,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder._internal.loop import new_event_loop
-from ponder.testing.oracle import OracleConfig, ProblemBank, respond
+from ponder.testing.oracle import OracleConfig, ProblemBank, respond, reward_scores
 
 __all__ = ["StandinConfig", "StandinServer", "StandinStats", "count_tokens"]
 
@@ -247,6 +247,7 @@ class StandinServer:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/score", self._score)
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/stats/reset", self._reset)
@@ -766,6 +767,35 @@ class StandinServer:
             },
         }
         return web.json_response(data)
+
+    # -- reward model ----------------------------------------------------------------
+
+    async def _score(self, request: web.Request) -> web.Response:
+        """vLLM's score API, as a reward model serves it: one score per ``text_2``."""
+        self._auth(request)
+        try:
+            body = await request.json()
+            query = body["text_1"]
+            texts = body["text_2"]
+            texts = [texts] if isinstance(texts, str) else list(texts)
+            if not isinstance(query, str) or not all(isinstance(t, str) for t in texts):
+                raise TypeError("text_1 and text_2 must be strings")
+        except (ValueError, KeyError, TypeError) as e:
+            return web.json_response(
+                {"error": {"message": f"bad score request: {e}", "type": "invalid_request"}},
+                status=400,
+            )
+        self.stats.requests += 1
+        scores = reward_scores(self.bank, query, texts)
+        return web.json_response(
+            {
+                "id": f"score-{self._ids}",
+                "object": "list",
+                "model": body.get("model", ""),
+                "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
+                "usage": {"prompt_tokens": sum(len(t) // 4 + 1 for t in texts)},
+            }
+        )
 
     # -- misc --------------------------------------------------------------------------
 
