@@ -130,6 +130,7 @@ async def test_anthropic_route_through_the_sdk(standin: StandinServer, settings:
             ],
             n=3,
             max_tokens=200,
+            temperature=0.7,  # sent in the body when the SDK's signature lacks it
         )
         assert len(c.choices) == 3
         assert standin.stats.requests == 3  # n > 1 by parallel requests

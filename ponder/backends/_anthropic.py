@@ -1,4 +1,6 @@
-"""Anthropic's Messages API, on the ``anthropic`` SDK (install ``ponder[anthropic]``).
+"""Anthropic's Messages API, on the ``anthropic`` SDK (install ``ponder[anthropic]``); the
+same on AWS Bedrock through the SDK's Bedrock client (``ponder[bedrock]``), which signs each
+request with the AWS credentials boto3 finds (environment, profile, instance role).
 
 System messages are split out into ``system``; a prefill is sent as a final assistant
 message, which the API continues; ``n > 1`` is served by parallel requests (the Model
@@ -10,6 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.util
+import inspect
+import os
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,12 +51,35 @@ def _import_sdk() -> Any:
     return anthropic
 
 
+def _bedrock_region(base_url: str) -> tuple[str, str | None]:
+    """The AWS region and the base URL to give the Bedrock client: ``AWS_REGION`` (or
+    ``AWS_DEFAULT_REGION``) moves the default endpoint to that region; another URL (a
+    proxy, a VPC endpoint, a test server) is kept as given."""
+    from ponder.backends._providers import BEDROCK_URL
+
+    env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if base_url.rstrip("/") == BEDROCK_URL:
+        return env or "us-east-1", None
+    m = re.match(r"https://bedrock-runtime[.-](?:fips\.)?([a-z0-9-]+)\.amazonaws\.com", base_url)
+    return (m.group(1) if m else env or "us-east-1"), base_url
+
+
 class AnthropicWire:
-    def __init__(self, *, key_hint: str | None = None) -> None:
+    def __init__(self, *, key_hint: str | None = None, bedrock: bool = False) -> None:
         self.key_hint = key_hint
+        self.bedrock = bedrock
         self._sdk = _import_sdk()
+        if bedrock and importlib.util.find_spec("botocore") is None:  # it signs requests
+            raise ConfigurationError(
+                "the bedrock provider needs the anthropic SDK's Bedrock extra: "
+                "pip install 'ponder[bedrock]'"
+            )
         self._clients: dict[tuple[str, str | None], anthropic.AsyncAnthropic] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # newer SDKs dropped sampling parameters from create()'s signature while the API
+        # (and older models, on Bedrock too) still take them: send those in the body
+        create = self._sdk.resources.AsyncMessages.create
+        self._sdk_args = set(inspect.signature(create).parameters)
 
     def _client(self, ep: Endpoint) -> anthropic.AsyncAnthropic:
         loop = asyncio.get_running_loop()
@@ -64,12 +93,22 @@ class AnthropicWire:
             # endpoint's concurrency limit instead of its default pool
             http = importlib.import_module(self._sdk.DefaultAsyncHttpxClient.__mro__[1].__module__)
             limits = http.Limits(max_connections=ep.max_concurrency, max_keepalive_connections=64)
-            client = self._sdk.AsyncAnthropic(
-                api_key=ep.api_key or "none",
-                base_url=ep.base_url,
-                max_retries=0,  # Ponder's retry policy applies, once
-                http_client=self._sdk.DefaultAsyncHttpxClient(limits=limits, timeout=None),
-            )
+            http_client = self._sdk.DefaultAsyncHttpxClient(limits=limits, timeout=None)
+            if self.bedrock:
+                region, base_url = _bedrock_region(ep.base_url)
+                client = self._sdk.AsyncAnthropicBedrock(
+                    aws_region=region,
+                    base_url=base_url,
+                    max_retries=0,
+                    http_client=http_client,
+                )
+            else:
+                client = self._sdk.AsyncAnthropic(
+                    api_key=ep.api_key or "none",
+                    base_url=ep.base_url,
+                    max_retries=0,  # Ponder's retry policy applies, once
+                    http_client=http_client,
+                )
             self._clients[key] = client
         return client
 
@@ -93,16 +132,24 @@ class AnthropicWire:
         }
         if system:
             kw["system"] = system
+        body: dict[str, Any] = {}
+        sampling: dict[str, Any] = {}
         if params.temperature is not None:
-            kw["temperature"] = min(params.temperature, 1.0)
+            sampling["temperature"] = min(params.temperature, 1.0)
         if params.top_p is not None:
-            kw["top_p"] = params.top_p
+            sampling["top_p"] = params.top_p
+        for name, value in sampling.items():
+            if name in self._sdk_args:
+                kw[name] = value
+            else:
+                body[name] = value
         if params.stop:
             kw["stop_sequences"] = list(params.stop)
         if params.timeout is not None:
             kw["timeout"] = params.timeout
-        if params.extra:
-            kw["extra_body"] = dict(params.extra)
+        body.update(params.extra)
+        if body:
+            kw["extra_body"] = body
         return kw
 
     def _translate(self, e: Exception, ep: Endpoint) -> Exception:

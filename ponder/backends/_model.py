@@ -59,10 +59,10 @@ def _make_wire(provider: Provider, quirks: Quirks, settings: Settings) -> Wire:
         from ponder.backends._local import LocalWire
 
         return LocalWire(n_ctx=settings.local_n_ctx, n_threads=settings.local_threads)
-    if provider.protocol == "anthropic":
+    if provider.protocol in ("anthropic", "bedrock"):
         from ponder.backends._anthropic import AnthropicWire
 
-        return AnthropicWire(key_hint=provider.api_key_env)
+        return AnthropicWire(key_hint=provider.api_key_env, bedrock=provider.protocol == "bedrock")
     from ponder.backends._openai import OpenAIWire
 
     return OpenAIWire(

@@ -43,7 +43,7 @@ class Provider:
     """
 
     name: str
-    protocol: Literal["openai", "anthropic", "local"]
+    protocol: Literal["openai", "anthropic", "bedrock", "local"]
     base_url: str | None
     api_key_setting: str | None = None
     api_key_env: str | None = None
@@ -51,6 +51,9 @@ class Provider:
     quirks: Quirks = field(default_factory=Quirks)
     description: str = ""
 
+
+#: Bedrock's runtime endpoint in the default region; AWS_REGION picks another
+BEDROCK_URL = "https://bedrock-runtime.us-east-1.amazonaws.com"
 
 _VLLM_QUIRKS = Quirks(supports_n=True, max_n=1024, prefill="continue_final_message")
 
@@ -165,6 +168,20 @@ for _p in (
             supports_json_schema=False,
         ),
         description="Anthropic's Messages API",
+    ),
+    Provider(
+        "bedrock",
+        "bedrock",
+        BEDROCK_URL,
+        quirks=Quirks(
+            supports_n=False,
+            prefill="native",
+            supports_logprobs=False,
+            supports_seed=False,
+            supports_json_schema=False,
+        ),
+        description="Anthropic models on AWS Bedrock (ponder[bedrock]; AWS credentials and "
+        "AWS_REGION as boto3 reads them)",
     ),
     Provider(
         "local",
