@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import difflib
+import functools
+import inspect
 import json
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.table import Table
 
@@ -39,6 +44,24 @@ ModelOption = Annotated[
         help="NAME=REF: run the workflow's model NAME (a glob) on REF instead (repeatable).",
     ),
 ]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        _console().print(f"ponder {ponder.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Ponder: inference-time reasoning with stacked LLM pipelines."""
 
 
 @app.command()
@@ -198,12 +221,22 @@ def eval_report(
 
     sums = []
     all_rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for r in results:
+        if not Path(r).is_file():
+            raise ponder.ConfigurationError(f"{r}: no such file")
         rows = read_results(Path(r))
-        if not rows:
-            raise ponder.ConfigurationError(f"{r}: no results (run ponder eval first)")
+        if not rows or not all(isinstance(x, dict) and "correct" in x for x in rows):
+            skipped.append(r)  # another JSONL file (questions, a dataset) in the folder
+            continue
         sums.append(summarize(rows))
         all_rows += rows
+    for r in skipped:
+        print(f"skipped {r}: not ponder eval results", file=sys.stderr)
+    if not sums:
+        raise ponder.ConfigurationError(
+            f"no ponder eval results among {', '.join(results)} (run ponder eval first)"
+        )
     _print_summaries(sums)
     if plot:
         print(f"plot: {plot_accuracy_vs_cost(sums, plot)}")
@@ -389,6 +422,7 @@ def serve(
         found = {wf.spec.name or path.stem: wf}
     settings = ServeSettings()
     server = PonderServer(found, settings)
+    _check_port(host, port, "ponder serve")
     print(f"ponder serve: {', '.join(sorted(found))} on http://{host}:{port}/", flush=True)
     uvicorn.run(
         server.app,
@@ -398,6 +432,33 @@ def serve(
         timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
         **server.uvicorn_options(),
     )
+
+
+def _check_port(host: str, port: int, what: str) -> None:
+    """A one-line error, before anything is printed, when ``host:port`` cannot be bound."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ponder.ConfigurationError(f"{what}: cannot resolve --host {host!r}: {e}") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ponder.ConfigurationError(
+                    f"{what}: port {port} on {host} is already in use; stop what listens "
+                    "there or pick another with --port"
+                ) from None
+            raise ponder.ConfigurationError(
+                f"{what}: cannot listen on {host}:{port}: {e.strerror or e}"
+            ) from None
 
 
 @app.command()
@@ -453,9 +514,15 @@ def standin(
     except ValueError as e:
         raise ponder.ConfigurationError(f"invalid stand-in configuration: {e}") from None
 
+    _check_port(host, port, "ponder standin")
+
     async def serve() -> None:
         server = StandinServer(cfg, host=host, port=port)
-        await server.start()
+        try:
+            await server.start()
+        except OSError as e:
+            raise ponder.ConfigurationError(f"ponder standin cannot listen on {host}:{port}: "
+                                            f"{e.strerror or e}") from None  # fmt: skip
         print(f"ponder stand-in listening on {server.base_url}", flush=True)
         try:
             await asyncio.Event().wait()
@@ -846,10 +913,15 @@ def memory_export(
     namespace: Annotated[str, typer.Argument(help="Namespace.")],
     store: StoreOption = None,
 ) -> None:
-    """Print a namespace's whole history as JSON."""
+    """Print a namespace's whole history as JSON (exit 1 if the namespace is unknown)."""
     from ponder.memory import export_namespace
 
-    print(json.dumps(_with_store(store, lambda s: export_namespace(s, namespace)), indent=2))
+    data = _with_store(store, lambda s: export_namespace(s, namespace))
+    if not data.get("versions"):
+        raise ponder.ConfigurationError(
+            f"no namespace {namespace!r} in the store (ponder memory show lists them)"
+        )
+    print(json.dumps(data, indent=2))
 
 
 @memory_app.command("import")
@@ -875,11 +947,98 @@ EXIT_RUN_FAILED = 3
 failed). What finished is kept (checkpoints, the results file, the response cache)."""
 
 
+def _unwrap(text: str | None) -> str | None:
+    """Docstring paragraphs as single lines (the help would otherwise break where the
+    source wraps); blank lines still separate paragraphs."""
+    if not text:
+        return text
+    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(text))
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def _metavar(param: Any) -> str:
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return ""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is not None and getattr(desc, "is_choice", False):
+        return "|".join(str(c) for c in desc.choices or ())
+    annotation = getattr(desc, "annotation", None)
+    if annotation is int:
+        return "N"
+    if annotation is float:
+        return "X"
+    return str(param.name or "value").upper()
+
+
+def _polish(cmd: Any) -> None:
+    """Real metavars (NAME, N, X; nothing after a flag) and unwrapped help, all commands
+    (the command objects are duck-typed: Typer vendors its own click)."""
+    cmd.help = _unwrap(cmd.help)
+    if getattr(cmd, "short_help", None) is not None:
+        cmd.short_help = _unwrap(cmd.short_help)
+    for param in cmd.params:
+        if getattr(param, "param_type_name", "") == "argument":
+            param.display_type_rich = lambda ctx: None  # the name says it: WORKFLOW, FILE
+            if param.metavar is None:
+                param.metavar = str(param.name or "value").upper()
+        elif param.metavar is None:
+            param.metavar = _metavar(param)
+        if getattr(param, "help", None):
+            param.help = _unwrap(param.help)
+    make_help = cmd.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        opt = make_help(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+    cmd.get_help_option = help_option
+    for sub in getattr(cmd, "commands", {}).values():
+        _polish(sub)
+
+
+@functools.cache
+def _command() -> Any:
+    cmd = typer.main.get_command(app)
+    _polish(cmd)
+    return cmd
+
+
+def _unknown_command(args: list[str]) -> str | None:
+    """The usage error for a misspelt command, with 'did you mean', or None."""
+    cmd = _command()
+    group: Any = cmd
+    path = ["ponder"]
+    for word in args:
+        if word.startswith("-"):
+            return None
+        commands = getattr(group, "commands", None)
+        if not commands:
+            return None
+        if word not in commands:
+            close = difflib.get_close_matches(word, list(commands), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            known = ", ".join(sorted(commands))
+            return (
+                f"Usage: {' '.join(path)} COMMAND ...\n\nerror: no command '{word}'.{hint} "
+                f"Commands: {known}. Try '{' '.join(path)} --help'."
+            )
+        group = commands[word]
+        path.append(word)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code (errors print, never raise):
     0 success, 1 error, 2 usage, 3 a run failed (docs/workflows.md)."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, prog_name="ponder")
+        unknown = _unknown_command(args)
+        if unknown is not None:
+            print(unknown, file=sys.stderr)
+            return 2
+        _command()(args=args, prog_name="ponder")
     except PonderError as e:
         Console(stderr=True, soft_wrap=True).print(
             f"[red]error:[/red] {e}", markup=True, highlight=False

@@ -34,8 +34,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ponder.agents import Candidate, Pool, Spend
+from ponder.agents import Pool, Spend
 from ponder.apps._serve_settings import ServeSettings
+from ponder.apps._service import answer_texts
 from ponder.backends import Budget
 from ponder.engine import RedisBudget
 from ponder.graphs import Event, GraphResult
@@ -229,23 +230,6 @@ def _depth(value: Any) -> int:
 
 def _event_dict(e: Event) -> dict[str, Any]:
     return {"kind": e.kind, "node": e.node, "iteration": e.iteration, "data": e.data}
-
-
-def answer_texts(pool: Pool, n: int) -> list[str]:
-    """The chosen candidate's text first, then other candidates with distinct answers."""
-    cands: list[Candidate] = list(pool.candidates)
-    chosen = [c for c in cands if pool.final is not None and c.answer == pool.final][:1]
-    out = [c.text for c in chosen]
-    seen = {pool.final} if chosen else set()
-    for c in cands:
-        if len(out) >= n:
-            break
-        if c.answer not in seen and c.text not in out:
-            out.append(c.text)
-            seen.add(c.answer)
-    if not out and pool.final is not None:
-        out = [pool.final]
-    return out[:n]
 
 
 # -- the OpenAPI description (for clients and for fuzzing with schemathesis) ---------------
@@ -457,17 +441,32 @@ class Limits:
 
 
 def load_workflows(directory: str | Path, **kwargs: Any) -> dict[str, Workflow]:
-    """Every ``*.yaml``/``*.yml``/``*.json`` workflow in ``directory``, by its name."""
-    found: dict[str, Workflow] = {}
-    path = Path(directory)
-    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
-    if not files:
-        from ponder.errors import ConfigurationError
+    """Every ``*.yaml``/``*.yml``/``*.json`` workflow in ``directory`` and its subfolders
+    (hidden ones skipped), by its name. Two files with one name are refused, naming both."""
+    from ponder.errors import ConfigurationError
 
+    found: dict[str, Workflow] = {}
+    source: dict[str, Path] = {}
+    path = Path(directory)
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.suffix in (".yaml", ".yml", ".json")
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
         raise ConfigurationError(f"no workflow files (*.yaml, *.yml, *.json) in {path}")
     for f in files:
         wf = load_workflow(f, **kwargs)
-        found[wf.spec.name or f.stem] = wf
+        name = wf.spec.name or f.stem
+        if name in found:
+            raise ConfigurationError(
+                f"two workflows are named {name!r}: {source[name]} and {f}; rename one "
+                "(its 'name:' field) so clients can tell them apart"
+            )
+        found[name] = wf
+        source[name] = f
     return found
 
 
@@ -629,6 +628,11 @@ class PonderServer:
         while len(self.runs) > self.settings.runs_kept:
             self.runs.popitem(last=False)
         return rec
+
+    @property
+    def redis(self) -> Any | None:
+        """The Redis client the limits use (shared with the Slack app), or None."""
+        return self.limits._redis
 
     async def execute(
         self, workflow: str, pool: Pool, owner: str

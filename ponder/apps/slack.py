@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -34,9 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ponder.agents import Pool
-
-if TYPE_CHECKING:
-    from ponder.apps.server import PonderServer
+from ponder.apps._service import RunService, answer_texts
 
 __all__ = ["SlackBot"]
 
@@ -45,9 +43,10 @@ _MENTION = re.compile(r"<@[A-Z0-9]+>\s*")
 
 
 class SlackBot:
-    """Slack front end over a :class:`PonderServer`'s workflows."""
+    """Slack front end over a run service's workflows (:class:`RunService`; the
+    :class:`ponder.apps.server.PonderServer` is one)."""
 
-    def __init__(self, server: PonderServer) -> None:
+    def __init__(self, server: RunService) -> None:
         s = server.settings
         assert s.slack_bot_token is not None
         assert s.slack_signing_secret is not None or s.slack_app_token is not None
@@ -109,7 +108,7 @@ class SlackBot:
     # -- retries --
 
     async def _first_time(self, event_id: str) -> bool:
-        redis = self.server.limits._redis
+        redis = self.server.redis
         if redis is not None:
             return bool(await redis.set(f"ponder:slack:event:{event_id}", "1", nx=True, ex=3600))
         if event_id in self._seen:
@@ -202,8 +201,6 @@ class SlackBot:
                 channel=channel, ts=ts, text=f"Sorry, the workflow failed: {exc}"
             )
             return
-        from ponder.apps.server import answer_texts
-
         texts = answer_texts(final, 1) if final is not None else []
         answer = texts[0] if texts else "Sorry, the workflow produced no answer."
         await self.client.chat_update(channel=channel, ts=ts, text=answer)

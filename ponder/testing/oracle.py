@@ -38,7 +38,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.eval import check_24
+from ponder._internal.game24 import check_24
 
 __all__ = [
     "OracleConfig",

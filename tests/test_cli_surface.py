@@ -1,0 +1,141 @@
+"""The command line as a new user meets it: every command's help (real metavars, whole
+sentences), --version, suggestions for near misses, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ponder
+from ponder.apps.cli import _command, main
+
+
+def commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, cmd in sorted(getattr(group, "commands", {}).items()):
+        out.append((*path, name))
+        out += commands(cmd, (*path, name))
+    return out
+
+
+ALL = commands(_command())
+
+
+def test_there_are_commands_to_walk() -> None:
+    assert ("eval",) in ALL
+    assert ("memory", "export") in ALL
+
+
+@pytest.mark.parametrize("path", ALL, ids=[" ".join(p) for p in ALL])
+def test_every_command_has_help_with_real_metavars(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "<str>" not in out
+    assert "<bool>" not in out
+    assert "<int>" not in out
+    assert "Usage: ponder " + " ".join(path) in " ".join(out.split())
+
+
+def test_docstrings_are_not_broken_mid_sentence() -> None:
+    for path in ALL:
+        cmd: Any = _command()
+        for word in path:
+            cmd = cmd.commands[word]
+        first = (cmd.help or "").split("\n\n")[0]
+        assert "\n" not in first, f"{' '.join(path)}: {first!r}"
+
+
+def test_version_flag_and_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"ponder {ponder.__version__}"
+    assert main(["version"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["evl"], "Did you mean 'eval'?"),
+        (["improt-archon", "x.json"], "Did you mean 'import-archon'?"),
+        (["memory", "shw"], "Did you mean 'show'?"),
+        (["zzzz"], "Commands: demo"),
+    ],
+)
+def test_near_miss_commands_get_a_suggestion_and_exit_2(
+    argv: list[str], hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert hint in capsys.readouterr().err
+
+
+def test_a_misspelt_component_gets_a_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wf = tmp_path / "w.yaml"
+    wf.write_text("models:\n  m: vllm:m@http://127.0.0.1:9/v1\nlayers:\n  - generat: {n: 2}\n")
+    assert main(["validate", str(wf)]) == 1
+    assert "did you mean 'generate'" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_one_line_and_nothing_is_printed_before(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = str(s.getsockname()[1])
+        assert main(["standin", "--port", port]) == 1
+        out = capsys.readouterr()
+        assert out.out == ""
+        assert out.err.strip().count("\n") == 0
+        assert "already in use" in out.err
+        assert main(["serve", "--workflows", "examples/workflows", "--port", port]) == 1
+        out = capsys.readouterr()
+        assert out.out == ""
+        assert "port " + port + " on 127.0.0.1 is already in use" in out.err
+
+
+def test_eval_report_skips_other_jsonl_files_and_fails_without_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "questions.jsonl").write_text('{"question": "q"}\n[1, 2]\n')
+    (tmp_path / "run.jsonl").write_text(
+        json.dumps({"id": "a", "correct": True, "answer": "1", "spend": {}}) + "\n"
+    )
+    files = [str(p) for p in sorted(tmp_path.glob("*.jsonl"))]
+    assert main(["eval-report", *files]) == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err
+    assert "questions.jsonl: not ponder eval results" in err
+    assert main(["eval-report", str(tmp_path / "questions.jsonl")]) == 1
+    assert "no ponder eval results" in capsys.readouterr().err
+    assert main(["eval-report", str(tmp_path / "missing.jsonl")]) == 1
+
+
+def test_memory_export_of_an_unknown_namespace_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "m.sqlite")
+    assert main(["memory", "export", "nosuch", "--store", store]) == 1
+    assert "no namespace 'nosuch'" in capsys.readouterr().err
+
+
+def test_serve_walks_subfolders_and_refuses_two_workflows_with_one_name(tmp_path: Path) -> None:
+    from ponder.apps.server import load_workflows
+    from ponder.errors import ConfigurationError
+
+    body = "name: {n}\nmodels:\n  m: vllm:m@http://127.0.0.1:9/v1\nlayers:\n  - generate\n"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / "a.yaml").write_text(body.format(n="one"))
+    (tmp_path / "sub" / "b.yaml").write_text(body.format(n="two"))
+    (tmp_path / ".hidden" / "c.yaml").write_text("not: [a workflow")
+    assert sorted(load_workflows(tmp_path)) == ["one", "two"]
+    (tmp_path / "sub" / "c.yaml").write_text(body.format(n="one"))
+    with pytest.raises(ConfigurationError, match="two workflows are named 'one'"):
+        load_workflows(tmp_path)
