@@ -55,6 +55,14 @@ class Provider:
 #: Bedrock's runtime endpoint in the default region; AWS_REGION picks another
 BEDROCK_URL = "https://bedrock-runtime.us-east-1.amazonaws.com"
 
+# the Messages API, direct or on Bedrock: one choice per request, native prefill
+_ANTHROPIC_QUIRKS = Quirks(
+    supports_n=False,
+    prefill="native",
+    supports_logprobs=False,
+    supports_seed=False,
+    supports_json_schema=False,
+)
 _VLLM_QUIRKS = Quirks(supports_n=True, max_n=1024, prefill="continue_final_message")
 
 PROVIDERS: dict[str, Provider] = {}
@@ -160,26 +168,14 @@ for _p in (
         "anthropic_api_key",
         "ANTHROPIC_API_KEY",
         key_required=True,
-        quirks=Quirks(
-            supports_n=False,
-            prefill="native",
-            supports_logprobs=False,
-            supports_seed=False,
-            supports_json_schema=False,
-        ),
+        quirks=_ANTHROPIC_QUIRKS,
         description="Anthropic's Messages API",
     ),
     Provider(
         "bedrock",
         "bedrock",
         BEDROCK_URL,
-        quirks=Quirks(
-            supports_n=False,
-            prefill="native",
-            supports_logprobs=False,
-            supports_seed=False,
-            supports_json_schema=False,
-        ),
+        quirks=_ANTHROPIC_QUIRKS,
         description="Anthropic models on AWS Bedrock (ponder[bedrock]; AWS credentials and "
         "AWS_REGION as boto3 reads them)",
     ),
