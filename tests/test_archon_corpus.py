@@ -83,7 +83,7 @@ async def test_each_config_converts_validates_and_runs_on_the_standin(
     # as published: every model keeps its provider
     spec, notes = archon_to_spec(config)
     assert spec.layers[-1].components[0].component == "best_of_n"
-    assert all(n for n in notes)
+    assert any("a final best_of_n picks" in n for n in notes)  # the header says what differs
     # on the endpoint one has: every model (PairRM too) on the stand-in
     spec, notes = archon_to_spec(
         config, all_models=f"vllm:strong@{standin.base_url}", reward_url=standin.base_url

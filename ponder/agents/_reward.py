@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from typing import Any, ClassVar
 
 import aiohttp
@@ -59,7 +60,6 @@ class RewardRankConfig(_Config):
 
 def _expand(value: str) -> str:
     """``${VAR}`` / ``${VAR:-default}`` from the environment."""
-    import re
 
     def sub(m: re.Match[str]) -> str:
         name, _, default = m.group(1).partition(":-")
