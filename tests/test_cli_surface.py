@@ -139,3 +139,43 @@ def test_serve_walks_subfolders_and_refuses_two_workflows_with_one_name(tmp_path
     (tmp_path / "sub" / "c.yaml").write_text(body.format(n="one"))
     with pytest.raises(ConfigurationError, match="two workflows are named 'one'"):
         load_workflows(tmp_path)
+
+
+def test_validation_reports_every_problem_in_one_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wf = tmp_path / "w.yaml"
+    wf.write_text(
+        "name: bad\n"
+        "modles: {}\n"  # a misspelt top-level key does not hide the rest
+        "models:\n  m: vllm:m@http://127.0.0.1:9/v1\n"
+        "layers:\n"
+        "  - generate: {model: m, n: 100000000, temprature: 0.5}\n"
+        "  - fuse: {modle: m}\n"
+        "  - rank: {model: nosuch, top_k: 0}\n"
+        "  - vot\n"
+    )
+    assert main(["validate", str(wf)]) == 1
+    err = capsys.readouterr().err
+    assert "w.yaml:2: modles: unknown key 'modles'; did you mean 'models'?" in err
+    assert "w.yaml:6: layers[0].generate.n: Input should be less than or equal to 4096" in err
+    assert "unknown key 'temprature'; did you mean 'temperature'?" in err
+    assert "w.yaml:7: layers[1].fuse.modle: unknown key 'modle'; did you mean 'model'?" in err
+    assert "layers[2].rank.top_k: Input should be greater than or equal to 1" in err
+    assert "model 'nosuch' is not defined" in err
+    assert "unknown component 'vot'; did you mean 'vote'?" in err
+
+
+def test_an_archon_key_one_letter_off_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "a.json"
+    src.write_text(
+        json.dumps(
+            {"layers": [[{"type": "generator", "modle": "gpt-4o", "model_type": "OpenAI_API"}]]}
+        )
+    )
+    assert main(["import-archon", str(src)]) == 1
+    assert (
+        "layers[0][0].modle: unknown key 'modle'; did you mean 'model'?" in capsys.readouterr().err
+    )

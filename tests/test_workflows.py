@@ -243,11 +243,11 @@ H = "models:\n  m: vllm:x@http://h:1/v1\n"
     ("text", "line", "message"),
     [
         (H + "layers:\n  - generate: {model: m, n: [\n", 5, "YAML syntax"),
-        (H + "layerz:\n  - vote\n", 3, "Extra inputs"),
+        (H + "layerz:\n  - vote\n", 3, "unknown key 'layerz'; did you mean 'layers'?"),
         (H + "layers:\n  - vote\n  - summon: {model: m}\n", 5, "unknown component 'summon'"),
         (H + "layers:\n  - generate: {model: nope, n: 2}\n", 4, "model 'nope' is not defined"),
         (H + "layers:\n  - vote\n  - generate:\n      model: m\n      n: 0\n", 7, "greater than"),
-        (H + "layers:\n  - rank: {model: m, sharpness: 3}\n", 4, "Extra inputs"),
+        (H + "layers:\n  - rank: {model: m, sharpness: 3}\n", 4, "unknown key 'sharpness'"),
         ("models:\n  m: nonsense\nlayers:\n  - vote\n", 2, "malformed model reference"),
         (H + "nodes:\n  a: vote\n  b: vote\nedges: [a -> b, b -> a]\n", 4, "no bounded exit"),
         (

@@ -10,6 +10,7 @@ has the full mapping table and every deviation with its reason.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from collections.abc import Sequence
@@ -236,7 +237,18 @@ class _Importer:
             )
             return []
         comp = _COMPONENT[kind]
-        extra = sorted(set(e) - _KEYS[kind] - _IGNORED_KEYS - {"type", "model"})
+        archon_keys = _KEYS[kind] | _IGNORED_KEYS | {"type", "model"}
+        extra = sorted(set(e) - archon_keys)
+        misspelt = False
+        for key in extra:  # a near miss of a real key would silently lose its meaning
+            close = difflib.get_close_matches(key, sorted(archon_keys), n=1, cutoff=0.75)
+            if close:
+                misspelt = True
+                self.problems.append(
+                    Problem((*at, key), f"unknown key {key!r}; did you mean {close[0]!r}?")
+                )
+        if misspelt:
+            return []
         if extra:
             self.notes.append(
                 f"layer {i + 1}, {kind}: ignored {', '.join(extra)} (not Archon keys)"

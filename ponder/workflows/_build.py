@@ -13,7 +13,7 @@ import contextlib
 import difflib
 import operator
 import re
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from ponder.engine import Engine, engine_for
 from ponder.errors import ConfigurationError
 from ponder.graphs import CompiledGraph, Event, Graph, GraphError, GraphResult
 from ponder.settings import Settings
+from ponder.types import GenerateParams
 from ponder.workflows import _memory  # noqa: F401  (registers memory_read, memory_curate)
 from ponder.workflows._spec import ComponentSpec, NodeSpec, WorkflowSpec
 
@@ -144,11 +145,52 @@ def parse_condition(text: str) -> Callable[[Pool], bool]:
 # -- validation ---------------------------------------------------------------------------
 
 
-def _pydantic_problems(e: ValidationError, prefix: tuple[str | int, ...]) -> list[Problem]:
+def pydantic_problems(
+    e: ValidationError,
+    prefix: tuple[str | int, ...] = (),
+    known: Collection[str] | Callable[[tuple[str | int, ...]], Collection[str]] = (),
+) -> list[Problem]:
+    """Problems for a pydantic error; an unknown key is named, with the nearest of
+    ``known`` (or of ``known(location)``) as a suggestion."""
     out = []
     for err in e.errors():
         loc = tuple(x for x in err["loc"] if not str(x).startswith("function-"))
-        out.append(Problem(prefix + loc, str(err["msg"])))
+        message = str(err["msg"])
+        if err["type"] == "extra_forbidden" and loc:
+            key = str(loc[-1])
+            keys = known(loc) if callable(known) else known
+            close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.7)
+            message = f"unknown key {key!r}"
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+            if keys:
+                message += f" (known: {', '.join(sorted(keys))})"
+        out.append(Problem(prefix + loc, message))
+    return out
+
+
+# config fields that become sampling parameters of a model call, and their names there
+_SAMPLING = {
+    "n": "n",
+    "samples": "n",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_tokens": "max_tokens",
+}
+
+
+def _sampling_problems(params: dict[str, Any]) -> list[Problem]:
+    """Values the model layer would refuse at run time (``n: 100000000``), found now."""
+    out = []
+    for field, target in _SAMPLING.items():
+        value = params.get(field)
+        if value is None:
+            continue
+        try:
+            GenerateParams.model_validate({target: value})
+        except ValidationError as e:
+            msg = e.errors()[0]["msg"]
+            out.append(Problem((field,), f"{msg} (a model call refuses {target}={value!r})"))
     return out
 
 
@@ -191,10 +233,17 @@ def _component_config(
     if "slot" in params:
         return info, None, [Problem(("slot",), "is set by the workflow (node and position)")]
     prm = params.pop("prm_model", None) if info.prm else None
+    bounds = _sampling_problems(params)
     try:
         config = info.config.model_validate(params)
     except ValidationError as e:
-        return info, None, _pydantic_problems(e, ())
+        keys = {f for f in fields if f != "slot"} | ({"prm_model"} if info.prm else set())
+        keys |= {"model", "models"} if info.needs_model else set()
+        flagged = {p.path for p in bounds}
+        found = [p for p in pydantic_problems(e, (), keys) if p.path not in flagged]
+        return info, None, bounds + found
+    if bounds:
+        return info, None, bounds
     if prm is not None and not isinstance(prm, str):
         return info, None, [Problem(("prm_model",), "must name a model")]
     return info, config, []

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from ponder.settings import Settings
-from ponder.workflows._build import Problem, Workflow, WorkflowError, check
+from ponder.workflows._build import Problem, Workflow, WorkflowError, check, pydantic_problems
 from ponder.workflows._rebind import rebind
 from ponder.workflows._spec import WorkflowSpec
 
@@ -167,6 +167,25 @@ def _with_lines(problems: list[Problem], lines: dict[tuple[str | int, ...], int]
     return out
 
 
+def _spec_keys() -> frozenset[str]:
+    """Every key a workflow file's structure knows (for 'did you mean')."""
+    from ponder.workflows import _spec
+
+    keys: set[str] = set()
+    for cls in vars(_spec).values():
+        if isinstance(cls, type) and issubclass(cls, _spec._Spec):
+            keys |= set(cls.model_fields)
+    return frozenset(keys)
+
+
+_SPEC_KEYS = _spec_keys()
+
+
+def _known_keys(loc: tuple[str | int, ...]) -> frozenset[str]:
+    """The keys that may stand at ``loc``: the top level's own, else any structural key."""
+    return frozenset(WorkflowSpec.model_fields) if len(loc) == 1 else _SPEC_KEYS
+
+
 def load_spec(path: str | Path) -> WorkflowSpec:
     """Read and validate a workflow file; every problem is reported with its line."""
     p = Path(path)
@@ -174,10 +193,19 @@ def load_spec(path: str | Path) -> WorkflowSpec:
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as e:
-        problems = [
-            Problem(tuple(x for x in err["loc"] if not str(x).startswith("function-")), err["msg"])
-            for err in e.errors()
-        ]
+        problems = pydantic_problems(e, (), _known_keys)
+        # an unknown top-level key must not hide the components' problems: check the rest
+        extra = {str(err["loc"][0]) for err in e.errors()
+                 if err["type"] == "extra_forbidden" and len(err["loc"]) == 1}  # fmt: skip
+        if extra and isinstance(data, dict):
+            try:
+                rest = WorkflowSpec.model_validate(
+                    {k: v for k, v in data.items() if k not in extra}
+                )
+            except ValidationError:
+                pass
+            else:
+                problems += _under_names(check(rest), rest)
         raise WorkflowError(_with_lines(problems, lines), source=str(p)) from None
     problems = check(spec)
     if problems:
