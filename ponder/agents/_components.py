@@ -857,7 +857,10 @@ class FuserConfig(JudgeConfig):
 
 @register_component(config=FuserConfig)
 class Fuser:
-    """Mixture-of-agents: synthesise the candidates into ``n`` new ones (which replace them)."""
+    """Mixture-of-agents: synthesise the candidates into ``n`` new ones (which replace them).
+
+    The fused answer is the pool's ``final`` (with ``n > 1``, the most common one; a later
+    step such as ``vote`` or ``best_of_n`` may choose again)."""
 
     name: ClassVar[str] = "fuse"
 
@@ -920,7 +923,12 @@ class Fuser:
                     finish_reason=ch.finish_reason,
                 )
             )
-        return pool.with_candidates(fused, _spend(out))
+        result = pool.with_candidates(fused, _spend(out))
+        answers = [c.answer for c in fused if c.answer is not None]
+        if not answers:
+            return result
+        final = max(answers, key=answers.count)  # the first of the most common
+        return result.model_copy(update={"final": final})
 
 
 # -- best-of-N, refine ----------------------------------------------------------------------
