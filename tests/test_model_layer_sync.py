@@ -32,3 +32,20 @@ def standin_thread() -> Iterator[StandinServer]:
     server = StandinServer(StandinConfig(time_scale=0.01))
     with server.in_thread():
         yield server
+
+
+async def test_generate_sync_works_inside_a_running_event_loop(
+    standin_thread: StandinServer, settings: Settings
+) -> None:
+    """As in a Jupyter cell, which runs inside a loop: the blocking call runs on a fresh
+    loop in a worker thread, and the model is usable again afterwards, awaited or not."""
+    import asyncio
+
+    asyncio.get_running_loop()  # we are inside one
+    m = Model(f"vllm:x@{standin_thread.base_url}", settings=settings)
+    first = m.generate_sync("Problem 0: go", max_tokens=5, seed=3)
+    assert first.text
+    again = await m.generate("Problem 0: go", max_tokens=5, seed=3)
+    assert again.text == first.text
+    assert again.choices[0].cached
+    await m.aclose()

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from ponder._internal import guard
+from ponder._internal.loop import run_blocking
 from ponder.backends._base import Wire, check_params
 from ponder.backends._cache import ResponseCache, SQLiteCache, request_key
 from ponder.backends._modelref import ModelRef
@@ -641,29 +642,19 @@ class Model:
     # -- sync facade and lifecycle -----------------------------------------------------
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            coro.close()
-            raise ConfigurationError(
-                "generate_sync() was called inside a running event loop; use "
-                "'await model.generate(...)' there"
-            )
-
         async def main() -> T:
             try:
                 return await coro
             finally:
                 await self.wire.aclose()
 
-        return asyncio.run(main())
+        return run_blocking(main)
 
     def generate_sync(
         self, prompt: Prompt, params: GenerateParams | None = None, **overrides: Any
     ) -> Completion:
-        """Blocking ``generate`` for scripts (not inside a running event loop)."""
+        """Blocking ``generate`` for scripts and notebooks: inside a running event loop (a
+        Jupyter cell) it runs on a fresh loop in a worker thread and blocks until done."""
         return self._sync(self.generate(prompt, params, **overrides))
 
     async def _cache_get(self, key: str | None, n: int) -> dict[int, Choice]:
