@@ -12,6 +12,7 @@ RANK = {
     "errors": 0,
     "types": 0,
     "settings": 0,
+    "tracing": 0,
     "_internal": 0,
     "backends": 1,
     "testing": 1,  # fakes and the stand-in: core and backends only

@@ -35,10 +35,11 @@ class RunService(Protocol):
         ...
 
     def execute(
-        self, workflow: str, pool: Pool, owner: str
+        self, workflow: str, pool: Pool, owner: str, trace: Any = None
     ) -> AsyncIterator[tuple[Any, dict[str, Any], GraphResult[Pool] | None]]:
         """Run ``workflow`` on ``pool``: yields (run record, event, result on the last
-        event); the run is cancelled if the consumer stops iterating."""
+        event); the run is cancelled if the consumer stops iterating. ``trace`` is the
+        caller's trace context (``ponder.tracing.extract``), which the run's spans join."""
         ...
 
 

@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ponder import tracing
 from ponder.agents import Pool, Spend
 from ponder.apps._serve_settings import ServeSettings
 from ponder.apps._service import answer_texts
@@ -635,11 +636,13 @@ class PonderServer:
         return self.limits._redis
 
     async def execute(
-        self, workflow: str, pool: Pool, owner: str
+        self, workflow: str, pool: Pool, owner: str, trace: Any = None
     ) -> AsyncGenerator[tuple[RunRecord, dict[str, Any], GraphResult[Pool] | None], None]:
         """Run ``workflow`` on ``pool``: yields (record, event, result on the last event).
         Used by every front end; the run's model calls are cancelled if the consumer
-        stops iterating (e.g. a client disconnects)."""
+        stops iterating (e.g. a client disconnects). ``trace`` is the caller's trace
+        context (:func:`ponder.tracing.extract` of its ``traceparent``): the run's spans
+        continue that trace."""
         rec = self._record(owner, workflow)
         try:
             async with self._slots:
@@ -648,7 +651,12 @@ class PonderServer:
                     pool, budgets=(key_budget,) if key_budget is not None else ()
                 )
                 async with aclosing(pairs):
-                    async for event, result in pairs:
+                    while True:
+                        with tracing.attached(trace):  # the run's span starts in here
+                            try:
+                                event, result = await anext(pairs)
+                            except StopAsyncIteration:
+                                break
                         d = _event_dict(event)
                         if result is not None:
                             d["data"] = {**d["data"], "final": result.output.final}
@@ -726,7 +734,7 @@ class PonderServer:
         record: RunRecord | None = None
         try:
             async for rec, _e, res in _until_disconnect(
-                request, self.execute(req.model, pool, who)
+                request, self.execute(req.model, pool, who, tracing.extract(request.headers))
             ):
                 record, result = rec, res or result
         except Exception as e:
@@ -795,7 +803,7 @@ class PonderServer:
             rid = ""
             try:
                 async for rec, e, res in _until_disconnect(
-                    request, self.execute(req.model, pool, who)
+                    request, self.execute(req.model, pool, who, tracing.extract(request.headers))
                 ):
                     if not rid:
                         rid = rec.id

@@ -16,6 +16,7 @@ import random
 from collections.abc import AsyncGenerator, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from ponder import tracing
 from ponder._internal import guard
 from ponder._internal.loop import run_blocking
 from ponder.backends._base import Wire, check_params
@@ -328,8 +329,10 @@ class Model:
 
     # -- one HTTP request, with retries, limits, accounting ----------------------------
 
-    def _count_retry(self, _exc: BaseException) -> None:
+    def _count_retry(self, exc: BaseException) -> None:
         self.meter.retries += 1
+        tracing.event("retry", {"ponder.retry.cause": type(exc).__name__,
+                                "ponder.retry.message": str(exc)[:300]})  # fmt: skip
 
     def _worst(self, messages: Sequence[Message], params: GenerateParams, n: int) -> int:
         """The most tokens a request may use: prompt estimate + max_tokens x n."""
@@ -493,8 +496,52 @@ class Model:
         ``max_tokens``, ``stop``, ``seed``, ``logprobs``, ``prefill``, ``json_schema``, ...).
         Samples already in the response cache are not requested again. If some requests of
         a fan-out fail, the ones that succeeded are cached before the error is raised, so a
-        rerun only pays for what is missing.
+        rerun only pays for what is missing. With tracing on, the call is a ``chat MODEL``
+        span with GenAI attributes (ponder.tracing).
         """
+        if not tracing.enabled():
+            return await self._generate(prompt, params, use_cache, overrides)
+        messages = as_messages(prompt)
+        p = self._params(params, overrides)
+        request: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": self.ref.provider,
+            "gen_ai.request.model": self.ref.name,
+            "gen_ai.request.temperature": p.temperature,
+            "gen_ai.request.top_p": p.top_p,
+            "gen_ai.request.max_tokens": p.max_tokens,
+            "gen_ai.request.seed": p.seed,
+            "gen_ai.request.choice.count": p.n,
+            "ponder.model": self.id,
+            "ponder.slot_offset": self.offset or None,
+            "server.address": ",".join(e.base_url for e in self.pool.endpoints),
+        }
+        if tracing.capture_content():
+            request["gen_ai.prompt"] = [m.model_dump() for m in messages]
+        with tracing.span(f"chat {self.ref.name}", request) as s:
+            c = await self._generate(messages, p, use_cache, {})
+            done: dict[str, Any] = {
+                "gen_ai.usage.input_tokens": c.usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": c.usage.completion_tokens,
+                "gen_ai.response.finish_reasons": [ch.finish_reason for ch in c.choices],
+                "ponder.cache.hits": sum(ch.cached for ch in c.choices),
+                "ponder.cache.saved_cost": c.saved_cost,
+                "ponder.cache.cached_tokens": c.cached_usage.total_tokens,
+                "ponder.requests": c.requests,
+                "ponder.cost": c.cost,
+            }
+            if tracing.capture_content():
+                done["gen_ai.completion"] = list(c.texts)
+            tracing.set_attributes(s, done)
+            return c
+
+    async def _generate(
+        self,
+        prompt: Prompt,
+        params: GenerateParams | None,
+        use_cache: bool,
+        overrides: dict[str, Any],
+    ) -> Completion:
         messages = as_messages(prompt)
         p = self._params(params, overrides)
         key = self._key(messages, p) if (use_cache and self.cache is not None) else None
@@ -627,7 +674,7 @@ class Model:
                 except PonderError as e:
                     if parts or not e.retryable or attempt > self.retry.max_retries:
                         raise
-                    self.meter.retries += 1
+                    self._count_retry(e)
                     await asyncio.sleep(self.retry.wait_for(attempt, e, rng))
         except BaseException:
             for b, r in held:

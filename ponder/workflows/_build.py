@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ponder import tracing
 from ponder._internal import loop
 from ponder.agents import (
     COMPONENTS,
@@ -373,6 +374,28 @@ def _next_visit(ledger: dict[str, Spend], name: str) -> int:
     return visit
 
 
+def _pool_attributes(out: Pool, before: Pool) -> dict[str, Any]:
+    """What a step did, as span attributes: candidates, answers, scores, verdicts, the
+    final answer, the vote and the step's spend."""
+    spent = out.spend - before.spend
+    cands = out.candidates
+    vote = out.vote
+    return {
+        "ponder.candidates": len(cands),
+        "ponder.candidate_ids": [c.id for c in cands],
+        "ponder.answers": [c.answer or "" for c in cands],
+        "ponder.scores": {c.id: c.scores for c in cands if c.scores} or None,
+        "ponder.verdicts": {c.id: c.verdicts for c in cands if c.verdicts} or None,
+        "ponder.final": out.final,
+        "ponder.vote": vote.model_dump() if vote is not None else None,
+        "ponder.tokens": spent.prompt_tokens + spent.completion_tokens,
+        "ponder.cached_tokens": spent.cached_tokens,
+        "ponder.saved_cost": spent.saved_cost,
+        "ponder.cost": spent.cost,
+        "ponder.requests": spent.requests,
+    }
+
+
 class _Node:
     """A node's step: its components (built once per workflow and engine, stateless), run
     in parallel on the same pool and merged; each component's spend entered in the
@@ -383,12 +406,38 @@ class _Node:
         self.built = built
 
     async def __call__(self, pool: Pool) -> Pool:
+        if tracing.enabled():
+            return await self._traced(pool)
+        return await self._run(pool)
+
+    async def _traced(self, pool: Pool) -> Pool:
+        visit = _next_visit(pool.ledger, self.name) if pool.ledger else 1
+        attrs = {"ponder.node": self.name, "ponder.visit": visit,
+                 "ponder.candidates_in": len(pool.candidates)}  # fmt: skip
+        with tracing.span(f"ponder.node {self.name}", attrs) as s:
+            out = await self._run(pool, traced=True)
+            tracing.set_attributes(s, _pool_attributes(out, pool))
+            return out
+
+    async def _component(self, c: Any, pool: Pool, traced: bool) -> Pool:
+        if not traced:
+            out: Pool = await c(pool)
+            return out
+        config = getattr(c, "config", None)
+        attrs = {"ponder.component": getattr(c, "name", type(c).__name__),
+                 "ponder.slot": getattr(config, "slot", None)}  # fmt: skip
+        with tracing.span(f"ponder.component {attrs['ponder.component']}", attrs) as s:
+            out = await c(pool)
+            tracing.set_attributes(s, _pool_attributes(out, pool))
+            return out
+
+    async def _run(self, pool: Pool, traced: bool = False) -> Pool:
         visit = _next_visit(pool.ledger, self.name) if pool.ledger else 1
         if len(self.built) == 1:  # the common case: one component, no list, no merge
-            out: Pool = await self.built[0](pool)
+            out = await self._component(self.built[0], pool, traced)
             key = f"{self.name}#{visit}.0"
             return out.model_copy(update={"ledger": {**out.ledger, key: out.spend - pool.spend}})
-        outs = list(await asyncio.gather(*(c(pool) for c in self.built)))
+        outs = list(await asyncio.gather(*(self._component(c, pool, traced) for c in self.built)))
         for i, o in enumerate(outs):
             key = f"{self.name}#{visit}.{i}"
             outs[i] = o.model_copy(update={"ledger": {**o.ledger, key: o.spend - pool.spend}})
@@ -579,8 +628,32 @@ class Workflow:
         async with AsyncExitStack() as stack:
             engine = self._engine()
             graph = await self._compiled(stack, engine)
-            with engine.run(self._budget(), *budgets, name=self.spec.name):
-                return await graph.arun(self._pool(question), thread_id=thread_id)
+            with (
+                engine.run(self._budget(), *budgets, name=self.spec.name),
+                tracing.span(f"ponder.run {self.spec.name or 'workflow'}", self._run_attrs(
+                    question, thread_id)) as s,
+            ):  # fmt: skip
+                result = await graph.arun(self._pool(question), thread_id=thread_id)
+                tracing.set_attributes(s, self._result_attrs(result))
+                return result
+
+    def _run_attrs(self, question: str | Pool | None, thread_id: str | None) -> dict[str, Any]:
+        return {"ponder.workflow": self.spec.name or "workflow", "ponder.thread": thread_id,
+                "ponder.question": (question.query if isinstance(question, Pool) else question)
+                if tracing.capture_content() else None}  # fmt: skip
+
+    @staticmethod
+    def _result_attrs(result: GraphResult[Pool]) -> dict[str, Any]:
+        out = result.output
+        return {
+            "ponder.final": out.final,
+            "ponder.tokens": out.spend.prompt_tokens + out.spend.completion_tokens,
+            "ponder.cached_tokens": out.spend.cached_tokens,
+            "ponder.saved_cost": out.spend.saved_cost,
+            "ponder.cost": out.spend.cost,
+            "ponder.requests": out.spend.requests,
+            "ponder.failures": sorted(result.failures) or None,
+        }
 
     def run(
         self, question: str | Pool | None, *, thread_id: str | None = None
@@ -620,17 +693,26 @@ class Workflow:
             finally:
                 with contextlib.suppress(ValueError):
                     SCOPE.reset(token)
-            async with aclosing(pairs):
-                while True:
-                    token = SCOPE.set(run.scope)
-                    try:
-                        pair = await anext(pairs)
-                    except StopAsyncIteration:
-                        break
-                    finally:
-                        with contextlib.suppress(ValueError):
-                            SCOPE.reset(token)
-                    yield pair
+            name = f"ponder.run {self.spec.name or 'workflow'}"
+            span = tracing.start(name, self._run_attrs(question, thread_id))
+            try:
+                async with aclosing(pairs):
+                    while True:
+                        token = SCOPE.set(run.scope)
+                        try:
+                            with tracing.attached(span):
+                                pair = await anext(pairs)
+                        except StopAsyncIteration:
+                            break
+                        finally:
+                            with contextlib.suppress(ValueError):
+                                SCOPE.reset(token)
+                        if pair[1] is not None:
+                            tracing.set_attributes(span, self._result_attrs(pair[1]))
+                        yield pair
+            finally:
+                if span is not None:
+                    span.end()
 
     @staticmethod
     def total_spend(result: GraphResult[Pool]) -> Spend:
