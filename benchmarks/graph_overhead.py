@@ -9,7 +9,8 @@ text; ``same work`` also does by hand what Ponder's node does for its user: extr
 there is none, model, step, seed, index, finish reason), the running token total and the
 spend of each step (tokens, requests, cost), and records a failed step instead of ending
 the run. Printed: time per node of each and Ponder's ratio to both (best of ``--repeats``
-runs, interleaved, each starting from the same garbage-collector state).
+runs, interleaved, each starting from the same garbage-collector state), and what
+OpenTelemetry tracing (ponder.tracing) costs per node, on and off.
 
     python benchmarks/graph_overhead.py [--nodes 100] [--repeats 50] [--json]
 """
@@ -23,10 +24,13 @@ import json
 import operator
 import re
 import time
+import timeit
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ponder import tracing
 from ponder.agents import Pool
 from ponder.errors import PonderError
 from ponder.graphs import CompiledGraph
@@ -114,7 +118,7 @@ async def measure(nodes: int, repeats: int) -> dict[str, Any]:
     # out of its view, and each run starts from an empty young generation, so a run pays
     # for the collections its own allocations cause and nothing left over from another
     gc.freeze()
-    best_raw = best_same = best_ponder = best_lg = float("inf")
+    best_raw = best_same = best_ponder = best_lg = best_traced = float("inf")
     for _ in range(repeats):
         gc.collect()
         t = time.perf_counter()
@@ -136,6 +140,19 @@ async def measure(nodes: int, repeats: int) -> dict[str, Any]:
         result = await on_langgraph.arun(start)
         best_lg = min(best_lg, time.perf_counter() - t)
         assert len(result.output.candidates) == nodes
+        # tracing on: spans batched to an in-memory exporter (as to a collector, the
+        # export itself runs on the SDK's background thread)
+        exporter = InMemorySpanExporter()  # a shut-down exporter takes no more spans
+        tracing.configure(exporter, batch=True)
+        gc.collect()
+        t = time.perf_counter()
+        result = await wf.arun(QUESTION)
+        best_traced = min(best_traced, time.perf_counter() - t)
+        tracing.shutdown()
+        assert len(exporter.get_finished_spans()) == 1 + 2 * nodes
+    # tracing off: each node asks tracing.enabled() twice (node, model call); the cost of
+    # those checks against the node's time
+    checks = timeit.timeit(tracing.enabled, number=200_000) / 200_000
     return {
         "nodes": nodes,
         "langgraph_ms_per_node": 1000 * best_raw / nodes,
@@ -145,6 +162,9 @@ async def measure(nodes: int, repeats: int) -> dict[str, Any]:
         "ratio": best_ponder / best_raw,
         "ratio_same_work": best_ponder / best_same,
         "ratio_on_langgraph_same_work": best_lg / best_same,
+        "traced_ms_per_node": 1000 * best_traced / nodes,
+        "tracing_on_cost": best_traced / best_ponder - 1,
+        "tracing_off_cost": 2 * checks / (best_ponder / nodes),
     }
 
 
@@ -165,7 +185,10 @@ def main() -> int:
         f"{r['ponder_on_langgraph_ms_per_node']:.3f}\n"
         f"Ponder / bare {r['ratio']:.2f}x, Ponder / same work {r['ratio_same_work']:.2f}x, "
         f"Ponder on LangGraph / same work {r['ratio_on_langgraph_same_work']:.2f}x "
-        "(target <= 1.2)"
+        "(target <= 1.2)\n"
+        f"tracing on: {r['traced_ms_per_node']:.3f} ms/node, "
+        f"+{100 * r['tracing_on_cost']:.1f}% (target <= 10%); "
+        f"tracing off: {100 * r['tracing_off_cost']:.2f}% per node (target < 1%)"
     )
     return 0
 

@@ -91,10 +91,12 @@ async def test_a_run_is_a_span_tree_with_genai_and_ponder_attributes(
     ]  # fmt: skip
     assert all(parent_of(n, found) is run for n in nodes)
     comps = by_name(found, "ponder.component")
-    assert len(comps) == 4  # two generators, the fuser, the vote
-    gens = [c for c in comps if c.name == "ponder.component generate"]
-    assert {c.attributes["ponder.slot"] for c in gens if c.attributes} == {"layer1.0", "layer1.1"}
+    assert len(comps) == 2  # the two generators of layer 1 (one-component nodes: no child)
+    assert {c.attributes["ponder.slot"] for c in comps if c.attributes} == {"layer1.0", "layer1.1"}
     assert all(parent_of(c, found) in nodes for c in comps)
+    layer2 = next(n for n in nodes if n.name.endswith("layer2"))
+    assert layer2.attributes is not None
+    assert layer2.attributes["ponder.component"] == "fuse"
     calls = by_name(found, "chat ")
     assert len(calls) == 3  # two generate calls and one fuse call
     first = calls[0].attributes
@@ -105,9 +107,10 @@ async def test_a_run_is_a_span_tree_with_genai_and_ponder_attributes(
     assert int(first["gen_ai.usage.input_tokens"]) > 0  # type: ignore[arg-type]
     assert int(first["gen_ai.usage.output_tokens"]) > 0  # type: ignore[arg-type]
     assert "gen_ai.prompt" not in first  # content is not captured by default
-    assert all(parent_of(c, found) in comps for c in calls)
-    vote = next(c for c in comps if c.name == "ponder.component vote")
+    assert all(parent_of(c, found) in [*comps, layer2] for c in calls)
+    vote = next(n for n in nodes if n.name.endswith("layer3"))
     assert vote.attributes is not None
+    assert vote.attributes["ponder.component"] == "vote"
     assert vote.attributes["ponder.final"] == result.output.final
     layer1 = next(n for n in nodes if n.name.endswith("layer1"))
     assert layer1.attributes is not None

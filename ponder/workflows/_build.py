@@ -374,26 +374,44 @@ def _next_visit(ledger: dict[str, Spend], name: str) -> int:
     return visit
 
 
-def _pool_attributes(out: Pool, before: Pool) -> dict[str, Any]:
-    """What a step did, as span attributes: candidates, answers, scores, verdicts, the
-    final answer, the vote and the step's spend."""
+def _pool_attributes(out: Pool, before: Pool, detail: bool = True) -> dict[str, Any]:
+    """What a step did, as span attributes: the candidates it added (ids, answers), the
+    scores and verdicts it set or changed, the final answer, the vote and its spend. Only
+    what changed is listed, so a long chain costs the same per step."""
     spent = out.spend - before.spend
-    cands = out.candidates
-    vote = out.vote
-    return {
-        "ponder.candidates": len(cands),
-        "ponder.candidate_ids": [c.id for c in cands],
-        "ponder.answers": [c.answer or "" for c in cands],
-        "ponder.scores": {c.id: c.scores for c in cands if c.scores} or None,
-        "ponder.verdicts": {c.id: c.verdicts for c in cands if c.verdicts} or None,
+    attrs: dict[str, Any] = {
+        "ponder.candidates": len(out.candidates),
         "ponder.final": out.final,
-        "ponder.vote": vote.model_dump() if vote is not None else None,
         "ponder.tokens": spent.prompt_tokens + spent.completion_tokens,
         "ponder.cached_tokens": spent.cached_tokens,
         "ponder.saved_cost": spent.saved_cost,
         "ponder.cost": spent.cost,
         "ponder.requests": spent.requests,
     }
+    if not detail:
+        return attrs
+    old = {c.id: c for c in before.candidates}
+    added = [c for c in out.candidates if c.id not in old]
+    judged = {}
+    for c in out.candidates:
+        was = old.get(c.id)
+        if (c.scores or c.verdicts) and (
+            was is None or was.scores != c.scores or was.verdicts != c.verdicts
+        ):
+            judged[c.id] = {"scores": c.scores, "verdicts": c.verdicts}
+    attrs["ponder.candidate_ids"] = [c.id for c in added] or None
+    attrs["ponder.answers"] = [c.answer or "" for c in added] or None
+    attrs["ponder.judged"] = judged or None
+    attrs["ponder.vote"] = (
+        out.vote.model_dump() if out.vote is not None and out.vote is not before.vote else None
+    )
+    return attrs
+
+
+def _component_attributes(c: Any) -> dict[str, Any]:
+    config = getattr(c, "config", None)
+    return {"ponder.component": getattr(c, "name", type(c).__name__),
+            "ponder.slot": getattr(config, "slot", None)}  # fmt: skip
 
 
 class _Node:
@@ -411,21 +429,24 @@ class _Node:
         return await self._run(pool)
 
     async def _traced(self, pool: Pool) -> Pool:
+        """The node as a span; a node of several components has a child span for each
+        (one component: its attributes are on the node's span, one span fewer)."""
         visit = _next_visit(pool.ledger, self.name) if pool.ledger else 1
-        attrs = {"ponder.node": self.name, "ponder.visit": visit,
-                 "ponder.candidates_in": len(pool.candidates)}  # fmt: skip
+        attrs: dict[str, Any] = {"ponder.node": self.name, "ponder.visit": visit,
+                                 "ponder.candidates_in": len(pool.candidates)}  # fmt: skip
+        single = len(self.built) == 1
+        if single:
+            attrs.update(_component_attributes(self.built[0]))
         with tracing.span(f"ponder.node {self.name}", attrs) as s:
-            out = await self._run(pool, traced=True)
-            tracing.set_attributes(s, _pool_attributes(out, pool))
+            out = await self._run(pool, traced=not single)
+            tracing.set_attributes(s, _pool_attributes(out, pool, detail=single))
             return out
 
     async def _component(self, c: Any, pool: Pool, traced: bool) -> Pool:
         if not traced:
             out: Pool = await c(pool)
             return out
-        config = getattr(c, "config", None)
-        attrs = {"ponder.component": getattr(c, "name", type(c).__name__),
-                 "ponder.slot": getattr(config, "slot", None)}  # fmt: skip
+        attrs = _component_attributes(c)
         with tracing.span(f"ponder.component {attrs['ponder.component']}", attrs) as s:
             out = await c(pool)
             tracing.set_attributes(s, _pool_attributes(out, pool))
