@@ -487,3 +487,22 @@ async def test_a_ranker_with_use_critiques_sees_them() -> None:
     assert [c.id for c in out.candidates] == ["c1", "c0"]
     await Ranker(FakeModel(rank))(pool)
     assert "Critique" not in seen[1]
+
+
+def test_an_answer_cut_off_inside_its_box_is_no_answer() -> None:
+    """A sample stopped by max_tokens while writing \\boxed{...} has no answer: not the
+    half-written box, not an earlier box, not the text around it; so it never votes."""
+    for text in ("so \\[\\boxed", "The answer is \\boxed{12", "x \\boxed{3} then \\boxed{4"):
+        for kind in ("auto", "math", "number", "text"):
+            assert extract_answer(text, kind) is None, (text, kind)
+    assert extract_answer("first \\boxed{3}, finally \\boxed{\\frac{1}{2}}.") == "\\frac{1}{2}"
+
+
+async def test_a_cut_off_sample_does_not_vote() -> None:
+    texts = iter(["\\boxed{7}", "\\boxed{7}", "I think \\boxed{9", "\\boxed{8", "x \\boxed"])
+    m = FakeModel(lambda *_: next(texts))
+    pool = await Generate(m, GenerateConfig(n=5))(Pool(query="q"))
+    assert [c.answer for c in pool.candidates] == ["7", "7", None, None, None]
+    voted = await Vote()(pool)
+    assert voted.final == "7"
+    assert voted.vote is not None

@@ -19,6 +19,7 @@ __all__ = ["AnswerKind", "answers_equivalent", "extract_answer", "normalize_answ
 AnswerKind = Literal["auto", "number", "math", "choice", "text", "code"]
 
 _BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOXED_OPEN_AT_END = re.compile(r"\\(?:boxed|fbox)\s*$")
 _ANSWER_IS = re.compile(
     r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*[:\s]*(.+?)(?:\.\s|\.$|\n|$)",
     re.IGNORECASE,
@@ -51,16 +52,25 @@ _CODE_BLOCK = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)```", re.DOTALL)
 _BRACE = {"{": 1, "}": -1}
 
 
+class _CutOff(Exception):
+    """The text ends inside its last ``\\boxed``: the answer was being written."""
+
+
 def _boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}``, with nested braces."""
+    """The content of the last ``\\boxed{...}``, with nested braces. Raises _CutOff when
+    the last box never closes (a sample cut off by max_tokens: no answer, not an earlier
+    box or the text around it)."""
     last: str | None = None
     for m in _BOXED_START.finditer(text):
         depth, i = 1, m.end()
         while i < len(text) and depth:
             depth += _BRACE.get(text[i], 0)
             i += 1
-        if depth == 0:
-            last = text[m.end() : i - 1].strip()
+        if depth != 0:
+            raise _CutOff
+        last = text[m.end() : i - 1].strip()
+    if _BOXED_OPEN_AT_END.search(text):  # "\\boxed" with its brace not written yet
+        raise _CutOff
     return last
 
 
@@ -69,14 +79,18 @@ def extract_answer(text: str | None, kind: AnswerKind = "auto") -> str | None:
 
     Order: the last ``\\boxed{}``; then "the answer is X" / "Answer: X"; then, by kind,
     the last number, the last standalone choice letter, the last fenced code block, or
-    (``text``) the last non-empty line.
+    (``text``) the last non-empty line. A text cut off inside its last ``\\boxed{`` has
+    no answer (None): what it was writing is unknown.
     """
     if not text or not text.strip():
         return None
     if kind == "code":
         blocks = _CODE_BLOCK.findall(text)
         return blocks[-1].strip() if blocks else None
-    boxed = _boxed(text)
+    try:
+        boxed = _boxed(text)
+    except _CutOff:
+        return None
     if boxed:
         return boxed
     said = _ANSWER_IS.findall(text)
