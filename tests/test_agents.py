@@ -506,3 +506,22 @@ async def test_a_cut_off_sample_does_not_vote() -> None:
     voted = await Vote()(pool)
     assert voted.final == "7"
     assert voted.vote is not None
+
+
+async def test_pools_and_results_render_in_a_notebook() -> None:
+    from ponder.workflows import Workflow, WorkflowSpec
+
+    m = FakeModel(["\\boxed{7}", "\\boxed{7}", "<b>boom</b> \\boxed{9}"])
+    layers = [{"generate": {"n": 3}}, "vote"]
+    spec = WorkflowSpec.model_validate(
+        {"models": {"m": "vllm:fake@http://127.0.0.1:9/v1"}, "layers": layers}
+    )
+    result = await Workflow(spec, models={"m": m}).arun("What is <x>?")
+    page = result._repr_html_()
+    assert "Nodes run" in page
+    assert "What is &lt;x&gt;?" in page  # escaped
+    assert "&lt;b&gt;boom" in page
+    assert "<b>boom</b>" not in page
+    assert "Final answer</b>: <code>7</code>" in page
+    assert "Vote</b>: 7 with 67% of 3" in page
+    assert page.count("<tr") == 4  # the header and three candidates

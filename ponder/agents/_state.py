@@ -7,6 +7,7 @@ can checkpoint any step and a failed component leaves its input intact.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -207,6 +208,11 @@ class Pool(BaseModel):
             update["ledger"] = {**self.ledger, step: spend if spend is not None else Spend()}
         return self.model_copy(update=update)
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the query, the final answer, the vote's tally, the spend and
+        a table of the candidates (answer, scores, verdicts, critiques, errors)."""
+        return pool_html(self)
+
     def noted(self, note: str) -> Pool:
         return self.model_copy(update={"notes": (*self.notes, note)})
 
@@ -263,3 +269,55 @@ def merge_pools(pools: Sequence[Pool]) -> Pool:
             "tests": next((p.tests for p in pools if p.tests), ()),
         }
     )
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def pool_html(pool: Pool, limit: int = 50) -> str:
+    """HTML for a pool (Jupyter's ``_repr_html_``): escaped, at most ``limit`` candidates."""
+    sp = pool.spend
+    parts = [
+        "<div class='ponder-pool'>",
+        f"<p><b>Query</b>: {_e(pool.query)}</p>",
+        f"<p><b>Final answer</b>: <code>{_e(pool.final)}</code></p>",
+        f"<p><b>Spend</b>: {sp.prompt_tokens + sp.completion_tokens} tokens "
+        f"({sp.cached_tokens} cached), {sp.requests} requests, ${sp.cost:.4f}"
+        f"{f' (saved ${sp.saved_cost:.4f})' if sp.saved_cost else ''}</p>",
+    ]
+    if pool.vote is not None:
+        v = pool.vote
+        tally = ", ".join(
+            f"{_e(k)}: {w:g}" for k, w in sorted(v.tally.items(), key=lambda kv: -kv[1])
+        )
+        parts.append(
+            f"<p><b>Vote</b>: {_e(v.answer)} with {v.support:.0%} of {v.counted} "
+            f"({v.abstained} abstained); tally {tally}</p>"
+        )
+    rows = []
+    for c in pool.candidates[:limit]:
+        scores = ", ".join(f"{_e(k)}={val:.3g}" for k, val in c.scores.items() if val is not None)
+        verdicts = ", ".join(f"{_e(k)}={_e(val)}" for k, val in c.verdicts.items())
+        text = c.text if len(c.text) <= 300 else c.text[:300] + "…"
+        chosen = (
+            " style='font-weight:bold'" if pool.final is not None and c.answer == pool.final else ""
+        )
+        rows.append(
+            f"<tr{chosen}><td>{_e(c.id)}</td><td><code>{_e(c.answer)}</code></td>"
+            f"<td>{scores}</td><td>{verdicts}</td><td>{_e('; '.join(c.critiques))}</td>"
+            f"<td>{_e(c.error or '')}</td><td><details><summary>text</summary>"
+            f"<pre>{_e(text)}</pre></details></td></tr>"
+        )
+    more = len(pool.candidates) - limit
+    parts.append(
+        "<table><thead><tr><th>candidate</th><th>answer</th><th>scores</th><th>verdicts</th>"
+        "<th>critiques</th><th>error</th><th></th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+        + (f"<p>… and {more} more candidates</p>" if more > 0 else "")
+    )
+    if pool.notes:
+        parts.append("<p><b>Notes</b>: " + "; ".join(_e(n) for n in pool.notes) + "</p>")
+    parts.append("</div>")
+    return "".join(parts)

@@ -69,6 +69,22 @@ class GraphResult(BaseModel, Generic[S]):
     thread_id: str | None = None
     interrupted_before: tuple[str, ...] = ()
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the failures and visits, then the output's own view."""
+        import html
+
+        out = getattr(self.output, "_repr_html_", None)
+        body = out() if callable(out) else f"<pre>{html.escape(repr(self.output))}</pre>"
+        failed = "".join(
+            f"<li><b>{html.escape(n)}</b>: {html.escape(why)}</li>"
+            for n, why in self.failures.items()
+        )
+        visits = ", ".join(f"{html.escape(n)} x{k}" for n, k in self.visits.items())
+        head = f"<p><b>Nodes run</b>: {visits}</p>" if visits else ""
+        if failed:
+            head += f"<p><b>Failed</b>:</p><ul>{failed}</ul>"
+        return head + str(body)
+
 
 def _end(name: str) -> str:
     return END if name in ("END", "end", END) else name
