@@ -513,3 +513,25 @@ async def test_workflow_run_works_inside_a_running_event_loop() -> None:
     asyncio.get_running_loop()  # we are inside one
     result = Workflow(spec, models={"m": fake}).run("q")
     assert result.output.final == "7"
+
+
+async def test_progress_from_python_events_callback_and_a_live_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As in a script or a notebook: each event reaches the callback as it happens, and
+    progress=True draws the table of nodes."""
+    fake = FakeModel(["\\boxed{7}"])
+    spec = WorkflowSpec.model_validate(
+        {"models": {"m": "vllm:fake@http://127.0.0.1:9/v1"}, "layers": ["generate", "vote"]}
+    )
+    seen: list[str] = []
+    wf = Workflow(spec, models={"m": fake})
+    result = await wf.arun("q", on_event=lambda e: seen.append(f"{e.kind}:{e.node}"))
+    assert result.output.final == "7"
+    assert seen[:2] == ["node_started:layer1", "node_finished:layer1"]
+    assert seen[-1] == "run_finished:None"
+    result = wf.run("q", progress=True)  # inside this running loop, too
+    assert result.output.final == "7"
+    out = capsys.readouterr().out
+    assert "layer1" in out
+    assert "finished" in out

@@ -665,6 +665,7 @@ def run_workflow(
 
     from ponder.settings import default_cache_path
     from ponder.workflows import load_workflow, parse_bindings
+    from ponder.workflows._progress import RunProgress
 
     ckpt = checkpoint or str(default_cache_path().with_name("checkpoints.sqlite"))
     wf = load_workflow(file, checkpoint=ckpt, models=parse_bindings(model or []))
@@ -677,36 +678,14 @@ def run_workflow(
         tid = thread or hashlib.sha256(f"{spec_key}\0{text}\0{salt}".encode()).hexdigest()[:16]
         if thread and len(items) > 1:
             tid = f"{thread}:{qid}"
-        rows: dict[str, list[str]] = {}
-        table_title = f"{wf.spec.name}: {text[:60]}"
-
-        def table() -> Table:
-            t = Table(title=table_title)
-            for col in ("node", "status", "round", "candidates", "tokens", "cost"):
-                t.add_column(col)
-            for node, row in rows.items():
-                t.add_row(node, *row)
-            return t
-
+        view = RunProgress(f"{wf.spec.name}: {text[:60]}")
         result: dict[str, Any] = {"id": qid, "question": text, "thread": tid}
-        live = Live(table(), console=con, transient=as_json, refresh_per_second=8)
+        live = Live(view.table(), console=con, transient=as_json, refresh_per_second=8)
         with live if not as_json else contextlib.nullcontext():
             async for e in wf.astream(text, thread_id=tid):
-                if e.node is not None:
-                    d = e.data
-                    status = e.kind.removeprefix("node_")
-                    if e.kind == "node_failed":
-                        status = f"[red]failed[/red]: {d.get('error', '')}"[:80]
-                    prev = rows.get(e.node, ["", "", "", "", ""])
-                    rows[e.node] = [
-                        status,
-                        str(e.iteration),
-                        str(d.get("candidates", prev[2])),
-                        str(d.get("tokens", prev[3])),
-                        f"${d['cost']:.4f}" if "cost" in d else prev[4],
-                    ]
-                    if not as_json:
-                        live.update(table())
+                view.update(e)
+                if e.node is not None and not as_json:
+                    live.update(view.table())
                 elif e.kind == "run_finished":
                     result.update(
                         failures=e.data["failures"], waiting_for=e.data["interrupted_before"]

@@ -642,10 +642,18 @@ class Workflow:
         *,
         thread_id: str | None = None,
         budgets: Sequence[BudgetLike] = (),
+        on_event: Callable[[Event], object] | None = None,
+        progress: bool = False,
     ) -> GraphResult[Pool]:
         """Run on ``question`` (or resume ``thread_id`` when ``question`` is None or the
         thread has a checkpoint). ``budgets`` are shared limits this run also spends from
-        (e.g. a server's per-key budget), besides the spec's per-run budget."""
+        (e.g. a server's per-key budget), besides the spec's per-run budget.
+
+        ``on_event`` is called with each :class:`ponder.graphs.Event` as it happens (node
+        started, finished or failed, with candidates, tokens and cost so far);
+        ``progress=True`` shows a live table of the nodes (a terminal or a notebook)."""
+        if on_event is not None or progress:
+            return await self._watched(question, thread_id, budgets, on_event, progress)
         async with AsyncExitStack() as stack:
             engine = self._engine()
             graph = await self._compiled(stack, engine)
@@ -676,12 +684,48 @@ class Workflow:
             "ponder.failures": sorted(result.failures) or None,
         }
 
+    async def _watched(
+        self,
+        question: str | Pool | None,
+        thread_id: str | None,
+        budgets: Sequence[BudgetLike],
+        on_event: Callable[[Event], object] | None,
+        progress: bool,
+    ) -> GraphResult[Pool]:
+        from rich.live import Live
+
+        from ponder.workflows._progress import RunProgress
+
+        view = RunProgress(self.spec.name or "workflow")
+        result: GraphResult[Pool] | None = None
+        live = Live(view.table(), refresh_per_second=8) if progress else None
+        with live if live is not None else contextlib.nullcontext():
+            events = self.aevents(question, thread_id=thread_id, budgets=budgets)
+            async with aclosing(events):
+                async for e, res in events:
+                    if on_event is not None:
+                        on_event(e)
+                    if live is not None:
+                        view.update(e)
+                        live.update(view.table())
+                    result = res or result
+        assert result is not None  # the last event is run_finished, with the result
+        return result
+
     def run(
-        self, question: str | Pool | None, *, thread_id: str | None = None
+        self,
+        question: str | Pool | None,
+        *,
+        thread_id: str | None = None,
+        on_event: Callable[[Event], object] | None = None,
+        progress: bool = False,
     ) -> GraphResult[Pool]:
         """Synchronous :meth:`arun`; it also works inside a running event loop (a Jupyter
-        cell), where it runs the workflow on a fresh loop in a worker thread."""
-        return loop.run_blocking(lambda: self.arun(question, thread_id=thread_id))
+        cell), where it runs the workflow on a fresh loop in a worker thread (``on_event``
+        is then called on that thread)."""
+        return loop.run_blocking(
+            lambda: self.arun(question, thread_id=thread_id, on_event=on_event, progress=progress)
+        )
 
     async def astream(
         self,
