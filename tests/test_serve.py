@@ -421,3 +421,84 @@ async def test_the_web_page_is_served_without_a_cdn(served: tuple[str, PonderSer
     assert "http://" not in page.text
     assert "https://" not in page.text
     assert health.json()["workflows"] == ["single", "vote"]
+
+
+# -- live answers ----------------------------------------------------------------------------
+
+
+def fuse_workflow(url: str) -> Workflow:
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "fused",
+            "models": {"m": f"vllm:m@{url}"},
+            "layers": [{"generate": {"n": 3}}, {"fuse": {"n": 1}}],
+        }
+    )
+    return Workflow(spec, settings=Settings.load(cache=False))
+
+
+async def test_a_live_answer_streams_before_the_run_ends() -> None:
+    """The last step (a one-sample fuse) streams its text as the model writes it: the
+    content arrives in pieces after the fuse node starts and before the run finishes,
+    and it is the answer (not sent again at the end)."""
+    cfg = StandinConfig(time_scale=0.01, oracle=ORACLE)
+    async with StandinServer(cfg) as s:
+        server = PonderServer({"fused": fuse_workflow(s.base_url)}, ServeSettings(api_keys=[KEY]))
+        async with (
+            serving(server) as base,
+            openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=KEY) as client,
+        ):
+            stream = await client.chat.completions.create(
+                model="fused",
+                messages=[{"role": "user", "content": question(2)}],
+                stream=True,
+            )
+            order: list[str] = []
+            pieces: list[str] = []
+            async for chunk in stream:
+                extra = chunk.model_extra or {}
+                event = extra.get("ponder", {}).get("event")
+                if event is not None:
+                    order.append(f"{event['kind']}:{event['node']}")
+                for c in chunk.choices:
+                    if c.delta.content:
+                        pieces.append(c.delta.content)
+                        order.append("content")
+    first = order.index("content")
+    assert order.index("node_started:layer2") < first < order.index("node_finished:layer2")
+    assert order.index("run_finished:None") > len(order) - 3  # the content came earlier
+    assert len(pieces) > 3  # in pieces, as written
+    text = "".join(pieces)
+    assert "\\boxed{" in text
+    assert text.count("Synthesising the candidates.") == 1  # not sent twice
+
+
+async def test_live_events_from_python_carry_the_final_steps_text() -> None:
+    async with StandinServer(StandinConfig(time_scale=0, oracle=ORACLE)) as s:
+        wf = fuse_workflow(s.base_url)
+        texts, result = [], None
+        async for e, res in wf.aevents(question(3), live=True):
+            if e.kind == "token":
+                assert e.node == "layer2"
+                texts.append(e.data["text"])
+            result = res or result
+        assert result is not None
+        fused = [c for c in result.output.candidates if c.provenance.component == "fuse"]
+        assert "".join(texts) == fused[0].text
+        assert result.output.final == fused[0].answer
+        assert result.output.spend.completion_tokens > 0  # the streamed call is accounted
+        # without live, no token events
+        kinds = {e.kind async for e, _ in wf.aevents(question(3))}
+        assert "token" not in kinds
+
+
+async def test_leaving_a_live_run_early_stops_it() -> None:
+    async with StandinServer(StandinConfig(time_scale=0.01, oracle=ORACLE)) as s:
+        wf = fuse_workflow(s.base_url)
+        events = wf.aevents(question(4), live=True)
+        async for e, _ in events:
+            if e.kind == "token":
+                break
+        await events.aclose()  # the run task is cancelled and awaited: nothing left over
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not [t for t in pending if "pump" in repr(t.get_coro())]

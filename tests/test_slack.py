@@ -327,3 +327,34 @@ async def test_shutdown_lets_an_answer_in_progress_finish(fake_slack: FakeSlack)
             await asyncio.sleep(0.01)
     # the server stopped while the model was still thinking; the answer was delivered
     assert fake_slack.of("chat.update")[-1]["text"] == "The answer is \\boxed{4}."
+
+
+async def test_a_live_answer_is_written_into_the_slack_reply_as_it_comes(
+    fake_slack: FakeSlack,
+) -> None:
+    """A workflow whose last step writes one answer: the reply is edited with the text so
+    far while the model writes, and the last edit is the whole answer."""
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "single",
+            "models": {"m": "vllm:m@http://127.0.0.1:9/v1"},
+            "layers": [{"generate": {"n": 1}}],
+        }
+    )
+    settings = ServeSettings(
+        slack_bot_token="xoxb-test",
+        slack_signing_secret=SECRET,
+        slack_api_url=fake_slack.url,
+        slack_update_seconds=0,
+    )
+    server = PonderServer({"single": Workflow(spec, models={"m": echo_model()})}, settings)
+    async with serving(server) as base:
+        body = mention("stream me", event_id="EvLive", ts="300.1")
+        assert (await post(base, body, signed(body))).status_code == 200
+        assert server.slack is not None
+        await server.slack.drain()
+    texts = [u["text"] for u in fake_slack.of("chat.update")]
+    answer = texts[-1]
+    assert "\\boxed{" in answer
+    partial = [t for t in texts[:-1] if t and answer.startswith(t) and t != answer]
+    assert len(partial) >= 2  # the reply grew word by word

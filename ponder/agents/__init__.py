@@ -47,6 +47,7 @@ from ponder.agents._code import (
 )
 from ponder.agents._components import (
     COMPONENTS,
+    LIVE_TEXT,
     AdaptiveVote,
     AdaptiveVoteConfig,
     BestOfN,
@@ -97,6 +98,7 @@ from ponder.agents._vote import VoteResult, leader_settled_probability, vote
 
 __all__ = [
     "COMPONENTS",
+    "LIVE_TEXT",
     "MCTS",
     "AdaptiveVote",
     "AdaptiveVoteConfig",

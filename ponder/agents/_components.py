@@ -16,6 +16,7 @@ import difflib
 import functools
 import re
 from collections.abc import Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, overload, runtime_checkable
 
@@ -34,6 +35,7 @@ from ponder.types import Choice, Completion, GenerateParams, Message
 
 __all__ = [
     "COMPONENTS",
+    "LIVE_TEXT",
     "AdaptiveVote",
     "BestOfN",
     "Component",
@@ -228,6 +230,20 @@ def _messages(system: str | None, user: str) -> tuple[Message, ...]:
     return ((Message.system(system),) if system else ()) + (Message.user(user),)
 
 
+LIVE_TEXT: ContextVar[Callable[[str], object] | None] = ContextVar("ponder_live_text", default=None)
+"""Where the step that writes the final answer sends its text as it is generated (set by a
+workflow run with live answers, for its last step only); None: no live answer."""
+
+
+async def _complete(model: Model, messages: tuple[Message, ...], **kw: Any) -> Completion:
+    """``model.generate`` (one sample) as it is, or streamed to the live sink when this
+    step writes the run's final answer live."""
+    sink = LIVE_TEXT.get()
+    if sink is not None and kw.get("n", 1) == 1:
+        return await model.generate_streamed(messages, sink, **kw)
+    return await model.generate(messages, **kw)
+
+
 @functools.lru_cache(maxsize=1024)
 def _sampling(
     n: int, temperature: float | None, max_tokens: int | None, seed: int | None, logprobs: bool
@@ -301,10 +317,14 @@ class Generate:
         self, model: Model, messages: tuple[Message, ...], n: int, start: int
     ) -> tuple[list[Candidate], Spend]:
         cfg = self.config
+        sink = LIVE_TEXT.get() if len(self.models) == 1 else None  # one writer, or none
         if start == 0 or model.cache is not None:
             # with a cache, samples 0..start-1 are hits and only the rest is requested
             params = _sampling(start + n, cfg.temperature, cfg.max_tokens, cfg.seed, cfg.logprobs)
-            c = await model.generate(messages, params)
+            if sink is not None and start + n == 1:  # the run's answer, written live
+                c = await model.generate_streamed(messages, sink, params)
+            else:
+                c = await model.generate(messages, params)
             choices: Sequence[Choice] = c.choices[start:] if start else c.choices
         else:  # the same request the cache would have sent for the missing samples
             c = await model.generate(
@@ -894,7 +914,8 @@ class Fuser:
             if cfg.length_control
             else ""
         )
-        out = await self.model.generate(
+        out = await _complete(
+            self.model,
             _messages(
                 cfg.system or FUSER_SYSTEM,
                 f"Problem: {pool.query}\n\n{_listing(cands)}\n{critiques}{limit}",

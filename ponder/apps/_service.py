@@ -35,11 +35,12 @@ class RunService(Protocol):
         ...
 
     def execute(
-        self, workflow: str, pool: Pool, owner: str, trace: Any = None
+        self, workflow: str, pool: Pool, owner: str, trace: Any = None, live: bool = False
     ) -> AsyncIterator[tuple[Any, dict[str, Any], GraphResult[Pool] | None]]:
         """Run ``workflow`` on ``pool``: yields (run record, event, result on the last
         event); the run is cancelled if the consumer stops iterating. ``trace`` is the
-        caller's trace context (``ponder.tracing.extract``), which the run's spans join."""
+        caller's trace context (``ponder.tracing.extract``), which the run's spans join;
+        with ``live``, the answer's text also comes as ``token`` events as it is written."""
         ...
 
 

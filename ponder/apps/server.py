@@ -636,19 +636,20 @@ class PonderServer:
         return self.limits._redis
 
     async def execute(
-        self, workflow: str, pool: Pool, owner: str, trace: Any = None
+        self, workflow: str, pool: Pool, owner: str, trace: Any = None, live: bool = False
     ) -> AsyncGenerator[tuple[RunRecord, dict[str, Any], GraphResult[Pool] | None], None]:
         """Run ``workflow`` on ``pool``: yields (record, event, result on the last event).
         Used by every front end; the run's model calls are cancelled if the consumer
         stops iterating (e.g. a client disconnects). ``trace`` is the caller's trace
         context (:func:`ponder.tracing.extract` of its ``traceparent``): the run's spans
-        continue that trace."""
+        continue that trace. ``live``: the answer's text comes as ``token`` events while
+        the last step writes it (:meth:`Workflow.aevents`)."""
         rec = self._record(owner, workflow)
         try:
             async with self._slots:
                 key_budget = self.limits.budget(owner)
                 pairs = self.workflows[workflow].aevents(
-                    pool, budgets=(key_budget,) if key_budget is not None else ()
+                    pool, budgets=(key_budget,) if key_budget is not None else (), live=live
                 )
                 async with aclosing(pairs):
                     while True:
@@ -801,10 +802,20 @@ class PonderServer:
         async def events() -> AsyncIterator[str]:
             result: GraphResult[Pool] | None = None
             rid = ""
+            streamed = False
             try:
-                async for rec, e, res in _until_disconnect(
-                    request, self.execute(req.model, pool, who, tracing.extract(request.headers))
-                ):
+                run = self.execute(
+                    req.model, pool, who, tracing.extract(request.headers), live=req.n == 1
+                )
+                async for rec, e, res in _until_disconnect(request, run):
+                    if e["kind"] == "token":  # the answer, as the last step writes it
+                        streamed = True
+                        yield chunk(
+                            rid,
+                            [{"index": 0, "delta": {"content": e["data"]["text"]},
+                              "finish_reason": None}],
+                        )  # fmt: skip
+                        continue
                     if not rid:
                         rid = rec.id
                         yield chunk(
@@ -841,6 +852,8 @@ class PonderServer:
                 yield f"data: {json.dumps({'error': err})}\n\n"
                 return
             for i, text in enumerate(texts):
+                if streamed and i == 0:
+                    continue  # already sent, as it was written
                 for k in range(0, len(text), 24):
                     piece = text[k : k + 24]
                     yield chunk(

@@ -180,10 +180,18 @@ class SlackBot:
         owner = f"slack:{event.get('team', '')}:{event.get('user', '')}"
         last_update = 0.0
         final: Pool | None = None
+        written = ""  # the live answer so far
+        run = self.server.execute(workflow, Pool(query=query), owner, live=True)
         try:
-            async for _rec, e, res in self.server.execute(workflow, Pool(query=query), owner):
+            async for _rec, e, res in run:
                 if res is not None:
                     final = res.output
+                elif e["kind"] == "token":  # the answer as it is written: edit the reply
+                    written += e["data"]["text"]
+                    now = time.monotonic()
+                    if now - last_update >= self.server.settings.slack_update_seconds:
+                        last_update = now
+                        await self.client.chat_update(channel=channel, ts=ts, text=written)
                 elif e["kind"] == "node_finished":
                     now = time.monotonic()
                     if now - last_update >= self.server.settings.slack_update_seconds:

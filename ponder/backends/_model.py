@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import functools
 import logging
 import random
-from collections.abc import AsyncGenerator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from ponder import tracing
@@ -39,6 +40,7 @@ from ponder.settings import Settings
 from ponder.types import (
     Choice,
     Completion,
+    FinishReason,
     GenerateParams,
     Message,
     StreamChunk,
@@ -593,6 +595,39 @@ class Model:
             saved_cost=saved,
         )
 
+    async def generate_streamed(
+        self,
+        prompt: Prompt,
+        on_text: Callable[[str], object],
+        params: GenerateParams | None = None,
+        **overrides: Any,
+    ) -> Completion:
+        """One completion (``n`` must be 1), as :meth:`generate` returns it, whose text also
+        reaches ``on_text`` piece by piece as the server generates it (a live answer). A
+        cached answer arrives whole, at once; retries happen only before the first piece."""
+        messages = as_messages(prompt)
+        p = self._params(params, overrides)
+        if p.n != 1:
+            raise ConfigurationError("generate_streamed() returns one choice; n must be 1")
+        if self.cache is not None and 0 in await self._cache_get(self._key(messages, p), 1):
+            c = await self.generate(messages, p)  # accounts the cached usage as generate does
+            on_text(c.text)
+            return c
+        parts: list[str] = []
+        finish: FinishReason = "stop"
+        usage = Usage()
+        async for chunk in self.stream(messages, p):
+            if chunk.text:
+                parts.append(chunk.text)
+                on_text(chunk.text)
+            if chunk.finish_reason is not None:
+                finish = chunk.finish_reason
+            if chunk.usage is not None:
+                usage = chunk.usage
+        cost = self._price.cost(usage) if self._price is not None else 0.0
+        choice = Choice(0, "".join(parts), finish, usage=usage)
+        return Completion(model=self.id, choices=(choice,), usage=usage, cost=cost, requests=1)
+
     def _key(self, messages: Sequence[Message], p: GenerateParams) -> str:
         key = request_key(self.id, messages, p)
         return key if self.offset == 0 else f"{key}#{self.offset}"
@@ -651,6 +686,10 @@ class Model:
                             raise guard.refuse(ep.base_url)
                         self.meter.requests += 1
                         try:
+                            # the closing chunk is held until the usage (which some
+                            # servers send after it) can ride on it: the last piece has
+                            # both the finish reason and the usage
+                            last: StreamChunk | None = None
                             async for chunk in self.wire.stream(ep, self.ref.name, messages, p):
                                 if chunk.usage is not None:
                                     usage = chunk.usage
@@ -658,7 +697,15 @@ class Model:
                                     finish = chunk.finish_reason
                                 if chunk.text or chunk.finish_reason:
                                     parts.append(chunk.text)
-                                    yield chunk
+                                    if last is not None:
+                                        yield last
+                                        last = None
+                                    if chunk.finish_reason is None:
+                                        yield chunk
+                                    else:
+                                        last = chunk
+                            if last is not None:
+                                yield dataclasses.replace(last, usage=last.usage or usage)
                         except PonderError as e:
                             if e.retryable:
                                 self.pool.report(ep, False)

@@ -47,12 +47,13 @@ class Event(BaseModel):
     """One thing that happened in a run (what front ends render).
 
     ``kind``: ``node_started``, ``node_finished``, ``node_failed``, ``info`` (whatever a
-    node's ``describe`` adds, e.g. candidates and spend), ``run_finished``.
+    node's ``describe`` adds, e.g. candidates and spend), ``token`` (a live answer's text
+    as it is written: ``data.text``), ``run_finished``.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["node_started", "node_finished", "node_failed", "info", "run_finished"]
+    kind: Literal["node_started", "node_finished", "node_failed", "info", "token", "run_finished"]
     node: str | None = None
     iteration: int = 0
     data: dict[str, Any] = {}

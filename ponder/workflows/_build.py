@@ -15,6 +15,7 @@ import operator
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from contextlib import AsyncExitStack, aclosing
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ponder import tracing
 from ponder._internal import loop
 from ponder.agents import (
     COMPONENTS,
+    LIVE_TEXT,
     Candidate,
     ComponentInfo,
     Pool,
@@ -408,6 +410,10 @@ def _pool_attributes(out: Pool, before: Pool, detail: bool = True) -> dict[str, 
     return attrs
 
 
+_LIVE_RUN: ContextVar[Callable[[str], object] | None] = ContextVar("ponder_live_run", default=None)
+"""The live-answer sink of the run in progress (Workflow.aevents(live=True))."""
+
+
 def _component_attributes(c: Any) -> dict[str, Any]:
     config = getattr(c, "config", None)
     return {"ponder.component": getattr(c, "name", type(c).__name__),
@@ -419,14 +425,21 @@ class _Node:
     in parallel on the same pool and merged; each component's spend entered in the
     ledger under ``node#visit.position``."""
 
-    def __init__(self, name: str, built: list[Any]) -> None:
+    def __init__(self, name: str, built: list[Any], final: bool = False) -> None:
         self.name = name
         self.built = built
+        self.final = final  # the last step of a layer stack: it may write a live answer
 
     async def __call__(self, pool: Pool) -> Pool:
-        if tracing.enabled():
-            return await self._traced(pool)
-        return await self._run(pool)
+        sink = _LIVE_RUN.get()
+        live = sink is not None and self.final and len(self.built) == 1
+        token = LIVE_TEXT.set(sink if live else None)
+        try:
+            if tracing.enabled():
+                return await self._traced(pool)
+            return await self._run(pool)
+        finally:
+            LIVE_TEXT.reset(token)
 
     async def _traced(self, pool: Pool) -> Pool:
         """The node as a span; a node of several components has a child span for each
@@ -591,6 +604,8 @@ class Workflow:
             return models[name].for_slot(k)  # the k-th slot of one model: its own samples
 
         steps: dict[str, Runner] = {}
+        # a layer stack's last layer writes the answer (a live answer streams from it)
+        last = list(self.spec.node_map())[-1] if self.spec.layers else None
         for n, node in self.spec.node_map().items():
             built: list[Any] = []
             for comp, (info, config) in zip(node.components, self._configs[n], strict=True):
@@ -601,7 +616,7 @@ class Workflow:
                 prm_name = comp.params.get("prm_model")
                 prm = models[prm_name] if isinstance(prm_name, str) else None
                 built.append(info.build(config, ms, prm))
-            steps[n] = _Node(n, built)
+            steps[n] = _Node(n, built, final=n == last)
         graph = _graph(self.spec, steps)
         probe: Any = None
         if self.checkpoint is not None:
@@ -746,8 +761,58 @@ class Workflow:
         *,
         thread_id: str | None = None,
         budgets: Sequence[BudgetLike] = (),
+        live: bool = False,
     ) -> AsyncGenerator[tuple[Event, GraphResult[Pool] | None], None]:
-        """Events as they happen, each paired with the result (set on ``run_finished``)."""
+        """Events as they happen, each paired with the result (set on ``run_finished``).
+
+        With ``live=True``, the last step of a layer stack, when it writes one answer (a
+        one-sample ``fuse`` or ``generate``), streams it: ``token`` events (``data.text``)
+        arrive as the model writes, between that node's ``node_started`` and
+        ``node_finished``."""
+        if not live:
+            async with aclosing(self._events(question, thread_id, budgets)) as pairs:
+                async for pair in pairs:
+                    yield pair
+            return
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        final = list(self.spec.node_map())[-1] if self.spec.layers else None
+
+        async def pump() -> None:
+            try:
+                async with aclosing(self._events(question, thread_id, budgets)) as pairs:
+                    async for pair in pairs:
+                        queue.put_nowait(("pair", pair))
+            except BaseException as e:  # handed to the consumer, which raises it
+                queue.put_nowait(("error", e))
+            else:
+                queue.put_nowait(("end", None))
+
+        token = _LIVE_RUN.set(lambda text: queue.put_nowait(("token", text)))
+        try:
+            task = asyncio.create_task(pump())  # it copies the context: the sink goes along
+        finally:
+            _LIVE_RUN.reset(token)
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "pair":
+                    yield item
+                elif kind == "token":
+                    yield Event(kind="token", node=final, data={"text": item}), None
+                elif kind == "error":
+                    raise item
+                else:
+                    return
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _events(
+        self,
+        question: str | Pool | None,
+        thread_id: str | None,
+        budgets: Sequence[BudgetLike],
+    ) -> AsyncGenerator[tuple[Event, GraphResult[Pool] | None], None]:
         async with AsyncExitStack() as stack:
             engine = self._engine()
             graph = await self._compiled(stack, engine)
