@@ -18,16 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+from _standin import serve_process
 from batch import standin as standin_process
 
 from ponder.testing.oracle import ProblemBank
@@ -39,12 +36,6 @@ layers:
   - generate: {{model: m, n: 4}}
   - fuse: {{model: m, n: 1}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def direct_ttft(session: aiohttp.ClientSession, url: str, question: str) -> float:
@@ -98,27 +89,9 @@ async def main() -> None:
         wf_dir = Path(tmp) / "wf"
         wf_dir.mkdir()
         (wf_dir / "live.yaml").write_text(WORKFLOW.format(url=url))
-        port = free_port()
-        env = {**os.environ, "PONDER_CACHE": "false"}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ponder", "serve", "--workflows", str(wf_dir),
-            "--port", str(port), env=env, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
-            async with aiohttp.ClientSession() as c:
-                for _ in range(400):
-                    try:
-                        async with c.get(f"{base}/health") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        await asyncio.sleep(0.05)
-                model_ttft = min([await direct_ttft(c, url, q) for q in questions[:5]])
-                runs = [await one(c, base, q) for q in questions]  # one at a time
-        finally:
-            proc.terminate()
-            await proc.wait()
+        async with serve_process(wf_dir) as (base, _pid), aiohttp.ClientSession() as c:
+            model_ttft = min([await direct_ttft(c, url, q) for q in questions[:5]])
+            runs = [await one(c, base, q) for q in questions]  # one at a time
     ratios = [r["first"] / (r["fuse_started"] + model_ttft) for r in runs]
     before = [r["end"] / (r["fuse_started"] + model_ttft) for r in runs]
     print(

@@ -20,14 +20,13 @@ import asyncio
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+from _standin import serve_process
 from batch import standin as standin_process
 
 from ponder import Settings
@@ -96,27 +95,10 @@ async def main() -> None:
         wf_dir = Path(tmp) / "wf"
         wf_dir.mkdir()
         (wf_dir / "bench.yaml").write_text(WORKFLOW.format(url=standin_url))
-        port = free_port()
-        env = {
-            **os.environ,
-            "PONDER_CACHE": "false",
-            "PONDER_SERVE_REQUESTS_PER_MINUTE": "1000000",
-        }
-        proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ponder", "serve", "--workflows", str(wf_dir),
-                "--port", str(port), env=env, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
+        rpm = {"PONDER_SERVE_REQUESTS_PER_MINUTE": "1000000"}
+        async with serve_process(wf_dir, **rpm) as (base, pid):
             conn = aiohttp.TCPConnector(limit=args.clients + 8)
             async with aiohttp.ClientSession(base, connector=conn) as c:
-                for _ in range(200):
-                    try:
-                        async with c.get("/health") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        await asyncio.sleep(0.05)
 
                 async def via_server(i: int) -> None:
                     body = {
@@ -129,12 +111,9 @@ async def main() -> None:
                         await r.read()
 
                 await drive(min(32, args.requests), args.clients, via_server)  # warm up
-                cpu0 = cpu_seconds(proc.pid)
+                cpu0 = cpu_seconds(pid)
                 served, served_wall = await drive(args.requests, args.clients, via_server)
-                server_cpu = (cpu_seconds(proc.pid) - cpu0) / args.requests
-        finally:
-            proc.terminate()
-            await proc.wait()
+                server_cpu = (cpu_seconds(pid) - cpu0) / args.requests
         wf = load_workflow(wf_dir / "bench.yaml", settings=Settings.load(cache=False))
 
         async def direct(i: int) -> None:

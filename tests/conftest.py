@@ -80,23 +80,40 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 ChatHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+Route = tuple[str, str, ChatHandler]  # method, path, handler
+
+
 @pytest_asyncio.fixture
-async def chat_server() -> AsyncIterator[Callable[[ChatHandler], Awaitable[str]]]:
-    """Start a loopback server whose /v1/chat/completions is ``handler``; returns its
-    base URL (a server that misbehaves the way a test needs). Stopped after the test."""
+async def loopback_server() -> AsyncIterator[Callable[[list[Route]], Awaitable[str]]]:
+    """Start a loopback aiohttp server with ``routes`` (a fake of some external API, or
+    a server that misbehaves the way a test needs); returns ``http://127.0.0.1:PORT``.
+    Stopped after the test."""
     runners: list[web.AppRunner] = []
 
-    async def start(handler: ChatHandler) -> str:
+    async def start(routes: list[Route]) -> str:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", handler)
+        for method, path, handler in routes:
+            app.router.add_route(method, path, handler)
         runner = web.AppRunner(app)
         await runner.setup()
         runners.append(runner)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}/v1"
+        return f"http://127.0.0.1:{port}"
 
     yield start
     for r in runners:
         await r.cleanup()
+
+
+@pytest_asyncio.fixture
+async def chat_server(
+    loopback_server: Callable[[list[Route]], Awaitable[str]],
+) -> Callable[[ChatHandler], Awaitable[str]]:
+    """A loopback server whose /v1/chat/completions is ``handler``; returns its base URL."""
+
+    async def start(handler: ChatHandler) -> str:
+        return await loopback_server([("POST", "/v1/chat/completions", handler)]) + "/v1"
+
+    return start

@@ -5,12 +5,13 @@ shape (credentials, region, service)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from conftest import Route
 
 from ponder import BadRequestError, Model, Settings
 from ponder.backends._anthropic import _bedrock_region
@@ -29,7 +30,10 @@ def _aws(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest_asyncio.fixture
-async def bedrock() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+async def bedrock(
+    loopback_server: Callable[[list[Route]], Awaitable[str]],
+) -> tuple[str, list[dict[str, Any]]]:
+    """A local server speaking Bedrock's invoke API; what it received is kept."""
     seen: list[dict[str, Any]] = []
 
     async def invoke(request: web.Request) -> web.Response:
@@ -57,15 +61,8 @@ async def bedrock() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
             }
         )
 
-    app = web.Application()
-    app.router.add_post("/model/{model}/invoke", invoke)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    url = await loopback_server([("POST", "/model/{model}/invoke", invoke)])
+    return url, seen
 
 
 async def test_bedrock_signs_and_speaks_anthropic_messages(

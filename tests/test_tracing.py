@@ -5,13 +5,14 @@ OTLP/HTTP receiver; ``ponder serve`` continues a caller's ``traceparent``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from conftest import Route
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -160,7 +161,9 @@ async def test_retries_are_span_events_with_their_cause(spans: InMemorySpanExpor
 
 
 @pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
+async def receiver(
+    loopback_server: Callable[[list[Route]], Awaitable[str]],
+) -> tuple[str, list[bytes]]:
     """A real OTLP/HTTP endpoint on loopback that keeps what it receives."""
     got: list[bytes] = []
 
@@ -169,15 +172,8 @@ async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
         got.append(await request.read())
         return web.Response(status=200, body=b"", content_type="application/x-protobuf")
 
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/v1/traces", got
-    await runner.cleanup()
+    base = await loopback_server([("POST", "/v1/traces", traces)])
+    return f"{base}/v1/traces", got
 
 
 async def test_spans_reach_a_real_otlp_http_receiver(
