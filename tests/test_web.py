@@ -73,19 +73,70 @@ async def test_chat_page_streams_an_answer_and_shows_the_pipeline(
         shutil.copy(shot, Path(__file__).parent.parent / "docs" / "web-chat.png")
 
 
-async def test_chat_page_shows_a_clear_error_without_a_key(
+async def test_chat_page_says_a_key_is_needed_and_shows_a_failed_run(
     served: tuple[str, PonderServer],  # noqa: F811
     browser: Browser,
 ) -> None:
     base, _ = served
     page = await browser.new_page()
     await page.goto(base + "/")
+    # keys are configured and none is typed: the list says so, and Send is off
+    await page.wait_for_function("document.querySelector('#model option') !== null")
+    assert "enter your API key" in await page.inner_text("#model")
+    assert await page.is_disabled("#send")
+    # a run refused by the server: the error is shown and the panel does not stay "Running"
     await page.evaluate(
-        "() => { const o = document.createElement('option'); o.value = 'vote';"
-        " document.getElementById('model').appendChild(o); }"
+        "() => { const s = document.getElementById('model'); const o = document.createElement"
+        "('option'); o.value = o.textContent = 'vote'; s.appendChild(o); s.value = 'vote';"
+        " s.dispatchEvent(new Event('change')); }"
     )
+    assert not await page.is_disabled("#send")
     await page.fill("#input", "hello")
     await page.press("#input", "Enter")
     err = page.locator(".msg.error")
     await err.wait_for(timeout=10_000)
     assert "missing API key" in await err.inner_text()
+    assert (await page.inner_text("#summary")).startswith("Failed: ")
+
+
+async def test_chat_page_names_layers_by_component_and_shows_cached_tokens(
+    standin_url: str,  # noqa: F811
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    from test_serve import serving
+
+    from ponder import Settings
+    from ponder.apps._serve_settings import ServeSettings
+    from ponder.workflows import Workflow, WorkflowSpec
+
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "stack",
+            "models": {"m": f"vllm:m@{standin_url}"},
+            "layers": [[{"generate": {"n": 2}}, {"generate": {"n": 2}}], "vote"],
+        }
+    )
+    settings = Settings.load(cache_path=tmp_path / "cache.sqlite")
+    server = PonderServer({"stack": Workflow(spec, settings=settings)}, ServeSettings())
+    async with serving(server) as base:
+        page = await browser.new_page()
+        await page.goto(base + "/")
+        await page.wait_for_function("document.querySelectorAll('#model option').length === 1")
+        for attempt in range(2):  # the second run is served from the response cache
+            if attempt:
+                await page.click("#new-thread")  # the same question, with no history
+            await page.fill("#input", question(9))
+            await page.press("#input", "Enter")
+            await page.wait_for_function(
+                "() => { const m = document.querySelectorAll('.msg.assistant');"
+                " return m.length === 1 && m[0].dataset.done === '1'; }",
+                timeout=30_000,
+            )
+        heads = await page.locator("#nodes .node .head span:first-child").all_inner_texts()
+        assert heads == ["layer1 · generate ×2", "layer2 · vote"]
+        states = await page.locator("#nodes .node .state").all_inner_texts()
+        assert states[0].startswith("cached: ")  # not "0 tok"
+        summary = await page.inner_text("#summary")
+        assert "cached (saved $" in summary
+        assert summary.endswith(" s")  # with its elapsed time

@@ -685,7 +685,19 @@ class PonderServer:
     async def models(self, request: Request) -> Response:
         self._client(request)
         data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "ponder"}
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "ponder",
+                # the pipeline's layout, for the chat page's panel (clients ignore it)
+                "ponder": {
+                    "nodes": {
+                        n: [c.component for c in node.components]
+                        for n, node in self.workflows[name].spec.node_map().items()
+                    }
+                },
+            }
             for name in sorted(self.workflows)
         ]
         return JSONResponse({"object": "list", "data": data})
