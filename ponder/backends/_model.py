@@ -505,23 +505,29 @@ class Model:
             return await self._generate(prompt, params, use_cache, overrides)
         messages = as_messages(prompt)
         p = self._params(params, overrides)
+        static = self.__dict__.get("_span_static")
+        if static is None:  # what every call of this model shares, built once
+            static = self.__dict__["_span_static"] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": self.ref.provider,
+                "gen_ai.request.model": self.ref.name,
+                "ponder.model": self.id,
+                "ponder.slot_offset": self.offset or None,
+                "server.address": ",".join(e.base_url for e in self.pool.endpoints),
+            }
         request: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.system": self.ref.provider,
-            "gen_ai.request.model": self.ref.name,
+            **static,
             "gen_ai.request.temperature": p.temperature,
             "gen_ai.request.top_p": p.top_p,
             "gen_ai.request.max_tokens": p.max_tokens,
             "gen_ai.request.seed": p.seed,
             "gen_ai.request.choice.count": p.n,
-            "ponder.model": self.id,
-            "ponder.slot_offset": self.offset or None,
-            "server.address": ",".join(e.base_url for e in self.pool.endpoints),
         }
         if tracing.capture_content():
             request["gen_ai.prompt"] = [m.model_dump() for m in messages]
         with tracing.span(f"chat {self.ref.name}", request) as s:
-            c = await self._generate(messages, p, use_cache, {})
+            # the caller's params and overrides, not ``p``: their resolution is memoised
+            c = await self._generate(messages, params, use_cache, overrides)
             done: dict[str, Any] = {
                 "gen_ai.usage.input_tokens": c.usage.prompt_tokens,
                 "gen_ai.usage.output_tokens": c.usage.completion_tokens,
