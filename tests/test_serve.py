@@ -416,10 +416,22 @@ async def test_the_web_page_is_served_without_a_cdn(served: tuple[str, PonderSer
     async with httpx.AsyncClient(base_url=base) as c:
         page = await c.get("/")
         health = await c.get("/health")
+        vendored = {
+            src: await c.get(src)
+            for src in ("/vendor/marked.umd.js", "/vendor/katex.min.js", "/vendor/purify.min.js",
+                        "/vendor/highlight.min.js", "/vendor/katex.min.css",
+                        "/vendor/fonts/KaTeX_Main-Regular.woff2")
+        }  # fmt: skip
+        escape = await c.get("/vendor/../server.py")
     assert page.status_code == 200
     assert "<title>Ponder</title>" in page.text
     assert "http://" not in page.text
     assert "https://" not in page.text
+    # the page's libraries ship in the package, and only they may run on it
+    assert all(r.status_code == 200 and len(r.content) > 1000 for r in vendored.values())
+    assert "script-src 'self' 'unsafe-inline'" in page.headers["content-security-policy"]
+    assert "img-src 'self' data:" in page.headers["content-security-policy"]
+    assert escape.status_code == 404
     assert health.json()["workflows"] == ["single", "vote"]
 
 

@@ -32,7 +32,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from ponder import tracing
 from ponder.agents import Pool, Spend
@@ -229,8 +230,61 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+_WEB = Path(str(resources.files("ponder.apps") / "web"))
+_PAGE_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+
+
 def _event_dict(e: Event) -> dict[str, Any]:
     return {"kind": e.kind, "node": e.node, "iteration": e.iteration, "data": e.data}
+
+
+def _layout(wf: Workflow) -> dict[str, Any]:
+    """A workflow's nodes (each with its components), edges and entry, for the page."""
+    spec = wf.spec
+    nodes = spec.node_map()
+    edges = []
+    for e in spec.edge_list():
+        edges.append({"from": e.source, "to": e.to, "when": e.when})
+        if e.otherwise is not None:
+            edges.append({"from": e.source, "to": e.otherwise, "when": f"not ({e.when})"})
+    return {
+        "nodes": {n: [c.component for c in node.components] for n, node in nodes.items()},
+        "edges": edges,
+        "entry": spec.entry or next(iter(nodes), None),
+    }
+
+
+def _behind(pool: Pool) -> dict[str, Any]:
+    """The final answer's vote (its tally) and the candidates that gave that answer."""
+    from ponder.agents import normalize_answer
+
+    out: dict[str, Any] = {}
+    v = pool.vote
+    if v is not None:
+        out["vote"] = {"answer": v.answer, "tally": v.tally, "support": v.support,
+                       "counted": v.counted, "abstained": v.abstained}  # fmt: skip
+    key = v.key if v is not None else normalize_answer(pool.final)
+    if key is not None:
+        same = [c for c in pool.candidates if c.answer is not None
+                and normalize_answer(c.answer) == key]  # fmt: skip
+        # a vote over code or a custom kind keys answers its own way: then equal answers
+        same = same or [c for c in pool.candidates if c.answer == pool.final]
+        out["behind"] = [
+            {
+                "id": c.id,
+                "answer": c.answer,
+                "model": c.provenance.model,
+                "scores": c.scores,
+                "verdicts": c.verdicts,
+                "text": c.text[:2000],
+            }
+            for c in same[:20]
+        ]
+    return out
 
 
 # -- the OpenAPI description (for clients and for fuzzing with schemathesis) ---------------
@@ -495,6 +549,9 @@ class PonderServer:
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/runs/{run_id}/events", self.run_events),
             Route("/openapi.json", self.openapi),
+            # the page's Markdown, LaTeX and code-highlighting libraries, shipped in the
+            # package (VERSIONS.json beside them): no CDN
+            Mount("/vendor", StaticFiles(directory=str(_WEB / "vendor")), name="vendor"),
         ]
         st = self.settings
         if st.slack_bot_token and (st.slack_signing_secret or st.slack_app_token):
@@ -665,6 +722,7 @@ class PonderServer:
                             d["data"]["cost"] = result.output.spend.cost
                             d["data"]["cached_tokens"] = result.output.spend.cached_tokens
                             d["data"]["saved_cost"] = result.output.spend.saved_cost
+                            d["data"].update(_behind(result.output))
                         rec.add(d)
                         yield rec, d, result
         finally:
@@ -679,8 +737,11 @@ class PonderServer:
         return JSONResponse({"status": "ok", "workflows": sorted(self.workflows)})
 
     async def page(self, _request: Request) -> Response:
-        html = (resources.files("ponder.apps") / "web" / "index.html").read_text()
-        return HTMLResponse(html)
+        html = (_WEB / "index.html").read_text()
+        # model output is rendered as Markdown: scripts and styles only from this server
+        # (inline ones are the page's own), and no image or request to anywhere else, so a
+        # hostile answer cannot load a tracking image or send the conversation away
+        return HTMLResponse(html, headers={"Content-Security-Policy": _PAGE_CSP})
 
     async def models(self, request: Request) -> Response:
         self._client(request)
@@ -690,13 +751,8 @@ class PonderServer:
                 "object": "model",
                 "created": 0,
                 "owned_by": "ponder",
-                # the pipeline's layout, for the chat page's panel (clients ignore it)
-                "ponder": {
-                    "nodes": {
-                        n: [c.component for c in node.components]
-                        for n, node in self.workflows[name].spec.node_map().items()
-                    }
-                },
+                # the pipeline's layout, for the chat page's graph (clients ignore it)
+                "ponder": _layout(self.workflows[name]),
             }
             for name in sorted(self.workflows)
         ]

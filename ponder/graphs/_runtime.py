@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -412,6 +413,7 @@ class _NodeRunner(Generic[S]):
                 # built without validation: the runtime's own fields are known good (a
                 # validated Event costs ~40% of the events' overhead, benchmarks/serve_load)
                 write(_event("node_started", name, visits, {}))
+            started = time.perf_counter()
             try:
                 out = await self.fn(pool)
             except PonderError as e:  # a bug (any other exception) is never a failure string
@@ -423,6 +425,7 @@ class _NodeRunner(Generic[S]):
             if write is not _no_events:
                 g = self.graph
                 data = g.describe(pool, out) if g.describe is not None else {}
+                data["seconds"] = time.perf_counter() - started
                 write(_event("node_finished", name, visits, data))
                 # the stream folds the state from these, so it need not ask LangGraph for
                 # its "updates" stream as well (about a fifth of a streamed run's CPU)

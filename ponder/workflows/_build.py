@@ -330,7 +330,23 @@ def _describe(before: Pool, after: Pool) -> dict[str, Any]:
     ]
     k = len(before.notes)
     notes = after.notes[k:] if after.notes[:k] == before.notes else after.notes
+    step = after.spend - before.spend
+    vote = after.vote
     return {
+        "step_tokens": step.total_tokens,
+        "step_cached_tokens": step.cached_tokens,
+        "step_cost": step.cost,
+        "vote": (
+            {
+                "answer": vote.answer,
+                "tally": vote.tally,
+                "support": vote.support,
+                "counted": vote.counted,
+                "abstained": vote.abstained,
+            }
+            if vote is not None and vote is not before.vote
+            else None
+        ),
         "candidates": len(after.candidates),
         "new_candidates": [_card(c) for c in new[:50]],
         "updated_candidates": [_card(c) for c in changed[:50]],
