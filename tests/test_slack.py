@@ -358,3 +358,41 @@ async def test_a_live_answer_is_written_into_the_slack_reply_as_it_comes(
     assert "\\boxed{" in answer
     partial = [t for t in texts[:-1] if t and answer.startswith(t) and t != answer]
     assert len(partial) >= 2  # the reply grew word by word
+
+
+async def test_a_slack_event_is_traced_under_the_requests_trace_context(
+    slack_server: tuple[str, PonderServer, FakeModel], fake_slack: FakeSlack
+) -> None:
+    """With tracing on, an event delivered with a W3C ``traceparent`` becomes a
+    ``slack.event`` span in that trace (team, channel, user, event id), and the workflow's
+    run span is its child."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from ponder import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.configure(exporter, batch=False)
+    try:
+        base, server, _ = slack_server
+        body = mention("what is 3 + 3?", event_id="EvTrace", ts="300.1")
+        trace_id = "0af7651916cd43dd8448eb211c80319c"
+        parent = f"00-{trace_id}-b7ad6b7169203331-01"
+        r = await post(base, body, signed(body), traceparent=parent)
+        assert r.status_code == 200
+        assert server.slack is not None
+        await server.slack.drain()
+    finally:
+        tracing.shutdown()
+    found = exporter.get_finished_spans()
+    (event,) = [s for s in found if s.name.startswith("slack.event")]
+    assert event.name == "slack.event app_mention"
+    assert format(event.context.trace_id, "032x") == trace_id
+    assert event.parent is not None
+    assert format(event.parent.span_id, "016x") == "b7ad6b7169203331"
+    attrs = dict(event.attributes or {})
+    assert attrs["slack.event_id"] == "EvTrace"
+    assert (attrs["slack.team"], attrs["slack.channel"], attrs["slack.user"]) == ("T1", "C1", "U1")
+    (run,) = [s for s in found if s.name.startswith("ponder.run")]
+    assert run.parent is not None
+    assert run.parent.span_id == event.context.span_id
+    assert any(s.name.startswith("chat ") for s in found)

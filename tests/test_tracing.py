@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from ponder import Settings, tracing
 from ponder.testing import StandinConfig, StandinServer
 from ponder.testing.oracle import OracleConfig, ProblemBank
-from ponder.workflows import Workflow, WorkflowSpec
+from ponder.workflows import BudgetSpec, Workflow, WorkflowSpec
 
 ORACLE = OracleConfig(accuracy={"strong": 0.8})
 BANK = ProblemBank(ORACLE.bank_seed, ORACLE.distractors)
@@ -77,7 +77,10 @@ def test_tracing_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_run_is_a_span_tree_with_genai_and_ponder_attributes(
     standin: StandinServer, spans: InMemorySpanExporter
 ) -> None:
-    wf = Workflow(stack(standin.base_url), settings=Settings.load(cache=False))
+    spec = stack(standin.base_url).model_copy(
+        update={"budget": BudgetSpec(max_tokens=100_000, max_requests=50)}
+    )
+    wf = Workflow(spec, settings=Settings.load(cache=False))
     result = await wf.arun(Q)
     found = spans.get_finished_spans()
     (run,) = by_name(found, "ponder.run")
@@ -86,6 +89,10 @@ async def test_a_run_is_a_span_tree_with_genai_and_ponder_attributes(
     assert run.attributes is not None
     assert run.attributes["ponder.final"] == result.output.final
     assert run.attributes["ponder.tokens"] == result.output.spend.total_tokens
+    # what the run's budget has left when it ends
+    spend = result.output.spend
+    assert run.attributes["ponder.budget.tokens_left"] == 100_000 - spend.total_tokens
+    assert run.attributes["ponder.budget.requests_left"] == 50 - spend.requests
     nodes = by_name(found, "ponder.node")
     assert [n.name for n in sorted(nodes, key=lambda s: s.start_time or 0)] == [
         "ponder.node layer1", "ponder.node layer2", "ponder.node layer3",

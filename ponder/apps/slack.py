@@ -24,6 +24,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from contextvars import ContextVar
 from typing import Any
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -33,6 +34,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ponder import tracing
 from ponder.agents import Pool
 from ponder.apps._service import RunService, answer_texts
 
@@ -40,6 +42,8 @@ __all__ = ["SlackBot"]
 
 log = logging.getLogger("ponder.slack")
 _MENTION = re.compile(r"<@[A-Z0-9]+>\s*")
+_ORIGIN: ContextVar[tuple[Any, str | None]] = ContextVar("ponder_slack_origin", default=(None, None))
+"""The delivering request's trace context and the event id, for the listener's run."""
 
 
 class SlackBot:
@@ -118,11 +122,15 @@ class SlackBot:
             self._seen.popitem(last=False)
         return True
 
-    async def _once(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
+    async def _once(self, body: dict[str, Any], request: Any, next: Any) -> BoltResponse | None:
         event_id = body.get("event_id")
         if isinstance(event_id, str) and not await self._first_time(event_id):
             log.info("slack: event %s already handled (a retry); not running it again", event_id)
             return BoltResponse(status=200, body="")
+        # the listener (started from here, so in a copy of this context) traces its run as a
+        # child of the delivering request's W3C trace context, when it carried one
+        headers = {k: v[0] for k, v in (getattr(request, "headers", None) or {}).items() if v}
+        _ORIGIN.set((tracing.extract(headers), event_id if isinstance(event_id, str) else None))
         await next()
         return None
 
@@ -154,11 +162,33 @@ class SlackBot:
         )
 
     def _start(self, event: dict[str, Any]) -> None:
-        task = asyncio.create_task(self._answer(event))
+        task = asyncio.create_task(self._answer(event, *_ORIGIN.get()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, event: dict[str, Any]) -> None:
+    async def _answer(
+        self, event: dict[str, Any], trace: Any = None, event_id: str | None = None
+    ) -> None:
+        """Answer one message; with tracing on, the run is a child of a ``slack.event``
+        span (team, channel, user, thread, event id) under the request's trace context."""
+        span = None
+        if tracing.enabled():
+            with tracing.attached(trace):
+                span = tracing.start(f"slack.event {event.get('type', 'message')}", {
+                    "slack.event_id": event_id, "slack.team": event.get("team"),
+                    "slack.channel": event.get("channel"), "slack.user": event.get("user"),
+                    "slack.thread_ts": event.get("thread_ts") or event.get("ts")})  # fmt: skip
+        try:
+            await self._reply(event, span)
+        except BaseException as e:
+            if span is not None:
+                span.record_exception(e)
+            raise
+        finally:
+            if span is not None:
+                span.end()
+
+    async def _reply(self, event: dict[str, Any], span: Any) -> None:
         channel = str(event.get("channel", ""))
         thread = str(event.get("thread_ts") or event.get("ts") or "")
         question = _MENTION.sub("", str(event.get("text", ""))).strip()
@@ -181,7 +211,7 @@ class SlackBot:
         last_update = 0.0
         final: Pool | None = None
         written = ""  # the live answer so far
-        run = self.server.execute(workflow, Pool(query=query), owner, live=True)
+        run = self.server.execute(workflow, Pool(query=query), owner, trace=span, live=True)
         try:
             async for _rec, e, res in run:
                 if res is not None:

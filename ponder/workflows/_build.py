@@ -430,6 +430,25 @@ _LIVE_RUN: ContextVar[Callable[[str], object] | None] = ContextVar("ponder_live_
 """The live-answer sink of the run in progress (Workflow.aevents(live=True))."""
 
 
+def _budget_left(budgets: Sequence[BudgetLike]) -> dict[str, Any]:
+    """What the run's in-process budgets have left (the tightest of each limit), as span
+    attributes (a Redis budget is shared across processes: not read here)."""
+    left: dict[str, Any] = {}
+    for b in budgets:
+        if not isinstance(b, Budget):
+            continue
+        s = b.spent
+        for key, cap, used in (
+            ("ponder.budget.tokens_left", b.max_tokens, s.usage.total_tokens),
+            ("ponder.budget.cost_left", b.max_cost, s.cost),
+            ("ponder.budget.requests_left", b.max_requests, s.requests),
+        ):
+            if cap is not None:
+                rest = max(cap - used, 0)
+                left[key] = min(rest, left.get(key, rest))
+    return left
+
+
 def _component_attributes(c: Any) -> dict[str, Any]:
     config = getattr(c, "config", None)
     return {"ponder.component": getattr(c, "name", type(c).__name__),
@@ -689,12 +708,13 @@ class Workflow:
             engine = self._engine()
             graph = await self._compiled(stack, engine)
             with (
-                engine.run(self._budget(), *budgets, name=self.spec.name),
+                engine.run(self._budget(), *budgets, name=self.spec.name) as run,
                 tracing.span(f"ponder.run {self.spec.name or 'workflow'}", self._run_attrs(
                     question, thread_id)) as s,
             ):  # fmt: skip
                 result = await graph.arun(self._pool(question), thread_id=thread_id)
-                tracing.set_attributes(s, self._result_attrs(result))
+                if s is not None:
+                    s.set_attributes({**self._result_attrs(result), **_budget_left(run.budgets)})
                 return result
 
     def _run_attrs(self, question: str | Pool | None, thread_id: str | None) -> dict[str, Any]:
@@ -853,8 +873,10 @@ class Workflow:
                         finally:
                             with contextlib.suppress(ValueError):
                                 SCOPE.reset(token)
-                        if pair[1] is not None:
-                            tracing.set_attributes(span, self._result_attrs(pair[1]))
+                        if pair[1] is not None and span is not None:
+                            span.set_attributes(
+                                {**self._result_attrs(pair[1]), **_budget_left(run.budgets)}
+                            )
                         yield pair
             finally:
                 if span is not None:
