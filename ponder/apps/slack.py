@@ -42,7 +42,7 @@ __all__ = ["SlackBot"]
 
 log = logging.getLogger("ponder.slack")
 _MENTION = re.compile(r"<@[A-Z0-9]+>\s*")
-_ORIGIN: ContextVar[tuple[Any, str | None]] = ContextVar("ponder_slack_origin", default=(None, None))
+_ORIGIN: ContextVar[tuple[Any, str | None]] = ContextVar("ponder_slack", default=(None, None))
 """The delivering request's trace context and the event id, for the listener's run."""
 
 
