@@ -14,10 +14,10 @@ Span tree of a workflow run::
                                      saved cost, requests, retries (as events, with causes)
 
 Spans are cheap: starting one takes fresh ids and makes it current (for Ponder's spans
-and any OpenTelemetry instrumentation inside); its attributes are kept as given and
-converted once, when it ends, into the SDK's span object, which goes to the provider's
-span processors (the batch processor exports on its own thread). About 14 us a span,
-against ~25-40 us for the SDK's own ``start_as_current_span`` with attributes
+and any OpenTelemetry instrumentation inside); its attributes are kept as given. When it
+ends it is queued, and a background thread turns the queue into the SDK's span objects
+for the provider's span processors in batches (as the SDK's batch processor exports), so
+a run's thread pays a few microseconds a span instead of the SDK's ~25-40 us
 (benchmarks/graph_overhead.py). Every span is recorded (no sampling).
 
 Prompts and completions are recorded only with ``capture_content=True`` (or
@@ -28,10 +28,13 @@ caller's trace from its W3C ``traceparent`` header (:func:`extract`). Install wi
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
 import json
 import os
 import random
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -99,21 +102,67 @@ class Span:
             self.end_ns = time.time_ns()
             exporter = _S.exporter
             if exporter is not None:
-                exporter._export(self)
+                exporter.put(self)
 
 
 class _Exporter:
-    """Builds the SDK's span object of an ended :class:`Span` and hands it to the
-    provider's span processors (a batch processor exports on its own thread). Measured:
-    doing this inline costs less than a thread of its own, which competes for the GIL and,
-    on a small machine, for the cores of a local model server."""
+    """Turns ended :class:`Span` s into the SDK's span objects and hands them to the
+    provider's span processors.
 
-    def __init__(self, provider: TracerProvider) -> None:
+    With ``batch`` (the default), a span's end only queues it: a background thread
+    converts the queue every ``delay`` seconds, or sooner when ``size`` spans wait, as the
+    SDK's batch processor does for export. A run's own thread then pays a few microseconds
+    a span; the conversion happens in bursts while it waits on the network.
+    :func:`flush` converts what is queued at once. Without ``batch`` each span is
+    converted as it ends (tests read their spans right away)."""
+
+    def __init__(
+        self, provider: TracerProvider, batch: bool, delay: float = 1.0, size: int = 512
+    ) -> None:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         self.provider = provider
         self.processor = provider._active_span_processor  # every processor added to it
         self.scope = InstrumentationScope("ponder")
+        self.batch, self.delay, self.size = batch, delay, size
+        self.queue: collections.deque[Span] = collections.deque()
+        self.lock = threading.Lock()  # one converter at a time: the processors see order
+        self.wake = threading.Event()
+        self.closed = False
+        self.thread: threading.Thread | None = None
+        if batch:
+            self.thread = threading.Thread(target=self._loop, name="ponder-spans", daemon=True)
+            self.thread.start()
+
+    def put(self, item: Span) -> None:
+        if not self.batch:
+            self._export(item)
+            return
+        self.queue.append(item)
+        if len(self.queue) >= self.size:
+            self.wake.set()
+
+    def drain(self) -> None:
+        with self.lock:
+            while True:
+                try:
+                    item = self.queue.popleft()
+                except IndexError:
+                    return
+                self._export(item)
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+        if self.thread is not None:
+            self.thread.join(10)
+        self.drain()
+
+    def _loop(self) -> None:
+        while not self.closed:
+            self.wake.wait(self.delay)
+            self.wake.clear()
+            self.drain()
 
     def _export(self, item: Span) -> None:
         from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -173,6 +222,7 @@ class _State:
     exporter: _Exporter | None = None
     capture: bool = False
     checked_env: bool = False
+    at_exit: bool = False
 
 
 _S = _State()
@@ -209,7 +259,10 @@ def configure(
     processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     provider.add_span_processor(processor)
     _S.provider = provider
-    _S.exporter = _Exporter(provider)
+    _S.exporter = _Exporter(provider, batch)
+    if not _S.at_exit:  # what is still queued is exported when the process ends
+        atexit.register(shutdown)
+        _S.at_exit = True
     _S.tracer = provider.get_tracer("ponder")
     if capture_content is None:
         capture_content = os.environ.get(_CAPTURE_ENV, "").lower() in ("1", "true", "yes")
@@ -221,7 +274,9 @@ def configure(
 def shutdown() -> None:
     """Flush and stop tracing (spans after this are not recorded)."""
     provider, _S.provider, _S.tracer = _S.provider, None, None
-    _S.exporter = None
+    exporter, _S.exporter = _S.exporter, None
+    if exporter is not None:
+        exporter.close()
     if provider is not None:
         provider.force_flush()
         provider.shutdown()
@@ -229,6 +284,8 @@ def shutdown() -> None:
 
 def flush() -> None:
     """Export every span ended so far (e.g. before reading an in-memory exporter)."""
+    if _S.exporter is not None:
+        _S.exporter.drain()
     if _S.provider is not None:
         _S.provider.force_flush()
 

@@ -508,6 +508,7 @@ class Model:
         static = self.__dict__.get("_span_static")
         if static is None:  # what every call of this model shares, built once
             static = self.__dict__["_span_static"] = {
+                "openinference.span.kind": "LLM",  # Phoenix's and Arize's span kinds
                 "gen_ai.operation.name": "chat",
                 "gen_ai.system": self.ref.provider,
                 "gen_ai.request.model": self.ref.name,

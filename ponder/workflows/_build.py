@@ -408,10 +408,18 @@ def _pool_attributes(out: Pool, before: Pool, detail: bool = True) -> dict[str, 
     }
     if not detail:
         return attrs
-    old = {c.id: c for c in before.candidates}
-    added = [c for c in out.candidates if c.id not in old]
+    prior, now = before.candidates, out.candidates
+    k = len(prior)
+    if len(now) >= k and all(a is b for a, b in zip(prior, now, strict=False)):
+        # the common case (a generator appended): only the new candidates are looked at
+        added, changed = list(now[k:]), list(now[k:])
+        old: dict[str, Candidate] = {}
+    else:
+        old = {c.id: c for c in prior}
+        added = [c for c in now if c.id not in old]
+        changed = list(now)
     judged = {}
-    for c in out.candidates:
+    for c in changed:
         was = old.get(c.id)
         if (c.scores or c.verdicts) and (
             was is None or was.scores != c.scores or was.verdicts != c.verdicts
@@ -451,7 +459,8 @@ def _budget_left(budgets: Sequence[BudgetLike]) -> dict[str, Any]:
 
 def _component_attributes(c: Any) -> dict[str, Any]:
     config = getattr(c, "config", None)
-    return {"ponder.component": getattr(c, "name", type(c).__name__),
+    return {"openinference.span.kind": "CHAIN",
+            "ponder.component": getattr(c, "name", type(c).__name__),
             "ponder.slot": getattr(config, "slot", None)}  # fmt: skip
 
 
@@ -480,7 +489,8 @@ class _Node:
         """The node as a span; a node of several components has a child span for each
         (one component: its attributes are on the node's span, one span fewer)."""
         visit = _next_visit(pool.ledger, self.name) if pool.ledger else 1
-        attrs: dict[str, Any] = {"ponder.node": self.name, "ponder.visit": visit,
+        attrs: dict[str, Any] = {"openinference.span.kind": "CHAIN",
+                                 "ponder.node": self.name, "ponder.visit": visit,
                                  "ponder.candidates_in": len(pool.candidates)}  # fmt: skip
         single = len(self.built) == 1
         if single:
@@ -718,7 +728,8 @@ class Workflow:
                 return result
 
     def _run_attrs(self, question: str | Pool | None, thread_id: str | None) -> dict[str, Any]:
-        return {"ponder.workflow": self.spec.name or "workflow", "ponder.thread": thread_id,
+        return {"openinference.span.kind": "CHAIN",  # how Phoenix and Arize group spans
+                "ponder.workflow": self.spec.name or "workflow", "ponder.thread": thread_id,
                 "ponder.question": (question.query if isinstance(question, Pool) else question)
                 if tracing.capture_content() else None}  # fmt: skip
 
