@@ -19,21 +19,68 @@ __all__ = [
     "Role",
     "StreamChunk",
     "TokenLogprob",
+    "ToolCall",
+    "ToolSpec",
     "Usage",
     "as_messages",
 ]
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error", "unknown"]
 
 
+class ToolCall(BaseModel):
+    """A model's request to call a tool: its ``id`` (to match the result), the tool's
+    ``name`` and the ``arguments`` as the JSON text the model wrote (it may be invalid:
+    the tool layer validates it and tells the model what is wrong)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+def _empty_object() -> dict[str, JsonValue]:
+    return {"type": "object", "properties": {}}
+
+
+class ToolSpec(BaseModel):
+    """A tool as a model is told of it: name, description, JSON Schema of the arguments
+    (``ponder.tools.Tool`` builds one from a Python function)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, JsonValue] = Field(default_factory=_empty_object)
+
+
 class Message(BaseModel):
-    """One chat message."""
+    """One chat message.
+
+    An assistant message may carry ``tool_calls``; a ``tool`` message is one call's
+    result, with the call's ``tool_call_id`` (and the tool's ``name``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> Message:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message can carry tool_calls")
+        return self
+
+    @classmethod
+    def tool(cls, call_id: str, content: str, name: str | None = None) -> Message:
+        return cls(role="tool", content=content, tool_call_id=call_id, name=name)
 
     @classmethod
     def system(cls, content: str) -> Message:
@@ -96,12 +143,41 @@ class GenerateParams(BaseModel):
         None, description="Start of the assistant's answer; the model continues it."
     )
     timeout: float | None = Field(None, gt=0.0, description="Seconds for one HTTP attempt.")
+    tools: tuple[ToolSpec, ...] = Field((), description="Tools the model may call.")
+    tool_choice: str | None = Field(
+        None,
+        description="'auto' (the default with tools), 'none', 'required' (some tool), or a "
+        "tool's name (that tool).",
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="Whether one turn may call several tools (None: the provider's way)."
+    )
     extra: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_from_model(cls, data: Any) -> Any:
+        # json_schema=MyModel: the JSON Schema of a pydantic model (or TypeAdapter-able type)
+        if isinstance(data, dict):
+            js = data.get("json_schema")
+            if isinstance(js, type) and issubclass(js, BaseModel):
+                data = {**data, "json_schema": js.model_json_schema()}
+            tools = data.get("tools")
+            if tools:
+                data = {**data, "tools": tuple(getattr(t, "spec", t) for t in tools)}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> GenerateParams:
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs=True")
+        if self.tool_choice not in (None, "auto", "none", "required") and self.tool_choice not in {
+            t.name for t in self.tools
+        }:
+            raise ValueError(
+                f"tool_choice {self.tool_choice!r} is neither 'auto', 'none', 'required' nor "
+                f"one of the tools ({', '.join(t.name for t in self.tools) or 'none given'})"
+            )
         return self
 
     @classmethod
@@ -162,6 +238,8 @@ class Choice:
     logprobs: tuple[TokenLogprob, ...] | None = None
     cached: bool = False
     usage: Usage | None = None  # this sample's share of its request's usage
+    tool_calls: tuple[ToolCall, ...] = ()  # the tools the model asked to call
+    parsed: Any = None  # the validated object, for generate(..., output=Model)
 
     @property
     def mean_logprob(self) -> float | None:
@@ -206,3 +284,4 @@ class StreamChunk:
     text: str
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # complete calls, on a choice's last chunk

@@ -25,6 +25,7 @@ from ponder.agents._adaptive import (
     survivors,
     verifier_quality,
 )
+from ponder.agents._agent import AGENT_SYSTEM, Agent, AgentConfig, AgentRun, run_agent
 from ponder.agents._answers import (
     AnswerKind,
     answers_equivalent,
@@ -93,15 +94,28 @@ from ponder.agents._search import (
     StepConfig,
     parse_step_scores,
 )
-from ponder.agents._state import Candidate, Pool, Provenance, Spend, merge_pools
+from ponder.agents._state import (
+    AgentStep,
+    Candidate,
+    Pool,
+    Provenance,
+    Spend,
+    ToolUse,
+    merge_pools,
+)
 from ponder.agents._vote import VoteResult, leader_settled_probability, vote
 
 __all__ = [
+    "AGENT_SYSTEM",
     "COMPONENTS",
     "LIVE_TEXT",
     "MCTS",
     "AdaptiveVote",
     "AdaptiveVoteConfig",
+    "Agent",
+    "AgentConfig",
+    "AgentRun",
+    "AgentStep",
     "AnswerKind",
     "BatchAdaptive",
     "BatchAdaptiveConfig",
@@ -152,6 +166,7 @@ __all__ = [
     "SpeculativeReasoning",
     "Spend",
     "StepConfig",
+    "ToolUse",
     "VerifierConfig",
     "VerifierQuality",
     "Vote",
@@ -178,6 +193,7 @@ __all__ = [
     "parse_verdict",
     "probes_from_tests",
     "register_component",
+    "run_agent",
     "split_tests",
     "survivors",
     "unregister_component",

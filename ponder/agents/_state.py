@@ -101,6 +101,28 @@ class Spend:
 _NO_SPEND = Spend()  # frozen, so one shared default serves every pool and candidate
 
 
+class ToolUse(BaseModel):
+    """One tool call an agent made and what came back."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    arguments: str
+    result: str
+    error: bool = False
+    seconds: float = 0.0
+
+
+class AgentStep(BaseModel):
+    """One turn of an agent: what the model wrote and the tools it called."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str = ""
+    tool_uses: tuple[ToolUse, ...] = ()
+
+
 class Candidate(BaseModel):
     """One answer to the query, with everything components learned about it.
 
@@ -121,6 +143,9 @@ class Candidate(BaseModel):
     provenance: Provenance
     spend: Spend = _NO_SPEND
     finish_reason: str | None = None
+    trajectory: tuple[AgentStep, ...] = Field(
+        (), description="An agent's turns: its text, tool calls and their results."
+    )
 
     @classmethod
     def read(

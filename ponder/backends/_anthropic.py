@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 from ponder.backends._base import error_for_status
 from ponder.backends._pool import Endpoint
 from ponder.errors import ConfigurationError, ParseError, RequestTimeout, TransportError
-from ponder.types import Choice, FinishReason, GenerateParams, Message, StreamChunk, Usage
+from ponder.types import (
+    Choice,
+    FinishReason,
+    GenerateParams,
+    Message,
+    StreamChunk,
+    ToolCall,
+    Usage,
+)
 
 if TYPE_CHECKING:
     import anthropic
@@ -62,6 +71,46 @@ def _bedrock_region(base_url: str) -> tuple[str, str | None]:
         return env or "us-east-1", None
     m = re.match(r"https://bedrock-runtime[.-](?:fips\.)?([a-z0-9-]+)\.amazonaws\.com", base_url)
     return (m.group(1) if m else env or "us-east-1"), base_url
+
+
+def _messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Chat messages as the Messages API wants them: an assistant turn's tool calls are
+    ``tool_use`` blocks; tool results are ``tool_result`` blocks of one user turn (results
+    that follow each other go into the same turn)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "user" and isinstance(last["content"], list):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m.tool_calls:
+            blocks: list[dict[str, Any]] = []
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
+            for t in m.tool_calls:
+                try:
+                    args = json.loads(t.arguments or "{}")
+                except ValueError:
+                    args = {}
+                blocks.append({"type": "tool_use", "id": t.id, "name": t.name,
+                               "input": args if isinstance(args, dict) else {}})  # fmt: skip
+            out.append({"role": "assistant", "content": blocks})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def _tool_uses(content: Any) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(id=b.id, name=b.name, arguments=json.dumps(b.input))
+        for b in content
+        if getattr(b, "type", None) == "tool_use"
+    )
 
 
 class AnthropicWire:
@@ -122,7 +171,7 @@ class AnthropicWire:
         self, model: str, messages: Sequence[Message], params: GenerateParams
     ) -> dict[str, Any]:
         system = "\n\n".join(m.content for m in messages if m.role == "system")
-        msgs = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+        msgs = _messages(messages)
         if params.prefill is not None:
             msgs.append({"role": "assistant", "content": params.prefill.rstrip()})
         kw: dict[str, Any] = {
@@ -145,6 +194,20 @@ class AnthropicWire:
                 body[name] = value
         if params.stop:
             kw["stop_sequences"] = list(params.stop)
+        if params.tools and params.tool_choice != "none":
+            kw["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in params.tools
+            ]
+            choice: dict[str, Any] | None = None
+            if params.tool_choice == "required":
+                choice = {"type": "any"}
+            elif params.tool_choice not in (None, "auto"):
+                choice = {"type": "tool", "name": params.tool_choice}
+            if params.parallel_tool_calls is False:
+                choice = {"type": "auto", **(choice or {}), "disable_parallel_tool_use": True}
+            if choice is not None:
+                kw["tool_choice"] = choice
         if params.timeout is not None:
             kw["timeout"] = params.timeout
         body.update(params.extra)
@@ -190,12 +253,15 @@ class AnthropicWire:
         for i, msg in results:
             try:
                 text = "".join(b.text for b in msg.content if b.type == "text")
+                calls = _tool_uses(msg.content)
                 u = msg.usage
             except AttributeError as e:
                 raise ParseError(f"{endpoint.base_url} sent an unexpected message: {e}") from None
             if params.prefill is not None:
                 text = params.prefill.rstrip() + text
-            choices.append(Choice(i, text, _FINISH.get(msg.stop_reason, "unknown")))
+            choices.append(
+                Choice(i, text, _FINISH.get(msg.stop_reason, "unknown"), tool_calls=calls)
+            )
             usage = usage + Usage(
                 u.input_tokens,
                 u.output_tokens,
@@ -233,4 +299,5 @@ class AnthropicWire:
                 u.cache_read_input_tokens or 0,
                 u.cache_creation_input_tokens or 0,
             ),
+            _tool_uses(msg.content),
         )

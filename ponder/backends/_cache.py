@@ -8,6 +8,7 @@ having asked for 5 pays only for 3 new ones.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import sqlite3
 import threading
@@ -19,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import orjson
 
 from ponder.errors import ConfigurationError
-from ponder.types import Choice, GenerateParams, Message, TokenLogprob, Usage
+from ponder.types import Choice, GenerateParams, Message, TokenLogprob, ToolCall, Usage
 
 __all__ = ["MemoryCache", "ResponseCache", "SQLiteCache", "request_key"]
 
@@ -46,6 +47,8 @@ def request_key(model: str, messages: Sequence[Message], params: GenerateParams)
     h.update(_params_bytes(params))
     for m in messages:
         h.update(b"\0" + m.role.encode() + b"\0" + m.content.encode())
+        if m.tool_calls or m.tool_call_id is not None:  # a tool turn: its calls and ids too
+            h.update(m.model_dump_json(include={"tool_calls", "tool_call_id", "name"}).encode())
     return h.hexdigest()
 
 
@@ -56,6 +59,8 @@ def _dump_choice(c: Choice) -> str:
     d: dict[str, object] = {"t": c.text, "f": c.finish_reason, "l": lp}
     if c.usage is not None:
         d["u"] = [c.usage.prompt_tokens, c.usage.completion_tokens]
+    if c.tool_calls:
+        d["c"] = [[t.id, t.name, t.arguments] for t in c.tool_calls]
     return orjson.dumps(d).decode()
 
 
@@ -69,8 +74,15 @@ def _load_choice(index: int, raw: str) -> Choice:
         )
     u = d.get("u")
     usage = Usage(int(u[0]), int(u[1])) if u else None
+    calls = tuple(ToolCall(id=i, name=n, arguments=a) for i, n, a in d.get("c") or ())
     return Choice(
-        index=index, text=d["t"], finish_reason=d["f"], logprobs=lp, cached=True, usage=usage
+        index=index,
+        text=d["t"],
+        finish_reason=d["f"],
+        logprobs=lp,
+        cached=True,
+        usage=usage,
+        tool_calls=calls,
     )
 
 
@@ -100,9 +112,7 @@ class MemoryCache:
         for i in range(n):
             c = self._data.get((key, i))
             if c is not None:
-                out[i] = Choice(
-                    c.index, c.text, c.finish_reason, c.logprobs, cached=True, usage=c.usage
-                )
+                out[i] = dataclasses.replace(c, cached=True, parsed=None)
         return out
 
     def put_many(self, key: str, choices: Sequence[Choice]) -> None:

@@ -44,6 +44,7 @@ from ponder.types import (
     GenerateParams,
     Message,
     StreamChunk,
+    ToolCall,
     Usage,
     as_messages,
 )
@@ -103,12 +104,12 @@ def _share(choices: list[Choice], usage: Usage) -> list[Choice]:
         return choices
     if k == 1:
         c = choices[0]
-        return [Choice(c.index, c.text, c.finish_reason, c.logprobs, c.cached, usage)]
+        return [dataclasses.replace(c, usage=usage)]
     p, c_ = usage.prompt_tokens, usage.completion_tokens
     out = []
     for j, c in enumerate(choices):
         u = Usage(p // k + (j < p % k), c_ // k + (j < c_ % k))
-        out.append(Choice(c.index, c.text, c.finish_reason, c.logprobs, c.cached, u))
+        out.append(dataclasses.replace(c, usage=u))
     return out
 
 
@@ -470,8 +471,7 @@ class Model:
         choices, usage = await self._request(messages, params, len(indexes), tally)
         if [c.index for c in choices[: len(indexes)]] != indexes:
             choices = [
-                Choice(i, c.text, c.finish_reason, c.logprobs)
-                for i, c in zip(indexes, choices, strict=False)
+                dataclasses.replace(c, index=i) for i, c in zip(indexes, choices, strict=False)
             ]
         elif len(choices) > len(indexes):
             choices = choices[: len(indexes)]
@@ -623,6 +623,7 @@ class Model:
         parts: list[str] = []
         finish: FinishReason = "stop"
         usage = Usage()
+        calls: tuple[ToolCall, ...] = ()
         async for chunk in self.stream(messages, p):
             if chunk.text:
                 parts.append(chunk.text)
@@ -631,8 +632,9 @@ class Model:
                 finish = chunk.finish_reason
             if chunk.usage is not None:
                 usage = chunk.usage
+            calls = calls + chunk.tool_calls
         cost = self._price.cost(usage) if self._price is not None else 0.0
-        choice = Choice(0, "".join(parts), finish, usage=usage)
+        choice = Choice(0, "".join(parts), finish, usage=usage, tool_calls=calls)
         return Completion(model=self.id, choices=(choice,), usage=usage, cost=cost, requests=1)
 
     def _key(self, messages: Sequence[Message], p: GenerateParams) -> str:
@@ -681,6 +683,7 @@ class Model:
         rng = random.Random(self.retry.seed)
         attempt = 0
         parts: list[str] = []
+        calls: tuple[ToolCall, ...] = ()
         finish: Any = None
         usage = Usage()
         try:
@@ -702,6 +705,7 @@ class Model:
                                     usage = chunk.usage
                                 if chunk.finish_reason is not None:
                                     finish = chunk.finish_reason
+                                calls += chunk.tool_calls
                                 if chunk.text or chunk.finish_reason:
                                     parts.append(chunk.text)
                                     if last is not None:
@@ -738,7 +742,9 @@ class Model:
         self.meter.record(usage, cost)
         for b, r in held:
             b.settle(r, usage, cost)
-        await self._cache_put(key, [Choice(0, "".join(parts), finish or "stop", usage=usage)])
+        await self._cache_put(
+            key, [Choice(0, "".join(parts), finish or "stop", usage=usage, tool_calls=calls)]
+        )
 
     # -- sync facade and lifecycle -----------------------------------------------------
 

@@ -27,6 +27,7 @@ from ponder.types import (
     Message,
     StreamChunk,
     TokenLogprob,
+    ToolCall,
     Usage,
 )
 
@@ -102,6 +103,55 @@ def _timeout_error(
     )
 
 
+def _tool_message(m: Message) -> dict[str, Any]:
+    """An assistant turn with tool calls, or a tool's result, in the Chat Completions form."""
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    return {
+        "role": m.role,
+        "content": m.content or None,
+        "tool_calls": [
+            {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+            for t in m.tool_calls
+        ],
+    }
+
+
+def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+    if not raw:
+        return ()
+    out = []
+    for i, t in enumerate(raw):
+        fn = t.get("function") or {}
+        args = fn.get("arguments")
+        if not isinstance(args, str):  # a server that sends the object itself
+            args = orjson.dumps(args if args is not None else {}).decode()
+        out.append(ToolCall(id=str(t.get("id") or f"call_{i}"), name=str(fn.get("name") or ""),
+                            arguments=args))  # fmt: skip
+    return tuple(out)
+
+
+def _add_call_deltas(calls: dict[int, dict[str, str]], deltas: list[Any]) -> None:
+    """Streamed tool calls come in pieces: the first names the call, later ones add to its
+    arguments' text (OpenAI, vLLM and SGLang all stream them so)."""
+    for d in deltas:
+        slot = calls.setdefault(int(d.get("index", len(calls))), {"id": "", "name": "", "args": ""})
+        if d.get("id"):
+            slot["id"] = str(d["id"])
+        fn = d.get("function") or {}
+        if fn.get("name"):
+            slot["name"] += str(fn["name"])
+        if fn.get("arguments"):
+            slot["args"] += str(fn["arguments"])
+
+
+def _finish_calls(calls: dict[int, dict[str, str]]) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["args"] or "{}")
+        for i, c in sorted(calls.items())
+    )
+
+
 class OpenAIWire:
     """Chat Completions over HTTP. ``key_hint`` names where the key comes from (errors)."""
 
@@ -161,8 +211,26 @@ class OpenAIWire:
     def payload(
         self, model: str, messages: Sequence[Message], params: GenerateParams, n: int
     ) -> dict[str, Any]:
-        msgs: list[dict[str, str]] = [{"role": m.role, "content": m.content} for m in messages]
+        msgs: list[dict[str, Any]] = [
+            {"role": m.role, "content": m.content}
+            if not (m.tool_calls or m.tool_call_id)
+            else _tool_message(m)
+            for m in messages
+        ]
         body: dict[str, Any] = {"model": model, "messages": msgs}
+        if params.tools:
+            body["tools"] = [
+                {"type": "function", "function": {"name": t.name, "description": t.description,
+                                                  "parameters": t.parameters}}
+                for t in params.tools
+            ]  # fmt: skip
+            choice = params.tool_choice
+            if choice in ("auto", "none", "required"):
+                body["tool_choice"] = choice
+            elif choice is not None:
+                body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+            if params.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = params.parallel_tool_calls
         if params.prefill is not None:
             msgs.append({"role": "assistant", "content": params.prefill})
             if self.quirks.prefill == "continue_final_message":
@@ -243,15 +311,20 @@ class OpenAIWire:
             data = orjson.loads(raw)
             choices: list[Choice] = []
             for c in data["choices"]:
-                text = c["message"].get("content") or ""
+                message = c["message"]
+                text = message.get("content") or ""
                 if prefill is not None and not text.startswith(prefill):
                     text = prefill + text
+                calls = _tool_calls(message.get("tool_calls"))
+                reason = _FINISH.get(c.get("finish_reason"), "unknown")
                 choices.append(
                     Choice(
                         index=int(c.get("index", len(choices))),
                         text=text,
-                        finish_reason=_FINISH.get(c.get("finish_reason"), "unknown"),
+                        # some servers say "stop" for a turn that called tools
+                        finish_reason="tool_calls" if calls and reason == "stop" else reason,
                         logprobs=_logprobs(c.get("logprobs")),
+                        tool_calls=calls,
                     )
                 )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -277,6 +350,7 @@ class OpenAIWire:
         timeout = self._timeout(params.timeout)
         session = self._get_session()
         finished = False
+        partial: dict[int, dict[int, dict[str, str]]] = {}  # choice -> call index -> pieces
         try:
             async with session.post(
                 url,
@@ -311,13 +385,16 @@ class OpenAIWire:
                         ) from None
                     usage = _usage(event["usage"]) if event.get("usage") else None
                     for c in event.get("choices") or ():
-                        delta = (c.get("delta") or {}).get("content") or ""
+                        d = c.get("delta") or {}
+                        index = int(c.get("index", 0))
+                        if d.get("tool_calls"):  # pieces of calls: put together per index
+                            _add_call_deltas(partial.setdefault(index, {}), d["tool_calls"])
                         reason = c.get("finish_reason")
-                        yield StreamChunk(
-                            int(c.get("index", 0)),
-                            delta,
-                            _FINISH.get(reason, "unknown") if reason else None,
-                        )
+                        calls = _finish_calls(partial.pop(index, {})) if reason else ()
+                        finish = _FINISH.get(reason, "unknown") if reason else None
+                        if calls and finish == "stop":
+                            finish = "tool_calls"
+                        yield StreamChunk(index, d.get("content") or "", finish, None, calls)
                     if usage is not None:
                         yield StreamChunk(0, "", None, usage)
         except TimeoutError as e:

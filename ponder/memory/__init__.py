@@ -29,6 +29,7 @@ from ponder.memory._store import (
     rollback,
     update,
 )
+from ponder.memory._tools import cheatsheet_tool, load_corpus, search_tool
 
 __all__ = [
     "BM25Retriever",
@@ -47,10 +48,13 @@ __all__ = [
     "SQLiteStore",
     "Variant",
     "VersionConflict",
+    "cheatsheet_tool",
     "export_namespace",
     "import_namespace",
+    "load_corpus",
     "open_store",
     "parse_cheatsheet",
     "rollback",
+    "search_tool",
     "update",
 ]

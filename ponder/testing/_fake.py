@@ -15,12 +15,15 @@ from ponder.backends._pool import Endpoint
 from ponder.backends._providers import Quirks
 from ponder.errors import ConfigurationError
 from ponder.settings import Settings
-from ponder.types import Choice, GenerateParams, Message, StreamChunk, Usage
+from ponder.types import Choice, GenerateParams, Message, StreamChunk, ToolCall, Usage
 
 __all__ = ["FakeCall", "FakeModel", "block_remote_models"]
 
-#: ``fn(messages, params, sample_index) -> text`` for a function-driven fake.
-Responder = Callable[[Sequence[Message], GenerateParams, int], str]
+#: What a fake answers: a text, or a tool call (or several) for that turn.
+Reply = str | ToolCall | Sequence[ToolCall]
+
+#: ``fn(messages, params, sample_index) -> reply`` for a function-driven fake.
+Responder = Callable[[Sequence[Message], GenerateParams, int], Reply]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +56,14 @@ class _FakeWire:
         choices = []
         completion_tokens = 0
         for i in range(n):
-            text = self.respond(messages, params, self._sample)
+            out = self.respond(messages, params, self._sample)
             self._sample += 1
+            if not isinstance(out, str):  # a tool call (or several): that turn's answer
+                calls = (out,) if isinstance(out, ToolCall) else tuple(out)
+                completion_tokens += sum(len(c.arguments.split()) + 1 for c in calls)
+                choices.append(Choice(i, "", "tool_calls", tool_calls=calls))
+                continue
+            text = out
             if params.prefill is not None:
                 text = params.prefill + text
             if params.max_tokens is not None:
@@ -76,10 +85,11 @@ class _FakeWire:
         params: GenerateParams,
     ) -> AsyncIterator[StreamChunk]:
         (choice,), usage = await self.complete(endpoint, model, messages, params, 1)
-        words = choice.text.split(" ")
-        for j, w in enumerate(words):
-            yield StreamChunk(0, w if j == 0 else " " + w)
-        yield StreamChunk(0, "", choice.finish_reason, usage)
+        if choice.text:
+            words = choice.text.split(" ")
+            for j, w in enumerate(words):
+                yield StreamChunk(0, w if j == 0 else " " + w)
+        yield StreamChunk(0, "", choice.finish_reason, usage, choice.tool_calls)
 
     async def aclose(self) -> None:
         return None
@@ -88,8 +98,10 @@ class _FakeWire:
 class FakeModel(Model):
     """A :class:`ponder.Model` that answers locally, with every policy still applied.
 
-    ``outputs`` is a list of texts returned in order (cycling at the end) or a function
-    ``fn(messages, params, sample_index) -> str``. Token counts are whitespace words.
+    ``outputs`` is a list of replies returned in order (cycling at the end) or a function
+    ``fn(messages, params, sample_index) -> reply``; a reply is a text, or a
+    :class:`ponder.types.ToolCall` (or a list of them: parallel calls) for a turn that
+    calls tools. Token counts are whitespace words.
     ``calls`` records what was requested, so tests can assert on prompts and ``n``.
 
     >>> m = FakeModel(["4"])
@@ -99,7 +111,7 @@ class FakeModel(Model):
 
     def __init__(
         self,
-        outputs: Sequence[str] | Responder,
+        outputs: Sequence[Reply] | Responder,
         *,
         name: str = "fake",
         supports_n: bool = True,
@@ -117,7 +129,7 @@ class FakeModel(Model):
             if not texts:
                 raise ConfigurationError("FakeModel needs at least one output")
 
-            def respond(_m: Sequence[Message], _p: GenerateParams, i: int) -> str:
+            def respond(_m: Sequence[Message], _p: GenerateParams, i: int) -> Reply:
                 return texts[i % len(texts)]
 
         self._fake = _FakeWire(respond, delay)

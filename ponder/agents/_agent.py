@@ -1,0 +1,313 @@
+"""Agents: a model with tools in a loop, until it answers or a budget ends.
+
+:func:`run_agent` is the loop; the ``agent`` component runs ``n`` of them in parallel on
+a pool's query and makes each a candidate whose ``trajectory`` keeps every turn (the
+model's text, its tool calls, their results and errors). Since it is a component, every
+technique composes with it: vote, verify, rank, fuse or best-of-N over agents' answers,
+and ``generate`` with ``tools:`` is an agent per sample.
+
+Every stop is clean: the answer so far and the trajectory are kept and ``stopped`` says
+why (``answered``, ``max_steps``, ``max_tokens``, ``timeout``, ``loop``); cancellation
+propagates after the tools in flight are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from ponder import tracing
+from ponder.agents._answers import AnswerKind
+from ponder.agents._components import (
+    LIVE_TEXT,
+    _Config,
+    _origin,
+    _provenance,
+    _spend,
+    register_component,
+)
+from ponder.agents._state import AgentStep, Candidate, Pool, Spend, ToolUse
+from ponder.backends import Model
+from ponder.errors import ConfigurationError
+from ponder.tools import Tool, ToolResult, resolve_tools
+from ponder.types import GenerateParams, Message, ToolCall
+
+__all__ = ["AGENT_SYSTEM", "Agent", "AgentConfig", "AgentRun", "run_agent"]
+
+AGENT_SYSTEM = (
+    "Solve the problem. You can call the tools you are given; use them for any computation "
+    "or fact you are not sure of, then read their results. When you are done, give the "
+    "final answer as \\boxed{ANSWER}."
+)
+_FINAL = "Stop calling tools now: give your final answer as \\boxed{ANSWER}."
+
+Stopped = Literal["answered", "max_steps", "max_tokens", "timeout", "loop"]
+
+
+@dataclass
+class AgentRun:
+    """What one agent run did: its final text, every turn, why it stopped, its spend."""
+
+    text: str
+    steps: list[AgentStep] = field(default_factory=list)
+    stopped: Stopped = "answered"
+    spend: Spend = field(default_factory=Spend)
+
+    @property
+    def tool_calls(self) -> int:
+        return sum(len(s.tool_uses) for s in self.steps)
+
+
+def _signature(calls: Sequence[ToolCall]) -> str:
+    def norm(args: str) -> str:
+        try:
+            return json.dumps(json.loads(args), sort_keys=True)
+        except ValueError:
+            return args
+
+    return json.dumps(sorted((c.name, norm(c.arguments)) for c in calls))
+
+
+async def _call(tools: Mapping[str, Tool], call: ToolCall) -> ToolResult:
+    t = tools.get(call.name)
+    if t is None:
+        known = ", ".join(tools) or "none"
+        return ToolResult(call, f"Error: there is no tool {call.name!r} (tools: {known}).", True)
+    if not tracing.enabled():
+        return await t.call(call)
+    attrs: dict[str, Any] = {"openinference.span.kind": "TOOL", "gen_ai.operation.name":
+                             "execute_tool", "gen_ai.tool.name": call.name,
+                             "gen_ai.tool.call.id": call.id}  # fmt: skip
+    if tracing.capture_content():
+        attrs["ponder.tool.arguments"] = call.arguments
+    with tracing.span(f"execute_tool {call.name}", attrs) as s:
+        r = await t.call(call)
+        if s is not None:
+            s.set_attributes({"ponder.tool.error": r.error, "ponder.tool.seconds": r.seconds})
+            if tracing.capture_content():
+                s.set_attributes({"ponder.tool.result": r.content})
+        return r
+
+
+async def run_agent(
+    model: Model,
+    prompt: str | Sequence[Message],
+    tools: Sequence[Tool],
+    *,
+    system: str | None = AGENT_SYSTEM,
+    params: GenerateParams | None = None,
+    max_steps: int = 8,
+    max_tokens: int | None = None,
+    time_limit: float | None = None,
+    repeat_limit: int = 2,
+    on_step: Callable[[AgentStep], object] | None = None,
+    on_text: Callable[[str], object] | None = None,
+) -> AgentRun:
+    """Let ``model`` call ``tools`` until it answers.
+
+    Each turn is one model call with the tools offered; the calls it asks for run
+    concurrently and their results (or errors: unknown tool, invalid arguments, an
+    exception, a timeout) go back as tool messages. It stops when the model answers
+    without calling a tool, or after ``max_steps`` turns, ``max_tokens`` tokens (the
+    run's total), ``time_limit`` seconds, or when it repeats the same calls more than
+    ``repeat_limit`` times (a loop). After ``max_steps`` or a loop the model is asked once
+    more, without tools, for its final answer. ``on_step`` sees each turn as it ends;
+    ``on_text`` receives the final answer's text as it is generated (a live answer).
+    """
+    if max_steps < 1:
+        raise ConfigurationError("max_steps must be at least 1")
+    by_name = {t.name: t for t in tools}
+    if len(by_name) != len(tools):
+        raise ConfigurationError("two tools share a name: give each its own")
+    specs = tuple(t.spec for t in tools)
+    base = params or GenerateParams()
+    with_tools = base.model_copy(update={"tools": specs, "n": 1})
+    messages: list[Message] = []
+    if system:
+        messages.append(Message.system(system))
+    messages += [Message.user(prompt)] if isinstance(prompt, str) else list(prompt)
+    run = AgentRun(text="")
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + time_limit if time_limit is not None else None
+
+    async def turn(p: GenerateParams, live: bool) -> tuple[str, tuple[ToolCall, ...]]:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(remaining):
+            if live and on_text is not None:
+                c = await model.generate_streamed(messages, on_text, p)
+            else:
+                c = await model.generate(messages, p)
+        run.spend = run.spend + _spend(c)
+        ch = c.choices[0]
+        return ch.text, ch.tool_calls
+
+    final_turn = False
+    try:
+        for _ in range(max_steps):
+            if max_tokens is not None and run.spend.total_tokens >= max_tokens:
+                run.stopped = "max_tokens"
+                break
+            text, calls = await turn(with_tools, live=False)
+            if not calls:
+                run.text, run.stopped = text, "answered"
+                step = AgentStep(text=text)
+                run.steps.append(step)
+                if on_step is not None:
+                    on_step(step)
+                return run
+            messages.append(Message(role="assistant", content=text, tool_calls=calls))
+            results = await asyncio.gather(*(_call(by_name, c) for c in calls))
+            sig = _signature(calls)
+            seen[sig] = seen.get(sig, 0) + 1
+            uses = tuple(
+                ToolUse(id=r.call.id, name=r.call.name, arguments=r.call.arguments,
+                        result=r.content, error=r.error, seconds=r.seconds)
+                for r in results
+            )  # fmt: skip
+            step = AgentStep(text=text, tool_uses=uses)
+            run.steps.append(step)
+            run.text = text
+            if on_step is not None:
+                on_step(step)
+            for r in results:
+                note = ""
+                if seen[sig] > 1:
+                    note = (f"\n(You made exactly these calls {seen[sig]} times; the result "
+                            "will not change. Use it, or answer.)")  # fmt: skip
+                messages.append(Message.tool(r.call.id, r.content + note, r.call.name))
+            if seen[sig] > repeat_limit:
+                run.stopped = "loop"
+                break
+        else:
+            run.stopped = "max_steps"
+        if run.stopped in ("max_steps", "loop"):
+            final_turn = True
+    except TimeoutError:
+        run.stopped = "timeout"
+        return run
+    if final_turn and (max_tokens is None or run.spend.total_tokens < max_tokens):
+        # one more turn, without tools: the answer from what the tools said so far
+        messages.append(Message.user(_FINAL))
+        try:
+            text, _ = await turn(base.model_copy(update={"n": 1}), live=True)
+        except TimeoutError:
+            run.stopped = "timeout"
+            return run
+        run.text = text
+        step = AgentStep(text=text)
+        run.steps.append(step)
+        if on_step is not None:
+            on_step(step)
+    return run
+
+
+class AgentConfig(_Config):
+    tools: tuple[str | dict[str, dict[str, Any] | None], ...] = Field(
+        (),
+        description="Tools by registry name (calculator, python, search, cheatsheet, mcp) "
+        "or {name: {options}}.",
+    )
+    n: int = Field(1, ge=1, description="Agent runs in parallel, each one candidate.")
+    max_steps: int = Field(8, ge=1, description="Model turns before it must answer.")
+    max_tokens: int | None = Field(None, ge=1, description="Tokens of one agent run.")
+    time_limit: float | None = Field(None, gt=0, description="Seconds of one agent run.")
+    turn_max_tokens: int | None = Field(None, ge=1, description="max_tokens of each turn.")
+    temperature: float | None = 0.8
+    seed: int | None = 0
+    system: str | None = AGENT_SYSTEM
+    tool_choice: str | None = None
+    parallel_tool_calls: bool | None = None
+    answer_kind: AnswerKind = "auto"
+    replace: bool = Field(False, description="Replace the pool's candidates instead of adding.")
+    layer: int = 0
+
+
+@register_component(config=AgentConfig, models="one")
+class Agent:
+    """``n`` agent runs (a model with tools, in a loop) on the pool's query; each becomes
+    a candidate with its trajectory. Tools are :class:`ponder.tools.Tool` objects (Python)
+    or names from the tool registry (YAML)."""
+
+    name: ClassVar[str] = "agent"
+
+    def __init__(
+        self,
+        model: Model,
+        config: AgentConfig | None = None,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+    ) -> None:
+        self.model = model
+        self.config = config or AgentConfig()
+        extra = [t if isinstance(t, Tool) else Tool(t) for t in tools]
+        self.tools = resolve_tools([*self.config.tools, *extra])
+        if not self.tools:
+            raise ConfigurationError(
+                "an agent needs at least one tool (tools: [calculator, python, ...])"
+            )
+
+    def _params(self, index: int) -> GenerateParams:
+        cfg = self.config
+        return GenerateParams.build(
+            temperature=cfg.temperature,
+            max_tokens=cfg.turn_max_tokens,
+            seed=None if cfg.seed is None else cfg.seed + index,
+            tool_choice=cfg.tool_choice,
+            parallel_tool_calls=cfg.parallel_tool_calls,
+        )
+
+    async def run(self, pool: Pool, index: int = 0) -> tuple[Candidate, Spend]:
+        """One agent run on ``pool``'s query as a candidate (sample ``index``)."""
+        cfg = self.config
+        system = pool.system if pool.system is not None else cfg.system
+        sink = LIVE_TEXT.get() if cfg.n == 1 else None
+        r = await run_agent(
+            self.model,
+            pool.query,
+            self.tools,
+            system=system,
+            params=self._params(index),
+            max_steps=cfg.max_steps,
+            max_tokens=cfg.max_tokens,
+            time_limit=cfg.time_limit,
+            on_text=sink,
+        )
+        prefix = _origin(self.name, cfg, self.model.id, cfg.layer)
+        cand = Candidate.read(
+            id=prefix + str(index),
+            text=r.text,
+            kind=cfg.answer_kind,
+            provenance=_provenance(
+                self.name,
+                self.model.id,
+                cfg.layer,
+                None if cfg.seed is None else cfg.seed + index,
+                index,
+            ),
+            finish_reason="stop" if r.stopped == "answered" else r.stopped,
+            trajectory=tuple(r.steps),
+            spend=r.spend,
+        )
+        if r.stopped != "answered" and cand.answer is None:
+            cand = cand.model_copy(update={"error": f"the agent stopped ({r.stopped})"})
+        return cand, r.spend
+
+    async def __call__(self, pool: Pool) -> Pool:
+        results = await asyncio.gather(*(self.run(pool, i) for i in range(self.config.n)))
+        cands = [c for c, _ in results]
+        spend = sum((s for _, s in results), Spend())
+        calls = sum(len(s.tool_uses) for c in cands for s in c.trajectory)
+        stops = sorted({c.finish_reason or "" for c in cands} - {"stop"})
+        note = f"agent: {len(cands)} run(s), {calls} tool call(s)" + (
+            f"; stopped by {', '.join(stops)}" if stops else ""
+        )
+        base = () if self.config.replace else pool.candidates
+        out = pool.with_candidates(base + tuple(cands), spend)
+        return out.model_copy(update={"notes": (*out.notes, note)})
