@@ -28,13 +28,14 @@ computes the exact accuracy of plurality voting under this model.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,7 +49,9 @@ __all__ = [
     "detect_role",
     "extract_boxed",
     "majority_vote_accuracy",
+    "problem_expression",
     "respond",
+    "tool_reply",
 ]
 
 Role = Literal[
@@ -633,3 +636,81 @@ def _compositions(total: int, parts: int) -> list[tuple[int, ...]]:
     if parts == 1:
         return [(total,)]
     return [(i, *rest) for i in range(total + 1) for rest in _compositions(total - i, parts - 1)]
+
+
+# -- tools --------------------------------------------------------------------------------
+
+_EXPRESSION = re.compile(r"What is ([-\d\s+*/().]+)\?")
+
+
+def problem_expression(p: Problem) -> str | None:
+    """An arithmetic expression whose value is ``p``'s answer (what a model that knows to
+    use a calculator would write), or None for a problem that is not arithmetic."""
+    m = _EXPRESSION.search(p.question)
+    if m:
+        return m.group(1).strip()
+    if p.steps:
+        expr = ""
+        for s in p.steps:
+            a, op, x, _, _r = s.split()
+            expr = f"{a} {op} {x}" if not expr else f"({expr}) {op} {x}"
+        return expr
+    return None
+
+
+def _tool_arguments(name: str, schema: dict[str, Any], expr: str) -> str | None:
+    """The call's JSON arguments: a calculator gets the expression, a Python runner a
+    program that prints it, any other tool with one string argument the expression."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict):
+        return None
+    strings = [k for k, v in props.items() if isinstance(v, dict) and v.get("type") == "string"]
+    if not strings:
+        return None
+    key = "code" if "code" in strings else "expression" if "expression" in strings else strings[0]
+    value = f"print({expr})" if key == "code" or name == "python" else expr
+    return json.dumps({key: value})
+
+
+def tool_reply(
+    bank: ProblemBank,
+    user: str,
+    tools: dict[str, dict[str, Any]],
+    results: list[str],
+    tool_choice: str | None,
+) -> tuple[str, tuple[str, str] | None, bool | None] | None:
+    """The oracle as a tool-using model, for one turn: ``(text, None, correct)`` to answer
+    or ``("", (tool, arguments JSON), None)`` to call a tool; None when tools do not apply
+    (no known arithmetic problem, no usable tool): then it answers as without tools.
+
+    It calls the calculator (else the Python tool, else any tool that takes a string) with
+    the problem's expression; given the result it boxes it, so its answer is as right as
+    the tool's result. After an error result it calls again once, then answers without.
+    """
+    tag = _TAG.search(user)
+    if tag is None or tool_choice == "none" or not tools:
+        return None
+    p = bank.problem(int(tag.group(1)))
+    expr = problem_expression(p)
+    if expr is None:
+        return None
+    names = list(tools)
+    if tool_choice not in (None, "auto", "required") and tool_choice in tools:
+        names = [tool_choice]
+    else:
+        names.sort(key=lambda n: (n != "calculator", n != "python"))
+    if results:
+        last = results[-1].strip()
+        if last.lower().startswith("error") and len(results) < 2:
+            pass  # try once more below
+        else:
+            value = last.splitlines()[0].strip() if last else ""
+            if last.lower().startswith("error"):
+                return "The tool failed twice; I cannot compute this.", None, False
+            return (f"The tool computed {expr} = {value}.\nThe answer is \\boxed{{{value}}}.",
+                    None, p.is_correct(value))  # fmt: skip
+    for name in names:
+        args = _tool_arguments(name, tools[name], expr)
+        if args is not None:
+            return "", (name, args), None
+    return None

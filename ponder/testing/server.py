@@ -38,7 +38,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder._internal.loop import new_event_loop
-from ponder.testing.oracle import OracleConfig, ProblemBank, respond, reward_scores
+from ponder.testing.oracle import (
+    OracleConfig,
+    ProblemBank,
+    respond,
+    reward_scores,
+    tool_reply,
+)
 
 __all__ = ["StandinConfig", "StandinServer", "StandinStats", "count_tokens"]
 
@@ -180,6 +186,7 @@ class _Sample:
     tokens: list[str]
     finish: str
     logprobs: list[float]
+    call: tuple[str, str] | None = None  # a tool call: (tool name, arguments JSON)
 
 
 class _Request:
@@ -206,10 +213,61 @@ class _Request:
         self.seed = seed
         self.logprobs = False
         self.prompt_tokens = count_tokens(system) + count_tokens(user) + count_tokens(prefill)
+        self.tools: dict[str, dict[str, Any]] = {}  # offered tools: name -> JSON Schema
+        self.tool_choice: str | None = None
+        self.results: list[str] = []  # tool results since the last user turn
 
 
 class _BadRequest(Exception):
     pass
+
+
+def _block_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return str(content or "")
+
+
+def _anthropic_tools(body: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The Messages API's tools (name -> input schema) and tool choice, as the OpenAI
+    form's: ``any`` is ``required``, ``{"type": "tool", "name": N}`` is ``N``."""
+    raw = body.get("tools") or []
+    if not isinstance(raw, list):
+        raise _BadRequest("tools: must be a list")
+    tools: dict[str, dict[str, Any]] = {}
+    for t in raw:
+        if not isinstance(t, dict) or not t.get("name") or "input_schema" not in t:
+            raise _BadRequest("tools: each tool needs 'name' and 'input_schema'")
+        tools[str(t["name"])] = t["input_schema"] or {}
+    choice = body.get("tool_choice") or {}
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    name = {"any": "required", "none": "none", "auto": None}.get(kind or "auto")
+    if kind == "tool":
+        name = choice.get("name")
+        if name not in tools:
+            raise _BadRequest(f"tool_choice: {name!r} is not among the tools")
+    return tools, name
+
+
+def _openai_tools(body: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The offered tools (name -> parameters schema) and the tool choice of a request."""
+    raw = body.get("tools") or []
+    if not isinstance(raw, list):
+        raise _BadRequest("'tools' must be a list")
+    tools: dict[str, dict[str, Any]] = {}
+    for t in raw:
+        fn = t.get("function") if isinstance(t, dict) else None
+        if t.get("type") != "function" or not isinstance(fn, dict) or not fn.get("name"):
+            raise _BadRequest("each tool must be {'type': 'function', 'function': {'name', ...}}")
+        tools[str(fn["name"])] = fn.get("parameters") or {}
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name")
+    if choice is not None and not isinstance(choice, str):
+        raise _BadRequest("'tool_choice' must be a string or {'type': 'function', ...}")
+    if choice not in (None, "auto", "none", "required") and choice not in tools:
+        raise _BadRequest(f"tool_choice names {choice!r}, which is not among the tools")
+    return tools, choice
 
 
 def _int(body: dict[str, Any], key: str, default: int | None, low: int = 1) -> int | None:
@@ -339,6 +397,13 @@ class StandinServer:
         self.stats.faults[name] = self.stats.faults.get(name, 0) + 1
 
     def _sample(self, req: _Request, j: int, rng: random.Random) -> _Sample:
+        if req.tools or req.results:
+            turn = tool_reply(self.bank, req.user, req.tools, req.results, req.tool_choice)
+            if turn is not None and turn[1] is not None:
+                name, args = turn[1]
+                return _Sample(_TOKEN.findall(args), "tool_calls", [], (name, args))
+            if turn is not None:
+                return _Sample(_TOKEN.findall(turn[0]), "stop", [])
         answer = respond(
             self.config.oracle, self.bank, req.model, req.system, req.user, rng, req.prefill
         )
@@ -477,10 +542,23 @@ class StandinServer:
                 raise _BadRequest("'messages' must be a non-empty list")
             system: list[str] = []
             user: list[str] = []
+            results: list[str] = []
             for m in msgs:
-                if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+                if not isinstance(m, dict):
+                    raise _BadRequest("each message must be an object")
+                role, content = m.get("role"), m.get("content")
+                if role == "tool":  # a tool's result, answering an earlier call
+                    if not isinstance(content, str) or not m.get("tool_call_id"):
+                        raise _BadRequest("a tool message needs 'tool_call_id' and 'content'")
+                    results.append(content)
+                    continue
+                if role == "assistant" and m.get("tool_calls") and content is None:
+                    continue  # a turn that only called tools
+                if not isinstance(content, str):
                     raise _BadRequest("each message needs a string 'content'")
-                (system if m.get("role") == "system" else user).append(m["content"])
+                if role == "user":
+                    results = []
+                (system if role == "system" else user).append(content)
             if msgs[-1].get("role") == "assistant":
                 prefill = user.pop()
             sys_text, user_text = "\n".join(system), "\n".join(user)
@@ -498,7 +576,7 @@ class StandinServer:
         t = body.get("temperature")
         if t is not None and (not isinstance(t, int | float) or not 0 <= t <= 2):
             raise _BadRequest(f"'temperature' must be between 0 and 2, got {t!r}")
-        return _Request(
+        req = _Request(
             model,
             sys_text,
             user_text,
@@ -508,6 +586,10 @@ class StandinServer:
             [s for s in stop if isinstance(s, str)],
             seed,
         )
+        if chat:
+            req.results = results
+            req.tools, req.tool_choice = _openai_tools(body)
+        return req
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._openai(request, chat=True)
@@ -549,7 +631,16 @@ class StandinServer:
                     await asyncio.sleep(per_token * min(step, longest - start))
                     for i, s in enumerate(samples):
                         piece = "".join(s.tokens[start : start + step])
-                        if piece:
+                        if piece and s.call is not None:  # the call's arguments, in pieces
+                            fn: dict[str, str] = {"arguments": piece}
+                            delta: dict[str, Any] = {"index": 0, "function": fn}
+                            if start == 0:  # the first piece names the call
+                                fn["name"] = s.call[0]
+                                delta.update(id=f"call_{rid}_{i}", type="function")
+                            await resp.write(
+                                self._chunk(rid, created, req, i, "", None, chat, [delta])
+                            )
+                        elif piece:
                             await resp.write(self._chunk(rid, created, req, i, piece, None, chat))
                 for i, s in enumerate(samples):
                     await resp.write(self._chunk(rid, created, req, i, "", s.finish, chat))
@@ -578,7 +669,11 @@ class StandinServer:
         for i, s in enumerate(samples):
             text = "".join(s.tokens)
             c: dict[str, Any] = {"index": i, "finish_reason": s.finish}
-            if chat:
+            if chat and s.call is not None:
+                c["message"] = {"role": "assistant", "content": None, "tool_calls": [{
+                    "id": f"call_{rid}_{i}", "type": "function",
+                    "function": {"name": s.call[0], "arguments": s.call[1]}}]}  # fmt: skip
+            elif chat:
                 c["message"] = {"role": "assistant", "content": text}
             else:
                 c["text"] = text
@@ -626,10 +721,13 @@ class StandinServer:
         text: str,
         finish: str | None,
         chat: bool,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> bytes:
         choice: dict[str, Any] = {"index": i, "finish_reason": finish}
         if chat:
             choice["delta"] = {"content": text} if text else {}
+            if tool_calls:
+                choice["delta"]["tool_calls"] = tool_calls
         else:
             choice["text"] = text
         data = {
@@ -659,12 +757,25 @@ class StandinServer:
             if isinstance(system, list):
                 system = "".join(b.get("text", "") for b in system if isinstance(b, dict))
             user, prefill = [], ""
+            results: list[str] = []
             for m in msgs:
                 content = m.get("content") if isinstance(m, dict) else None
                 if isinstance(content, list):
-                    content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+                    blocks = [b for b in content if isinstance(b, dict)]
+                    found = [_block_text(b.get("content")) for b in blocks
+                             if b.get("type") == "tool_result"]  # fmt: skip
+                    if found:  # a user turn of tool results
+                        results += found
+                        continue
+                    if m.get("role") == "assistant" and any(
+                        b.get("type") == "tool_use" for b in blocks
+                    ):
+                        continue  # a turn that called tools
+                    content = "".join(b.get("text", "") for b in blocks)
                 if not isinstance(content, str):
                     raise _BadRequest("messages: each message needs content")
+                if m.get("role") == "user":
+                    results = []
                 user.append(content)
             if msgs[-1].get("role") == "assistant":
                 prefill = user.pop()
@@ -678,13 +789,23 @@ class StandinServer:
                 list(body.get("stop_sequences") or []),
                 None,
             )
+            req.results = results
+            req.tools, req.tool_choice = _anthropic_tools(body)
         except _BadRequest as e:
             raise self._error(400, str(e)) from None
         self._ids += 1
         mid = f"msg_{self._ids:08d}"
 
         def stop_reason(s: _Sample) -> str:
+            if s.call is not None:
+                return "tool_use"
             return "max_tokens" if s.finish == "length" else "end_turn"
+
+        def content_of(s: _Sample) -> list[dict[str, Any]]:
+            if s.call is not None:
+                return [{"type": "tool_use", "id": f"toolu_{mid}", "name": s.call[0],
+                         "input": json.loads(s.call[1])}]  # fmt: skip
+            return [{"type": "text", "text": "".join(s.tokens)}]
 
         if body.get("stream"):
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -714,23 +835,24 @@ class StandinServer:
                         },
                     },
                 )
+                block: dict[str, Any] = {"type": "text", "text": ""}
+                if s.call is not None:
+                    block = {"type": "tool_use", "id": f"toolu_{mid}", "name": s.call[0],
+                             "input": {}}  # fmt: skip
                 await event(
                     "content_block_start",
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
+                    {"type": "content_block_start", "index": 0, "content_block": block},
                 )
                 for t in s.tokens:
                     await asyncio.sleep(per_token)
+                    delta = (
+                        {"type": "input_json_delta", "partial_json": t}
+                        if s.call is not None
+                        else {"type": "text_delta", "text": t}
+                    )
                     await event(
                         "content_block_delta",
-                        {
-                            "type": "content_block_delta",
-                            "index": 0,
-                            "delta": {"type": "text_delta", "text": t},
-                        },
+                        {"type": "content_block_delta", "index": 0, "delta": delta},
                     )
                 await event("content_block_stop", {"type": "content_block_stop", "index": 0})
                 await event(
@@ -756,7 +878,7 @@ class StandinServer:
             "type": "message",
             "role": "assistant",
             "model": req.model,
-            "content": [{"type": "text", "text": "".join(s.tokens)}],
+            "content": content_of(s),
             "stop_reason": stop_reason(s),
             "stop_sequence": None,
             "usage": {
