@@ -137,32 +137,26 @@ async def run_agent(
     deadline = time.monotonic() + time_limit if time_limit is not None else None
 
     async def turn(p: GenerateParams, live: bool) -> tuple[str, tuple[ToolCall, ...]]:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise TimeoutError
-        async with asyncio.timeout(remaining):
-            if live and on_text is not None:
-                c = await model.generate_streamed(messages, on_text, p)
-            else:
-                c = await model.generate(messages, p)
+        if live and on_text is not None:
+            c = await model.generate_streamed(messages, on_text, p)
+        else:
+            c = await model.generate(messages, p)
         run.spend = run.spend + _spend(c)
         ch = c.choices[0]
         return ch.text, ch.tool_calls
 
-    final_turn = False
-    try:
+    async def turns() -> bool:
+        """The turns with tools; True when the model must still be asked for its answer
+        (the step limit or a loop ended them)."""
         for _ in range(max_steps):
             if max_tokens is not None and run.spend.total_tokens >= max_tokens:
                 run.stopped = "max_tokens"
-                break
+                return False
             text, calls = await turn(with_tools, live=False)
             if not calls:
                 run.text, run.stopped = text, "answered"
-                step = AgentStep(text=text)
-                run.steps.append(step)
-                if on_step is not None:
-                    on_step(step)
-                return run
+                record(AgentStep(text=text))
+                return False
             messages.append(Message(role="assistant", content=text, tool_calls=calls))
             results = await asyncio.gather(*(_call(by_name, c) for c in calls))
             sig = _signature(calls)
@@ -172,40 +166,38 @@ async def run_agent(
                         result=r.content, error=r.error, seconds=r.seconds)
                 for r in results
             )  # fmt: skip
-            step = AgentStep(text=text, tool_uses=uses)
-            run.steps.append(step)
             run.text = text
-            if on_step is not None:
-                on_step(step)
+            record(AgentStep(text=text, tool_uses=uses))
+            note = ""
+            if seen[sig] > 1:
+                note = (f"\n(You made exactly these calls {seen[sig]} times; the result "
+                        "will not change. Use it, or answer.)")  # fmt: skip
             for r in results:
-                note = ""
-                if seen[sig] > 1:
-                    note = (f"\n(You made exactly these calls {seen[sig]} times; the result "
-                            "will not change. Use it, or answer.)")  # fmt: skip
                 messages.append(Message.tool(r.call.id, r.content + note, r.call.name))
             if seen[sig] > repeat_limit:
                 run.stopped = "loop"
-                break
-        else:
-            run.stopped = "max_steps"
-        if run.stopped in ("max_steps", "loop"):
-            final_turn = True
-    except TimeoutError:
-        run.stopped = "timeout"
-        return run
-    if final_turn and (max_tokens is None or run.spend.total_tokens < max_tokens):
-        # one more turn, without tools: the answer from what the tools said so far
-        messages.append(Message.user(_FINAL))
-        try:
-            text, _ = await turn(base.model_copy(update={"n": 1}), live=True)
-        except TimeoutError:
-            run.stopped = "timeout"
-            return run
-        run.text = text
-        step = AgentStep(text=text)
+                return True
+        run.stopped = "max_steps"
+        return True
+
+    def record(step: AgentStep) -> None:
         run.steps.append(step)
         if on_step is not None:
             on_step(step)
+
+    # the time limit covers the whole run: model turns and tool calls alike
+    loop = asyncio.get_running_loop()
+    when = None if deadline is None else loop.time() + (deadline - time.monotonic())
+    try:
+        async with asyncio.timeout_at(when):
+            ask = await turns()
+            if ask and (max_tokens is None or run.spend.total_tokens < max_tokens):
+                # one more turn, without tools: the answer from what the tools said so far
+                messages.append(Message.user(_FINAL))
+                run.text, _ = await turn(base.model_copy(update={"n": 1}), live=True)
+                record(AgentStep(text=run.text))
+    except TimeoutError:
+        run.stopped = "timeout"
     return run
 
 

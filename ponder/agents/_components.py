@@ -275,6 +275,12 @@ class GenerateConfig(_Config):
     replace: bool = Field(False, description="Replace the pool's candidates instead of adding.")
     layer: int = 0
     logprobs: bool = Field(False, description="Ask for logprobs; sets scores['mean_logprob'].")
+    tools: tuple[str | dict[str, dict[str, Any] | None], ...] = Field(
+        (),
+        description="With tools, each sample is an agent run (a model calling these tools "
+        "in a loop, as the agent component): names from the tool registry.",
+    )
+    max_steps: int = Field(8, ge=1, description="With tools: model turns of one sample.")
 
 
 @register_component(config=GenerateConfig, models="many")
@@ -292,6 +298,18 @@ class Generate:
         if not self.models:
             raise ConfigurationError("Generate needs at least one model")
         self.config = config or GenerateConfig()
+        self._agents: list[Any] = []
+        if self.config.tools:  # each sample an agent run
+            from ponder.agents._agent import Agent, AgentConfig
+
+            cfg = self.config
+            ac = AgentConfig(
+                tools=cfg.tools, n=cfg.n, max_steps=cfg.max_steps, temperature=cfg.temperature,
+                turn_max_tokens=cfg.max_tokens, seed=cfg.seed, answer_kind=cfg.answer_kind,
+                layer=cfg.layer, slot=cfg.slot,
+                **({"system": cfg.system} if cfg.system != GENERATOR_SYSTEM else {}),
+            )  # fmt: skip
+            self._agents = [Agent(m, ac) for m in self.models]
 
     def sample(
         self, pool: Pool, n: int, start: int = 0
@@ -359,7 +377,13 @@ class Generate:
         return out, _spend(c)
 
     async def __call__(self, pool: Pool) -> Pool:
-        cands, spend = await self.sample(pool, self.config.n)
+        if self._agents:
+            runs = await asyncio.gather(
+                *(a.run(pool, i) for a in self._agents for i in range(self.config.n))
+            )
+            cands, spend = [c for c, _ in runs], sum((s for _, s in runs), Spend())
+        else:
+            cands, spend = await self.sample(pool, self.config.n)
         if self.config.replace:
             return pool.with_candidates(cands, spend)
         return pool.with_candidates(pool.candidates + tuple(cands), spend)

@@ -34,13 +34,15 @@ def calculator_tool() -> Tool:
     return Tool(calculator, timeout=5.0)
 
 
-def python_tool(limits: SandboxLimits | Mapping[str, Any] | None = None) -> Tool:
+def python_tool(limits: SandboxLimits | Mapping[str, Any] | None = None, **fields: Any) -> Tool:
     """``python(code)``: run a program in the OS sandbox (bubblewrap + seccomp, no
-    network, limits of ``limits``, a :class:`SandboxLimits` or its fields) and get what it
-    printed, or why it failed."""
-    if isinstance(limits, Mapping):
+    network) and get what it printed, or why it failed. ``limits`` is a
+    :class:`SandboxLimits` or its fields; so are keyword arguments (YAML:
+    ``{python: {timeout: 20, memory_mb: 256}}``)."""
+    if isinstance(limits, Mapping) or fields:
         try:
-            limits = SandboxLimits.model_validate(limits)
+            base = limits.model_dump() if isinstance(limits, SandboxLimits) else dict(limits or {})
+            limits = SandboxLimits.model_validate({**base, **fields})
         except ValidationError as e:
             raise ConfigurationError(f"python tool: invalid sandbox limits: {e}") from None
     lim = limits or SandboxLimits()

@@ -308,7 +308,7 @@ def check(spec: WorkflowSpec) -> list[Problem]:
 
 
 def _card(c: Candidate) -> dict[str, Any]:
-    return {
+    card: dict[str, Any] = {
         "id": c.id,
         "answer": c.answer,
         "model": c.provenance.model,
@@ -316,6 +316,19 @@ def _card(c: Candidate) -> dict[str, Any]:
         "verdicts": c.verdicts,
         "critiques": [k[:300] for k in c.critiques[:3]],
     }
+    if c.trajectory:  # an agent's tool calls, in order, with what came back
+        card["tools"] = [
+            {
+                "name": u.name,
+                "arguments": u.arguments[:300],
+                "result": u.result[:300],
+                "error": u.error,
+            }
+            for step in c.trajectory
+            for u in step.tool_uses
+        ][:20]
+        card["stopped"] = c.finish_reason
+    return card
 
 
 def _describe(before: Pool, after: Pool) -> dict[str, Any]:

@@ -1,0 +1,415 @@
+"""Typed tools, tool calling on every wire, and agents: a model with tools in a loop.
+
+The stand-in's tool-calling oracle plays the model over HTTP (OpenAI-compatible and
+Anthropic APIs); scripted fakes play the misbehaving ones (bad arguments, loops, parallel
+calls); the tools themselves are real (the calculator, the OS sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import pytest_asyncio
+from pydantic import BaseModel
+
+from ponder import GenerateParams, Message, Model
+from ponder.agents import Agent, AgentConfig, Pool, run_agent
+from ponder.backends import MemoryCache
+from ponder.errors import ConfigurationError
+from ponder.memory import InMemoryStore, cheatsheet_tool, search_tool, update
+from ponder.testing import FakeModel, StandinConfig, StandinServer
+from ponder.testing.oracle import OracleConfig, ProblemBank
+from ponder.tools import Tool, calculator_tool, python_tool, resolve_tools, tool
+from ponder.types import ToolCall
+from ponder.workflows import Workflow, WorkflowSpec
+
+BANK = ProblemBank(OracleConfig().bank_seed, OracleConfig().distractors)
+
+
+def problem(kind: Literal["arithmetic", "multistep"] = "multistep", i: int = 0) -> tuple[str, str]:
+    p = BANK.problem(BANK.ids(kind, 1, start=i)[0])
+    return p.question, p.answer
+
+
+@pytest_asyncio.fixture
+async def standin() -> AsyncIterator[StandinServer]:
+    async with StandinServer(StandinConfig(time_scale=0)) as s:
+        yield s
+
+
+# -- typed tools ----------------------------------------------------------------------------
+
+
+class Unit(Enum):
+    C = "celsius"
+    F = "fahrenheit"
+
+
+class Place(BaseModel):
+    city: str
+    country: str = "FR"
+
+
+def test_a_functions_signature_and_docstring_make_the_schema() -> None:
+    @tool
+    def weather(place: Place, unit: Unit = Unit.C, days: int = 1) -> str:
+        """Forecast for a place.
+
+        Args:
+            place: where
+            unit: degrees in
+            days: how many days ahead
+                (one to seven)
+        """
+        return f"{place.city}: sunny"
+
+    spec = weather.spec
+    assert spec.name == "weather"
+    assert spec.description == "Forecast for a place."
+    props = spec.parameters["properties"]
+    assert isinstance(props, dict)
+    assert props["days"] == {"default": 1, "description": "how many days ahead (one to seven)",
+                             "type": "integer"}  # fmt: skip
+    assert spec.parameters["required"] == ["place"]
+    assert spec.parameters["additionalProperties"] is False
+    assert "title" not in json.dumps(spec.parameters)  # pydantic's titles are dropped
+    assert weather(Place(city="Lyon")) == "Lyon: sunny"  # still a plain function
+
+
+def test_a_sphinx_docstring_and_a_name_of_ones_own() -> None:
+    def f(x: float) -> float:
+        """Square a number.
+
+        :param x: the number
+        """
+        return x * x
+
+    t = Tool(f, name="square")
+    assert t.spec.name == "square"
+    props = t.spec.parameters["properties"]
+    assert isinstance(props, dict)
+    assert props["x"] == {"description": "the number", "type": "number"}
+
+
+def test_what_cannot_be_a_tool_is_refused() -> None:
+    def variadic(*xs: int) -> int:
+        return sum(xs)
+
+    with pytest.raises(ConfigurationError, match=r"\*xs"):
+        Tool(variadic)
+    with pytest.raises(ConfigurationError, match="two tools are named 'calculator'"):
+        resolve_tools(["calculator", calculator_tool()])
+    with pytest.raises(ConfigurationError, match="did you mean 'calculator'"):
+        resolve_tools(["calculater"])
+    with pytest.raises(ConfigurationError, match="tool_choice 'nope'"):
+        GenerateParams.build(tools=[calculator_tool()], tool_choice="nope")
+
+
+async def test_bad_arguments_exceptions_and_timeouts_come_back_as_error_results() -> None:
+    @tool(timeout=0.2)
+    async def slow(seconds: float) -> str:
+        """Sleep."""
+        await asyncio.sleep(seconds)
+        return "done"
+
+    @tool
+    def boom(n: int) -> int:
+        """Fail."""
+        raise ValueError(f"no {n}")
+
+    calc = calculator_tool()
+    r = await calc.call(ToolCall(id="1", name="calculator", arguments='{"expression": 5}'))
+    assert r.error
+    assert "expression: Input should be a valid string" in r.content
+    r = await calc.call(ToolCall(id="2", name="calculator", arguments="{not json"))
+    assert r.error
+    assert "not valid JSON" in r.content
+    r = await calc.call(ToolCall(id="3", name="calculator", arguments='{"expr": "1"}'))
+    assert "expression: Field required" in r.content
+    assert "expr: Extra inputs are not permitted" in r.content
+    r = await boom.call(ToolCall(id="4", name="boom", arguments='{"n": 3}'))
+    assert (r.error, r.content) == (True, "Error: boom raised ValueError: no 3")
+    r = await slow.call(ToolCall(id="5", name="slow", arguments='{"seconds": 5}'))
+    assert r.error
+    assert "did not finish within 0.2 s" in r.content
+    r = await slow.call(ToolCall(id="6", name="slow", arguments='{"seconds": 0}'))
+    assert (r.error, r.content) == (False, "done")
+
+
+# -- tool calling on the wires --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_an_agent_solves_a_problem_with_the_calculator(
+    standin: StandinServer, api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    ref = f"vllm:m@{standin.base_url}" if api == "openai" else f"anthropic:m@{standin.root_url}"
+    model = Model(ref, cache=False)
+    q, answer = problem()
+    steps: list[object] = []
+    try:
+        run = await run_agent(model, q, [calculator_tool()], on_step=steps.append)
+    finally:
+        await model.aclose()
+    assert run.stopped == "answered"
+    assert f"\\boxed{{{answer}}}" in run.text
+    (call,) = run.steps[0].tool_uses
+    assert call.name == "calculator"
+    assert json.loads(call.arguments)["expression"].startswith("(((")
+    assert (call.result, call.error) == (answer, False)
+    assert steps == run.steps  # each turn was reported as it ended
+    assert run.spend.requests == 2
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_streamed_tool_calls_are_put_together(
+    standin: StandinServer, api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    ref = f"vllm:m@{standin.base_url}" if api == "openai" else f"anthropic:m@{standin.root_url}"
+    model = Model(ref, cache=False)
+    q, _ = problem("arithmetic")
+    try:
+        text: list[str] = []
+        c = await model.generate_streamed(q, text.append, tools=[calculator_tool()])
+    finally:
+        await model.aclose()
+    (call,) = c.choices[0].tool_calls
+    assert c.choices[0].finish_reason == "tool_calls"
+    assert json.loads(call.arguments) == {"expression": q.split("What is ")[1].rstrip("?")}
+    assert text == []  # no answer text: the turn only called a tool
+
+
+async def test_a_rerun_of_an_agent_is_served_from_the_cache(standin: StandinServer) -> None:
+    model = Model(f"vllm:m@{standin.base_url}", cache=MemoryCache())
+    q, answer = problem(i=1)
+    try:
+        first = await run_agent(model, q, [calculator_tool()])
+        again = await run_agent(model, q, [calculator_tool()])
+    finally:
+        await model.aclose()
+    assert first.spend.requests == 2
+    assert again.spend.requests == 0  # both turns, the tool call included, were cached
+    assert again.text == first.text
+    assert f"\\boxed{{{answer}}}" in again.text
+    assert again.steps[0].tool_uses[0].arguments == first.steps[0].tool_uses[0].arguments
+
+
+# -- agents that misbehave ------------------------------------------------------------------
+
+
+def calc(expr: object, i: int = 0) -> ToolCall:
+    return ToolCall(id=f"c{i}", name="calculator", arguments=json.dumps({"expression": expr}))
+
+
+async def test_a_validation_error_goes_back_to_the_model_which_corrects_itself() -> None:
+    def respond(msgs: Sequence[Message], _p: GenerateParams, i: int) -> object:
+        last = msgs[-1]
+        if last.role == "user":
+            return calc(6 * 7)  # a number where the schema wants a string
+        if last.content.startswith("Error"):
+            return calc("6 * 7", 1)
+        return f"\\boxed{{{last.content}}}"
+
+    model = FakeModel(respond)  # type: ignore[arg-type]
+    run = await run_agent(model, "What is 6 * 7?", [calculator_tool()])
+    assert run.stopped == "answered"
+    assert run.text == "\\boxed{42}"
+    first, second = (s.tool_uses[0] for s in run.steps[:2])
+    assert first.error
+    assert "Input should be a valid string" in first.result
+    assert (second.error, second.result) == (False, "42")
+    # what the model was shown: the error, as the result of its own call
+    seen = model.calls[1].messages[-1]
+    assert (seen.role, seen.tool_call_id) == ("tool", "c0")
+    assert seen.content.startswith("Error: invalid arguments: expression")
+
+
+async def test_parallel_calls_run_together_and_each_result_answers_its_call() -> None:
+    started: list[str] = []
+    both = asyncio.Event()
+
+    @tool
+    async def lookup(key: str) -> str:
+        """Look a key up."""
+        started.append(key)
+        if len(started) == 2:
+            both.set()
+        await asyncio.wait_for(both.wait(), 5)  # only returns once the other call runs too
+        return key.upper()
+
+    def respond(msgs: Sequence[Message], _p: GenerateParams, i: int) -> object:
+        if msgs[-1].role == "user":
+            return [ToolCall(id="a", name="lookup", arguments='{"key": "x"}'),
+                    ToolCall(id="b", name="lookup", arguments='{"key": "y"}')]  # fmt: skip
+        results = {m.tool_call_id: m.content for m in msgs if m.role == "tool"}
+        return f"{results['a']}{results['b']}"
+
+    run = await run_agent(FakeModel(respond), "go", [lookup])  # type: ignore[arg-type]
+    assert run.text == "XY"
+    assert sorted(started) == ["x", "y"]
+
+
+async def test_an_unknown_tool_is_an_error_result_not_a_crash() -> None:
+    def respond(msgs: Sequence[Message], _p: GenerateParams, i: int) -> object:
+        if msgs[-1].role == "user":
+            return ToolCall(id="z", name="search_web", arguments="{}")
+        return "I cannot search; \\boxed{unknown}"
+
+    run = await run_agent(FakeModel(respond), "q", [calculator_tool()])  # type: ignore[arg-type]
+    use = run.steps[0].tool_uses[0]
+    assert use.error
+    assert "there is no tool 'search_web' (tools: calculator)" in use.result
+
+
+async def test_a_loop_is_stopped_and_the_model_asked_for_its_answer() -> None:
+    def respond(msgs: Sequence[Message], p: GenerateParams, i: int) -> object:
+        if not p.tools:  # the last turn, tools withdrawn
+            return "Fine: \\boxed{42}"
+        return calc("6 * 7", i)  # the same call, again and again
+
+    model = FakeModel(respond)  # type: ignore[arg-type]
+    run = await run_agent(model, "q", [calculator_tool()], max_steps=10, repeat_limit=2)
+    assert run.stopped == "loop"
+    assert len(run.steps) == 4  # three turns of the same call, then the answer
+    assert run.text == "Fine: \\boxed{42}"
+    assert "You made exactly these calls 2 times" in model.calls[2].messages[-1].content
+
+
+async def test_step_token_and_time_limits_stop_cleanly() -> None:
+    counter = iter(range(1000))
+
+    def respond(msgs: Sequence[Message], p: GenerateParams, i: int) -> object:
+        if not p.tools:
+            return "out of steps: \\boxed{1}"
+        return calc(f"{next(counter)} + 1", i)  # always a new call: never a loop
+
+    run = await run_agent(FakeModel(respond), "q", [calculator_tool()], max_steps=3)  # type: ignore[arg-type]
+    assert (run.stopped, len(run.steps), run.text) == ("max_steps", 4, "out of steps: \\boxed{1}")
+
+    run = await run_agent(FakeModel(respond), "q", [calculator_tool()], max_tokens=30)  # type: ignore[arg-type]
+    assert run.stopped == "max_tokens"
+    assert run.spend.total_tokens >= 30
+    assert len(run.steps) < 8
+
+    @tool
+    async def wait(seconds: float) -> str:
+        """Wait."""
+        await asyncio.sleep(seconds)
+        return "ok"
+
+    sleepy = FakeModel([ToolCall(id="w", name="wait", arguments='{"seconds": 30}')])
+    run = await run_agent(sleepy, "q", [wait], time_limit=0.3)
+    assert run.stopped == "timeout"
+
+
+async def test_a_cancelled_agent_cancels_its_tools() -> None:
+    cancelled = asyncio.Event()
+    running = asyncio.Event()
+
+    @tool
+    async def forever() -> str:
+        """Never ends."""
+        running.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    model = FakeModel([ToolCall(id="f", name="forever", arguments="{}")])
+    task = asyncio.create_task(run_agent(model, "q", [forever]))
+    await asyncio.wait_for(running.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(cancelled.wait(), 5)
+
+
+# -- the agent as a component ---------------------------------------------------------------
+
+
+async def test_agents_compose_with_a_vote_in_a_yaml_workflow(standin: StandinServer) -> None:
+    q, answer = problem(i=2)
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "tools-vote",
+            "models": {"m": f"vllm:weak@{standin.base_url}"},
+            "layers": [
+                {"generate": {"n": 4, "tools": ["calculator", {"python": {"timeout": 20}}]}},
+                "vote",
+            ],
+        }
+    )
+    wf = Workflow(spec)
+    events = [e async for e, _ in wf.aevents(q)]
+    finished = [e for e in events if e.kind == "node_finished"]
+    cards = finished[0].data["new_candidates"]
+    assert len(cards) == 4
+    assert all(c["tools"][0]["name"] == "calculator" and c["tools"][0]["result"] == answer
+               for c in cards)  # fmt: skip
+    assert finished[1].data["final"] == answer
+    assert finished[1].data["vote"]["tally"] == {answer: 4.0}
+
+
+async def test_the_agent_component_keeps_each_runs_trajectory(standin: StandinServer) -> None:
+    model = Model(f"vllm:m@{standin.base_url}", cache=False)
+    q, answer = problem("arithmetic", 3)
+    try:
+        agent = Agent(model, AgentConfig(n=3, tools=("calculator",)))
+        pool = await agent(Pool(query=q))
+    finally:
+        await model.aclose()
+    assert [c.answer for c in pool.candidates] == [answer] * 3
+    assert all(len(c.trajectory) == 2 for c in pool.candidates)
+    assert pool.notes[-1] == "agent: 3 run(s), 3 tool call(s)"
+    assert pool.spend.requests == 6
+    with pytest.raises(ConfigurationError, match="at least one tool"):
+        Agent(model, AgentConfig())
+
+
+async def test_memory_tools_search_a_corpus_and_read_the_cheatsheet(tmp_path: Path) -> None:
+    corpus = tmp_path / "facts.jsonl"
+    corpus.write_text(
+        "\n".join(
+            json.dumps({"text": t})
+            for t in [
+                "The Eiffel tower is 330 m tall.",
+                "Mont Blanc is 4806 m high.",
+                "The Seine flows through Paris.",
+            ]
+        )
+    )
+    (search,) = resolve_tools([{"search": {"corpus": str(corpus), "k": 1}}])
+    r = await search.call(ToolCall(id="s", name="search", arguments='{"query": "Mont Blanc"}'))
+    assert r.content == "[1] Mont Blanc is 4806 m high."
+    store = InMemoryStore()
+    sheet = cheatsheet_tool(store, "math")
+    r = await sheet.call(ToolCall(id="e", name="cheatsheet", arguments="{}"))
+    assert r.content.startswith("The cheatsheet is empty")
+
+    async def write(_old: object) -> str:
+        return "## Primes\nTest divisors up to sqrt(n).\n\n## Fractions\nReduce by the gcd."
+
+    await update(store, "math", write)
+    r = await sheet.call(ToolCall(id="e", name="cheatsheet", arguments='{"topic": "gcd"}'))
+    assert r.content == "## Fractions\nReduce by the gcd."
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        search_tool(tmp_path / "missing.jsonl")
+
+
+async def test_the_python_tool_runs_code_in_the_sandbox() -> None:
+    py = python_tool({"timeout": 20})
+    r = await py.call(ToolCall(id="p", name="python", arguments=json.dumps(
+        {"code": "import math\nprint(math.comb(10, 3))"})))  # fmt: skip
+    assert (r.error, r.content.strip()) == (False, "120")
+    r = await py.call(ToolCall(id="p", name="python", arguments='{"code": "1/0"}'))
+    assert r.error
+    assert "ZeroDivisionError" in r.content
