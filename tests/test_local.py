@@ -190,3 +190,19 @@ async def test_quickstart_demo_runs_on_the_embedded_model(
     out = capsys.readouterr().out
     assert "local:smollm2" in out
     assert re.search(r"voted: \d/4 right", out)
+
+
+async def test_typed_output_on_the_embedded_model(local: Model) -> None:
+    """output=Model on the embedded backend: the schema becomes a grammar, so even the
+    135M model's reply validates."""
+    from pydantic import BaseModel
+
+    class Sum(BaseModel):
+        answer: int
+        sure: bool
+
+    c = await local.generate(Q, output=Sum, temperature=0, max_tokens=30)
+    value = c.choices[0].parsed
+    assert isinstance(value, Sum)
+    again = await local.parse(Q, Sum, temperature=0, max_tokens=30)
+    assert again == value

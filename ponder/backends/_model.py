@@ -17,6 +17,8 @@ import random
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from ponder import tracing
 from ponder._internal import guard
 from ponder._internal.loop import run_blocking
@@ -55,6 +57,7 @@ SLOT_STRIDE = 100_000
 """Seeds (and cache entries) of workflow slot ``k`` of one model start at ``k x`` this."""
 
 T = TypeVar("T")
+TModel = TypeVar("TModel", bound=BaseModel)
 log = logging.getLogger("ponder")
 Prompt = str | Message | Sequence[Message | dict[str, Any]]
 
@@ -490,17 +493,32 @@ class Model:
         params: GenerateParams | None = None,
         *,
         use_cache: bool = True,
+        output: type[BaseModel] | None = None,
+        repair: int = 1,
         **overrides: Any,
     ) -> Completion:
         """Sample ``n`` completions of ``prompt``.
 
         ``overrides`` are :class:`GenerateParams` fields (``n``, ``temperature``,
-        ``max_tokens``, ``stop``, ``seed``, ``logprobs``, ``prefill``, ``json_schema``, ...).
+        ``max_tokens``, ``stop``, ``seed``, ``logprobs``, ``prefill``, ``json_schema``,
+        ``tools``, ...). With ``output=MyModel`` (a pydantic model) each choice's
+        ``parsed`` is a validated ``MyModel``: the provider's structured-output mode is
+        used where there is one, the schema is put in the prompt elsewhere, and a reply
+        that does not validate gets up to ``repair`` repair turns (still invalid:
+        ``parsed`` is None; :meth:`parse` raises instead).
         Samples already in the response cache are not requested again. If some requests of
         a fan-out fail, the ones that succeeded are cached before the error is raised, so a
         rerun only pays for what is missing. With tracing on, the call is a ``chat MODEL``
         span with GenAI attributes (ponder.tracing).
         """
+        if output is not None:
+            from ponder.backends._typed import generate_typed
+
+            if params is not None:
+                overrides = {**params.model_dump(exclude_unset=True), **overrides}
+            return await generate_typed(
+                self, as_messages(prompt), output, overrides, repair=repair, use_cache=use_cache
+            )
         if not tracing.enabled():
             return await self._generate(prompt, params, use_cache, overrides)
         messages = as_messages(prompt)
@@ -636,6 +654,24 @@ class Model:
         cost = self._price.cost(usage) if self._price is not None else 0.0
         choice = Choice(0, "".join(parts), finish, usage=usage, tool_calls=calls)
         return Completion(model=self.id, choices=(choice,), usage=usage, cost=cost, requests=1)
+
+    async def parse(
+        self, prompt: Prompt, output: type[TModel], *, repair: int = 1, **overrides: Any
+    ) -> TModel:
+        """One validated ``output`` object for ``prompt`` (see ``generate(output=...)``);
+        raises :class:`ParseError` saying what is wrong when the reply, repairs included,
+        does not validate."""
+        c = await self.generate(prompt, output=output, repair=repair, **{**overrides, "n": 1})
+        value = c.choices[0].parsed
+        if not isinstance(value, output):
+            from ponder.backends._typed import validate_output
+
+            _, why = validate_output(output, c.choices[0].text)
+            raise ParseError(
+                f"{self.id} gave no valid {output.__name__} after {repair} repair turn(s): "
+                f"{why}; its last reply began {c.choices[0].text[:200]!r}"
+            )
+        return value
 
     def _key(self, messages: Sequence[Message], p: GenerateParams) -> str:
         key = request_key(self.id, messages, p)

@@ -103,6 +103,23 @@ def _timeout_error(
     )
 
 
+def _strict_ok(schema: Any) -> bool:
+    """Whether OpenAI's strict mode takes ``schema``: every object closed
+    (``additionalProperties: false``) with all of its properties required. Sent strict
+    otherwise, it is refused with HTTP 400; not strict, the schema still guides."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" or "properties" in schema:
+            props = schema.get("properties") or {}
+            if schema.get("additionalProperties") is not False:
+                return False
+            if set(schema.get("required") or ()) != set(props):
+                return False
+        return all(_strict_ok(v) for v in schema.values())
+    if isinstance(schema, list):
+        return all(_strict_ok(v) for v in schema)
+    return True
+
+
 def _tool_message(m: Message) -> dict[str, Any]:
     """An assistant turn with tool calls, or a tool's result, in the Chat Completions form."""
     if m.role == "tool":
@@ -253,10 +270,17 @@ class OpenAIWire:
             if params.top_logprobs:
                 body["top_logprobs"] = params.top_logprobs
         if params.json_schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": params.json_schema, "strict": True},
-            }
+            if self.quirks.response_format == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": params.json_schema}
+            else:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "output",
+                        "schema": params.json_schema,
+                        "strict": _strict_ok(params.json_schema),
+                    },
+                }
         body.update(params.extra)
         return body
 

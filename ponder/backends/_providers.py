@@ -31,6 +31,10 @@ class Quirks:
     supports_logprobs: bool = True
     supports_seed: bool = True
     supports_json_schema: bool = True
+    #: how a JSON Schema is sent: OpenAI's ``json_schema`` response format, or llama.cpp's
+    #: ``{"type": "json_object", "schema": ...}`` (llama-cpp-python's server answers the
+    #: former with HTTP 500; llama.cpp's llama-server takes both)
+    response_format: Literal["json_schema", "json_object"] = "json_schema"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,9 @@ for _p in (
         "llamacpp",
         "openai",
         "http://127.0.0.1:8080/v1",
-        quirks=Quirks(supports_n=False, prefill="trailing_assistant"),
+        quirks=Quirks(
+            supports_n=False, prefill="trailing_assistant", response_format="json_object"
+        ),
         description="a llama.cpp server (returns one choice per request)",
     ),
     Provider(
