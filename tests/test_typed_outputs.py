@@ -61,7 +61,7 @@ async def test_a_reply_that_never_validates_is_none_or_a_clear_error() -> None:
     c = await model.generate("6 * 7?", output=Verdict, repair=2)
     assert c.choices[0].parsed is None
     assert c.requests == 3  # the answer and two repairs, no more
-    with pytest.raises(ParseError, match="no valid Verdict after 1 repair turn.*no JSON value"):
+    with pytest.raises(ParseError, match=r"no valid Verdict after 1 repair turn.*no JSON value"):
         await model.parse("6 * 7?", Verdict)
 
 
