@@ -20,11 +20,18 @@ from pydantic import BaseModel
 from ponder import GenerateParams, Message, Model
 from ponder.agents import Agent, AgentConfig, Pool, run_agent
 from ponder.backends import MemoryCache
-from ponder.errors import ConfigurationError
+from ponder.errors import ConfigurationError, ToolExecutionError
 from ponder.memory import InMemoryStore, cheatsheet_tool, search_tool, update
 from ponder.testing import FakeModel, StandinConfig, StandinServer
 from ponder.testing.oracle import OracleConfig, ProblemBank
-from ponder.tools import Tool, calculator_tool, python_tool, resolve_tools, tool
+from ponder.tools import (
+    MCPServer,
+    Tool,
+    calculator_tool,
+    python_tool,
+    resolve_tools,
+    tool,
+)
 from ponder.types import ToolCall
 from ponder.workflows import Workflow, WorkflowSpec
 
@@ -413,3 +420,90 @@ async def test_the_python_tool_runs_code_in_the_sandbox() -> None:
     r = await py.call(ToolCall(id="p", name="python", arguments='{"code": "1/0"}'))
     assert r.error
     assert "ZeroDivisionError" in r.content
+
+
+# -- MCP ------------------------------------------------------------------------------------
+
+MCP_SERVER = Path(__file__).parent / "mcp_server.py"
+
+
+@pytest_asyncio.fixture
+async def mcp_http() -> AsyncIterator[str]:
+    """The test MCP server over streamable HTTP, started on a free loopback port."""
+    import socket
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(MCP_SERVER), "http", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_mcp_tools_over_stdio_check_arguments_and_report_errors() -> None:
+    import sys
+
+    async with MCPServer(command=[sys.executable, str(MCP_SERVER)], prefix="units") as srv:
+        tools = {t.name: t for t in await srv.tools()}
+        assert sorted(tools) == ["units_convert", "units_evaluate"]
+        convert = tools["units_convert"]
+        assert convert.spec.description.startswith("Convert a length to metres.")
+        assert convert.spec.parameters["required"] == ["value", "unit"]
+        ok = await convert.call(ToolCall(id="1", name="units_convert",
+                                         arguments='{"value": 3, "unit": "km"}'))  # fmt: skip
+        assert (ok.error, ok.content) == (False, "3000.0")
+        # checked against the server's schema before it is sent
+        bad = await convert.call(ToolCall(id="2", name="units_convert", arguments='{"value": 3}'))
+        assert bad.error
+        assert "'unit' is a required property" in bad.content
+        # the server's own error comes back as an error result
+        err = await convert.call(ToolCall(id="3", name="units_convert",
+                                          arguments='{"value": 3, "unit": "furlong"}'))  # fmt: skip
+        assert err.error
+    with pytest.raises(ConfigurationError, match="either command"):
+        MCPServer()
+
+
+async def test_an_mcp_tool_serves_agents_in_a_generate_then_vote_workflow(
+    standin: StandinServer, mcp_http: str
+) -> None:
+    """Four agent samples share one MCP server (streamable HTTP) and vote."""
+    q, answer = problem(i=4)
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "mcp-vote",
+            "models": {"m": f"vllm:weak@{standin.base_url}"},
+            "layers": [
+                {"generate": {"n": 4, "tools": [{"mcp": {"url": mcp_http, "prefix": "units"}}]}},
+                "vote",
+            ],
+        }
+    )
+    result = await Workflow(spec).arun(q)
+    pool = result.output
+    assert pool.final == answer
+    assert len(pool.candidates) == 4
+    for c in pool.candidates:
+        (use,) = c.trajectory[0].tool_uses
+        assert (use.name, use.result, use.error) == ("units_evaluate", answer, False)
+
+
+async def test_an_mcp_server_that_does_not_start_is_a_clear_error() -> None:
+    srv = MCPServer(command=["/nonexistent/mcp-server"], start_timeout=10)
+    with pytest.raises(ToolExecutionError, match="cannot start MCPServer"):
+        await srv.tools()

@@ -35,7 +35,7 @@ from ponder.agents._components import (
 from ponder.agents._state import AgentStep, Candidate, Pool, Spend, ToolUse
 from ponder.backends import Model
 from ponder.errors import ConfigurationError
-from ponder.tools import Tool, ToolResult, resolve_tools
+from ponder.tools import Tool, ToolResult, ToolSource, gather_tools, resolve_tools
 from ponder.types import GenerateParams, Message, ToolCall
 
 __all__ = ["AGENT_SYSTEM", "Agent", "AgentConfig", "AgentRun", "run_agent"]
@@ -98,7 +98,7 @@ async def _call(tools: Mapping[str, Tool], call: ToolCall) -> ToolResult:
 async def run_agent(
     model: Model,
     prompt: str | Sequence[Message],
-    tools: Sequence[Tool],
+    tools: Sequence[Tool | ToolSource],
     *,
     system: str | None = AGENT_SYSTEM,
     params: GenerateParams | None = None,
@@ -122,10 +122,9 @@ async def run_agent(
     """
     if max_steps < 1:
         raise ConfigurationError("max_steps must be at least 1")
-    by_name = {t.name: t for t in tools}
-    if len(by_name) != len(tools):
-        raise ConfigurationError("two tools share a name: give each its own")
-    specs = tuple(t.spec for t in tools)
+    have = await gather_tools(tools)  # an MCP server starts here, once
+    by_name = {t.name: t for t in have}
+    specs = tuple(t.spec for t in have)
     base = params or GenerateParams()
     with_tools = base.model_copy(update={"tools": specs, "n": 1})
     messages: list[Message] = []
@@ -234,11 +233,11 @@ class Agent:
         self,
         model: Model,
         config: AgentConfig | None = None,
-        tools: Sequence[Tool | Callable[..., Any]] = (),
+        tools: Sequence[Tool | ToolSource | Callable[..., Any]] = (),
     ) -> None:
         self.model = model
         self.config = config or AgentConfig()
-        extra = [t if isinstance(t, Tool) else Tool(t) for t in tools]
+        extra = [t if isinstance(t, Tool | ToolSource) else Tool(t) for t in tools]
         self.tools = resolve_tools([*self.config.tools, *extra])
         if not self.tools:
             raise ConfigurationError(

@@ -698,7 +698,13 @@ def tool_reply(
     if tool_choice not in (None, "auto", "required") and tool_choice in tools:
         names = [tool_choice]
     else:
-        names.sort(key=lambda n: (n != "calculator", n != "python"))
+
+        def fit(n: str) -> tuple[bool, bool, bool]:
+            props = tools[n].get("properties") if isinstance(tools[n], dict) else None
+            named = isinstance(props, dict) and bool({"expression", "code"} & set(props))
+            return n != "calculator", n != "python", not named
+
+        names.sort(key=fit)
     if results:
         last = results[-1].strip()
         if last.lower().startswith("error") and len(results) < 2:

@@ -4,11 +4,13 @@ sandbox and the calculator, also as tools a model can call (docs/tools.md, docs/
 from ponder.tools._builtin import (
     TOOLS,
     calculator_tool,
+    gather_tools,
     python_tool,
     register_tool,
     resolve_tools,
 )
 from ponder.tools._calculator import calculate
+from ponder.tools._mcp import MCPServer
 from ponder.tools._sandbox import (
     RunResult,
     SandboxLimits,
@@ -18,17 +20,20 @@ from ponder.tools._sandbox import (
     sandbox_unavailable_reason,
     seccomp_filter,
 )
-from ponder.tools._tool import Tool, ToolResult, tool, tools_by_name
+from ponder.tools._tool import Tool, ToolResult, ToolSource, tool, tools_by_name
 
 __all__ = [
     "TOOLS",
+    "MCPServer",
     "RunResult",
     "SandboxLimits",
     "Tool",
     "ToolResult",
+    "ToolSource",
     "allow_weak_sandbox",
     "calculate",
     "calculator_tool",
+    "gather_tools",
     "network_namespace_available",
     "python_tool",
     "register_tool",

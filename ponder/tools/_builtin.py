@@ -12,11 +12,18 @@ from pydantic import ValidationError
 from ponder.errors import ConfigurationError
 from ponder.tools._calculator import calculate
 from ponder.tools._sandbox import SandboxLimits, run_python
-from ponder.tools._tool import Tool
+from ponder.tools._tool import Tool, ToolSource
 
-__all__ = ["TOOLS", "calculator_tool", "python_tool", "register_tool", "resolve_tools"]
+__all__ = [
+    "TOOLS",
+    "calculator_tool",
+    "gather_tools",
+    "python_tool",
+    "register_tool",
+    "resolve_tools",
+]
 
-ToolFactory = Callable[..., Tool]
+ToolFactory = Callable[..., Tool | ToolSource]
 
 
 def calculator_tool() -> Tool:
@@ -66,7 +73,13 @@ def python_tool(limits: SandboxLimits | Mapping[str, Any] | None = None, **field
     return Tool(python, timeout=lim.timeout + 5.0)
 
 
-TOOLS: dict[str, ToolFactory] = {"calculator": calculator_tool, "python": python_tool}
+def _mcp(**options: Any) -> ToolSource:
+    from ponder.tools._mcp import MCPServer
+
+    return MCPServer(**options)
+
+
+TOOLS: dict[str, ToolFactory] = {"calculator": calculator_tool, "python": python_tool, "mcp": _mcp}
 """Tools by the name YAML gives them: name -> factory(**options) -> Tool. The memory
 package adds ``search`` and ``cheatsheet``, the MCP module ``mcp``."""
 
@@ -80,12 +93,15 @@ def register_tool(name: str, factory: ToolFactory) -> None:
     TOOLS[name] = factory
 
 
-def resolve_tools(items: Sequence[Tool | str | Mapping[str, Any]]) -> list[Tool]:
-    """Tools from what a config names: a :class:`Tool` as it is, a registered name, or
-    ``{name: {options}}``. Unknown names are errors with a suggestion."""
-    out: list[Tool] = []
+def resolve_tools(
+    items: Sequence[Tool | ToolSource | str | Mapping[str, Any]],
+) -> list[Tool | ToolSource]:
+    """Tools from what a config names: a :class:`Tool` (or a source of tools, such as an
+    MCP server) as it is, a registered name, or ``{name: {options}}``. Unknown names are
+    errors with a suggestion."""
+    out: list[Tool | ToolSource] = []
     for item in items:
-        if isinstance(item, Tool):
+        if isinstance(item, Tool | ToolSource):
             out.append(item)
             continue
         if isinstance(item, str):
@@ -106,8 +122,23 @@ def resolve_tools(items: Sequence[Tool | str | Mapping[str, Any]]) -> list[Tool]
             out.append(factory(**options))
         except TypeError as e:
             raise ConfigurationError(f"tool {name!r}: {e}") from None
-    names = [t.name for t in out]
+    names = [t.name for t in out if isinstance(t, Tool)]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigurationError(f"two tools are named {dupes[0]!r}: give one another name")
+    return out
+
+
+async def gather_tools(items: Sequence[Tool | ToolSource]) -> list[Tool]:
+    """The tools of ``items``, sources started (at most once each: they cache); two
+    tools of one name are an error."""
+    out: list[Tool] = []
+    for item in items:
+        out += [item] if isinstance(item, Tool) else await item.tools()
+    names = [t.name for t in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigurationError(
+            f"two tools are named {dupes[0]!r}: give an MCP server a prefix, or rename one"
+        )
     return out

@@ -30,17 +30,25 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, get_type_hints, overload
+from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ponder.errors import ConfigurationError
 from ponder.types import ToolCall, ToolSpec
 
-__all__ = ["Tool", "ToolResult", "tool", "tools_by_name"]
+__all__ = ["Tool", "ToolResult", "ToolSource", "tool", "tools_by_name"]
 
 #: Longest tool result handed back to the model (characters); the rest is cut, and said so.
 MAX_RESULT_CHARS = 16_000
+
+
+@runtime_checkable
+class ToolSource(Protocol):
+    """Something that provides tools once it is started, asynchronously (an MCP server):
+    agents await ``tools()`` before their first turn."""
+
+    async def tools(self) -> list[Tool]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +153,13 @@ class Tool:
             annotation = hints.get(p.name, Any)
             default = ... if p.default is p.empty else p.default
             fields[p.name] = (annotation, Field(default, description=arg_docs.get(p.name)))
-        self.arguments: type[BaseModel] = create_model(
+        self._schema_check: Callable[[dict[str, Any]], None] = _no_check
+        model: type[BaseModel] = create_model(
             f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
         )
+        self.arguments: type[BaseModel] | None = model
         try:
-            schema = _clean_schema(self.arguments.model_json_schema())
+            schema = _clean_schema(model.model_json_schema())
         except Exception as e:
             raise ConfigurationError(
                 f"tool {self.name}: its arguments have no JSON Schema ({e})"
@@ -158,6 +168,31 @@ class Tool:
         self.spec = ToolSpec(
             name=self.name, description=description or doc_description, parameters=schema
         )
+
+    @classmethod
+    def from_schema(
+        cls,
+        name: str,
+        description: str,
+        parameters: Mapping[str, Any],
+        fn: Callable[..., Any],
+        *,
+        timeout: float | None = 30.0,
+    ) -> Tool:
+        """A tool whose arguments are described by a JSON Schema rather than a Python
+        signature (an MCP server's tools): arguments are checked against the schema
+        (with ``jsonschema`` where it is installed, else for an object with the required
+        keys) and passed to ``fn`` as keyword arguments."""
+        self = cls.__new__(cls)
+        self.fn, self.name, self.timeout = fn, name, timeout
+        self.is_async = inspect.iscoroutinefunction(fn)
+        schema = dict(parameters)
+        schema.setdefault("type", "object")
+        schema.setdefault("properties", {})
+        self.arguments = None
+        self._schema_check = _schema_checker(schema)
+        self.spec = ToolSpec(name=name, description=description, parameters=schema)
+        return self
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
@@ -180,6 +215,9 @@ class Tool:
             raise ValueError(  # noqa: TRY004 - told to the model, as every argument problem
                 f"the arguments must be a JSON object, got {type(data).__name__}"
             )
+        if self.arguments is None:  # described by a JSON Schema
+            self._schema_check(data)
+            return data
         try:
             model = self.arguments.model_validate(data)
         except ValidationError as e:
@@ -217,6 +255,38 @@ class Tool:
         except Exception as e:
             return result(f"Error: {self.name} raised {type(e).__name__}: {e}", True)
         return result(_text(value))
+
+
+def _no_check(_data: dict[str, Any]) -> None:
+    return None
+
+
+def _schema_checker(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A check of arguments against ``schema`` that raises ValueError saying what is
+    wrong: full JSON Schema with ``jsonschema``, else the required keys."""
+    try:
+        import jsonschema
+    except ImportError:
+        required = [str(k) for k in schema.get("required") or ()]
+
+        def keys(data: dict[str, Any]) -> None:
+            missing = [k for k in required if k not in data]
+            if missing:
+                raise ValueError(f"invalid arguments: missing {', '.join(missing)}")
+
+        return keys
+    validator = jsonschema.Draft202012Validator(schema)
+
+    def check(data: dict[str, Any]) -> None:
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
+        if errors:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e.path) or 'arguments'}: {e.message}"
+                for e in errors[:10]
+            )
+            raise ValueError(f"invalid arguments: {problems}")
+
+    return check
 
 
 def _text(value: Any) -> str:
