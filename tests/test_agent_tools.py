@@ -395,6 +395,7 @@ async def test_memory_tools_search_a_corpus_and_read_the_cheatsheet(tmp_path: Pa
         )
     )
     (search,) = resolve_tools([{"search": {"corpus": str(corpus), "k": 1}}])
+    assert isinstance(search, Tool)
     r = await search.call(ToolCall(id="s", name="search", arguments='{"query": "Mont Blanc"}'))
     assert r.content == "[1] Mont Blanc is 4806 m high."
     store = InMemoryStore()

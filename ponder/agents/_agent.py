@@ -23,9 +23,12 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ponder import tracing
+from ponder.agents import _components
 from ponder.agents._answers import AnswerKind
 from ponder.agents._components import (
+    GENERATOR_SYSTEM,
     LIVE_TEXT,
+    GenerateConfig,
     _Config,
     _origin,
     _provenance,
@@ -302,3 +305,17 @@ class Agent:
         base = () if self.config.replace else pool.candidates
         out = pool.with_candidates(base + tuple(cands), spend)
         return out.model_copy(update={"notes": (*out.notes, note)})
+
+
+def _generate_agent(model: Model, cfg: GenerateConfig) -> Agent:
+    """``generate`` with tools: each of its samples is a run of this agent."""
+    config = AgentConfig(
+        tools=cfg.tools, n=cfg.n, max_steps=cfg.max_steps, temperature=cfg.temperature,
+        turn_max_tokens=cfg.max_tokens, seed=cfg.seed, answer_kind=cfg.answer_kind,
+        layer=cfg.layer, slot=cfg.slot,
+        **({"system": cfg.system} if cfg.system != GENERATOR_SYSTEM else {}),
+    )  # fmt: skip
+    return Agent(model, config)
+
+
+_components.AGENT_FACTORY = _generate_agent

@@ -230,6 +230,10 @@ def _messages(system: str | None, user: str) -> tuple[Message, ...]:
     return ((Message.system(system),) if system else ()) + (Message.user(user),)
 
 
+AGENT_FACTORY: Callable[[Model, GenerateConfig], Any] | None = None
+"""Builds the agent that one model's samples are when ``generate`` has tools (set by the
+agent module, which imports this one)."""
+
 LIVE_TEXT: ContextVar[Callable[[str], object] | None] = ContextVar("ponder_live_text", default=None)
 """Where the step that writes the final answer sends its text as it is generated (set by a
 workflow run with live answers, for its last step only); None: no live answer."""
@@ -299,17 +303,10 @@ class Generate:
             raise ConfigurationError("Generate needs at least one model")
         self.config = config or GenerateConfig()
         self._agents: list[Any] = []
-        if self.config.tools:  # each sample an agent run
-            from ponder.agents._agent import Agent, AgentConfig
-
-            cfg = self.config
-            ac = AgentConfig(
-                tools=cfg.tools, n=cfg.n, max_steps=cfg.max_steps, temperature=cfg.temperature,
-                turn_max_tokens=cfg.max_tokens, seed=cfg.seed, answer_kind=cfg.answer_kind,
-                layer=cfg.layer, slot=cfg.slot,
-                **({"system": cfg.system} if cfg.system != GENERATOR_SYSTEM else {}),
-            )  # fmt: skip
-            self._agents = [Agent(m, ac) for m in self.models]
+        if self.config.tools:  # each sample an agent run (ponder.agents._agent sets the hook)
+            if AGENT_FACTORY is None:
+                raise ConfigurationError("generate with tools needs ponder.agents imported")
+            self._agents = [AGENT_FACTORY(m, self.config) for m in self.models]
 
     def sample(
         self, pool: Pool, n: int, start: int = 0

@@ -13,14 +13,23 @@ import dataclasses
 import json
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from ponder.types import Choice, Completion, Message
 
-if TYPE_CHECKING:
-    from ponder.backends._model import Model
+
+class _Generates(Protocol):
+    """What typed generation needs of a model (ponder.Model)."""
+
+    @property
+    def quirks(self) -> Any: ...
+
+    async def generate(
+        self, prompt: Any, params: Any = None, *, use_cache: bool = True, **overrides: Any
+    ) -> Completion: ...
+
 
 __all__ = ["generate_typed", "parse_json", "validate_output"]
 
@@ -89,7 +98,7 @@ def _with_instruction(messages: Sequence[Message], schema: dict[str, Any]) -> li
 
 
 async def generate_typed(
-    model: Model,
+    model: _Generates,
     messages: Sequence[Message],
     output: type[T],
     overrides: dict[str, Any],
