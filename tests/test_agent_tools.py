@@ -508,3 +508,21 @@ async def test_an_mcp_server_that_does_not_start_is_a_clear_error() -> None:
     srv = MCPServer(command=["/nonexistent/mcp-server"], start_timeout=10)
     with pytest.raises(ToolExecutionError, match="cannot start MCPServer"):
         await srv.tools()
+
+
+def test_a_local_models_tool_calls_are_read_in_the_forms_small_models_write() -> None:
+    from ponder.backends._local import parse_tool_calls
+
+    call_json = '{"name": "calculator", "arguments": {"expression": "2+2"}}'
+    tagged = f"Let me compute.\n<tool_call>\n{call_json}\n</tool_call>"
+    head, (call,) = parse_tool_calls(tagged)
+    assert head == "Let me compute."
+    assert (call.name, json.loads(call.arguments)) == ("calculator", {"expression": "2+2"})
+    fenced = '```json\n{"name": "calculator", "arguments": {"expression": "1"}}\n```'
+    assert parse_tool_calls(fenced)[1][0].name == "calculator"
+    two = '[{"name": "a", "arguments": {}}, {"name": "b", "parameters": {"x": 1}}]'
+    assert [(c.name, c.arguments) for c in parse_tool_calls(two)[1]] == [
+        ("a", "{}"), ("b", '{"x": 1}'),
+    ]  # fmt: skip
+    assert parse_tool_calls("The answer is \\boxed{4}.") == ("The answer is \\boxed{4}.", ())
+    assert parse_tool_calls('{"answer": 4}') == ('{"answer": 4}', ())  # JSON, but no call

@@ -127,3 +127,30 @@ def test_the_real_model_pipelines_benchmark_runs_a_tiny_subset(tmp_path: Path) -
     assert "self-consistency@2" in again.stdout
     assert png.stat().st_size > 0
     assert out.read_text() == before
+
+
+@pytest.mark.realmodel
+async def test_the_local_qwen_model_calls_a_tool_and_answers_from_its_result() -> None:
+    """Tool calling on the embedded backend: the tools go into Qwen's own chat template,
+    its <tool_call> (or bare JSON) reply becomes a ToolCall, the result goes back as a
+    tool turn, and it answers from it."""
+    from ponder import GenerateParams
+    from ponder.agents import extract_answer, run_agent
+    from ponder.tools import calculator_tool
+
+    if not fixture_path("qwen0.5b").is_file():
+        pytest.fail(
+            "the Qwen 0.5B fixture is not installed: ponder models add qwen0.5b (./dev test does)"
+        )
+    async with Model("local:qwen0.5b", cache=False) as m:
+        run = await run_agent(
+            m,
+            "Problem 0: What is 53 * 7 + 57?",
+            [calculator_tool()],
+            max_steps=3,
+            params=GenerateParams(temperature=0, max_tokens=160),
+        )
+    (use,) = run.steps[0].tool_uses
+    assert use.name == "calculator"
+    assert (use.result, use.error) == ("428", False)
+    assert extract_answer(run.text) == "428"

@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ponder.backends._pool import Endpoint
 from ponder.errors import BadRequestError, ConfigurationError
-from ponder.types import Choice, FinishReason, GenerateParams, Message, StreamChunk, Usage
+from ponder.types import (
+    Choice,
+    FinishReason,
+    GenerateParams,
+    Message,
+    StreamChunk,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -132,7 +142,10 @@ class LocalEngine:
         self.stats = EngineStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ponder-local")
         self._llm: Llama | None = None
-        self._render: Callable[[list[dict[str, str]]], str] | None = None
+        self._render: Callable[[list[dict[str, Any]], list[dict[str, Any]] | None], str] | None = (
+            None
+        )
+        self._template_tools = False
         self._eog: frozenset[int] = frozenset()
         self._grammars: dict[str, LlamaGrammar] = {}
         self.train_ctx = 0
@@ -217,20 +230,39 @@ class LocalEngine:
             eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace")
             bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="replace")
             formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
-            self._render = lambda msgs: formatter(messages=msgs).prompt  # type: ignore[arg-type]
+            self._template_tools = "tools" in template
+
+            def render(msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+                return formatter(messages=msgs, tools=tools or None).prompt  # type: ignore[arg-type]
+
+            self._render = render
         else:
-            self._render = _chatml
+            self._template_tools = False
+            self._render = lambda msgs, _tools: _chatml(msgs)
         self._llm = llm
         return llm
 
     # -- prompts --------------------------------------------------------------------------
 
     def prompt_tokens(
-        self, llm: Llama, messages: Sequence[Message], prefill: str | None
+        self,
+        llm: Llama,
+        messages: Sequence[Message],
+        prefill: str | None,
+        tools: Sequence[ToolSpec] = (),
     ) -> list[int]:
-        """The prompt as the model sees it: the chat template, then the prefill."""
+        """The prompt as the model sees it: the chat template (with the tools, in the
+        model's own tool format where its template has one), then the prefill."""
         assert self._render is not None
-        text = self._render([{"role": m.role, "content": m.content} for m in messages])
+        msgs = [_message_dict(m) for m in messages]
+        offered = [
+            {"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": t.parameters}}
+            for t in tools
+        ]  # fmt: skip
+        if offered and not self._template_tools:  # a template without tools: say it in text
+            msgs = _with_tool_prompt(msgs, offered)
+        text = self._render(msgs, offered if self._template_tools else None)
         if prefill:
             text += prefill
         tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
@@ -347,13 +379,17 @@ class LocalEngine:
     ) -> tuple[list[Choice], Usage]:
         """``n`` samples of one prompt, the prompt evaluated once."""
         self.stats.requests += 1
-        tokens = self.prompt_tokens(llm, messages, params.prefill)
+        tools = params.tools if params.tool_choice != "none" else ()
+        tokens = self.prompt_tokens(llm, messages, params.prefill, tools)
         choices: list[Choice] = []
         generated = 0
         for i in range(n):
             text, count, finish = self.sample(llm, tokens, params, seeds[i], cancel)
             generated += count
-            choices.append(Choice(i, text, finish))
+            calls: tuple[ToolCall, ...] = ()
+            if tools:
+                text, calls = parse_tool_calls(text, i)
+            choices.append(Choice(i, text, "tool_calls" if calls else finish, tool_calls=calls))
         return choices, Usage(prompt_tokens=len(tokens), completion_tokens=generated)
 
 
@@ -370,7 +406,104 @@ def _num(value: object, default: float) -> float:
     return float(value) if isinstance(value, int | float) else default
 
 
-def _chatml(messages: list[dict[str, str]]) -> str:
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+_FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+def _as_call(value: Any, k: int, index: int) -> ToolCall | None:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        return None
+    args = value.get("arguments", value.get("parameters", {}))
+    text = args if isinstance(args, str) else json.dumps(args if args is not None else {})
+    return ToolCall(id=f"call_{index}_{k}", name=value["name"], arguments=text)
+
+
+def parse_tool_calls(text: str, index: int = 0) -> tuple[str, tuple[ToolCall, ...]]:
+    """The calls in a local model's reply, in the Hermes/Qwen form (``<tool_call>{"name":
+    ..., "arguments": ...}</tool_call>``), or as a bare (possibly fenced) JSON object or
+    list of them, as small models often write; and the text before them. A reply with
+    no call is returned as it is."""
+    blocks = _TOOL_CALL.findall(text)
+    candidates: list[Any] = []
+    head = text
+    if blocks:
+        head = text[: text.find("<tool_call>")].strip()
+        for b in blocks:
+            try:
+                candidates.append(json.loads(b))
+            except ValueError:
+                continue
+    else:
+        body = text.strip()
+        fenced = _FENCED.match(body)
+        if fenced:
+            body = fenced.group(1)
+        if body.startswith(("{", "[")):
+            try:
+                value = json.loads(body)
+            except ValueError:
+                value = None
+            candidates = value if isinstance(value, list) else [value]
+            head = ""
+    calls = [c for k, v in enumerate(candidates) if (c := _as_call(v, k, index)) is not None]
+    if not calls:
+        return text, ()
+    return head, tuple(calls)
+
+
+def _message_dict(m: Message) -> dict[str, Any]:
+    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        calls = []
+        for t in m.tool_calls:
+            try:
+                args: Any = json.loads(t.arguments or "{}")
+            except ValueError:
+                args = t.arguments
+            calls.append({"id": t.id, "type": "function",
+                          "function": {"name": t.name, "arguments": args}})  # fmt: skip
+        d["tool_calls"] = calls
+    if m.role == "tool" and m.name:
+        d["name"] = m.name
+    return d
+
+
+def _with_tool_prompt(
+    msgs: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Tools told in the system message, in the Hermes/Qwen form, for a chat template that
+    has no place for them; tool turns become text it can render."""
+    text = (
+        "You may call one or more functions. The function signatures are within "
+        "<tools></tools> XML tags:\n<tools>\n"
+        + "\n".join(json.dumps(t) for t in tools)
+        + "\n</tools>\nFor each function call, return a json object with function name "
+        "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+        '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+    )
+    out: list[dict[str, Any]] = []
+    for m in msgs:
+        if m["role"] == "tool":
+            out.append({"role": "user", "content": f"<tool_response>\n{m['content']}\n"
+                        "</tool_response>"})  # fmt: skip
+        elif m.get("tool_calls"):
+            calls = "\n".join(
+                "<tool_call>\n" + json.dumps({"name": c["function"]["name"],
+                                               "arguments": c["function"]["arguments"]})
+                + "\n</tool_call>"
+                for c in m["tool_calls"]
+            )  # fmt: skip
+            out.append({"role": "assistant", "content": (m["content"] + "\n" + calls).strip()})
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    if out and out[0]["role"] == "system":
+        out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + text}
+    else:
+        out.insert(0, {"role": "system", "content": text})
+    return out
+
+
+def _chatml(messages: list[dict[str, Any]]) -> str:
     parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
     return "".join(parts) + "<|im_start|>assistant\n"
 
@@ -414,6 +547,13 @@ class LocalWire:
         params: GenerateParams,
     ) -> AsyncIterator[StreamChunk]:
         engine = self.engine(model)
+        if params.tools and params.tool_choice != "none":
+            # a turn that may call tools is read whole: a call is not shown as text
+            (choice,), usage = await self.complete(endpoint, model, messages, params, 1)
+            if choice.text:
+                yield StreamChunk(0, choice.text)
+            yield StreamChunk(0, "", choice.finish_reason, usage, choice.tool_calls)
+            return
         seed = self._seeds(params, 1)[0]
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str] = asyncio.Queue()

@@ -571,6 +571,8 @@ class Model:
     ) -> Completion:
         messages = as_messages(prompt)
         p = self._params(params, overrides)
+        if p.tools and self.quirks.tools == "json":
+            return await self._generate_json_tools(messages, p, use_cache)
         key = self._key(messages, p) if (use_cache and self.cache is not None) else None
         got = await self._cache_get(key, p.n)
         cached_usage = Usage()
@@ -634,7 +636,11 @@ class Model:
         p = self._params(params, overrides)
         if p.n != 1:
             raise ConfigurationError("generate_streamed() returns one choice; n must be 1")
-        if self.cache is not None and 0 in await self._cache_get(self._key(messages, p), 1):
+        json_tools = bool(p.tools) and self.quirks.tools == "json"
+        if json_tools or (
+            self.cache is not None and 0 in await self._cache_get(self._key(messages, p), 1)
+        ):
+            # cached, or a constrained JSON reply (a call or an answer: read whole)
             c = await self.generate(messages, p)  # accounts the cached usage as generate does
             on_text(c.text)
             return c
@@ -654,6 +660,19 @@ class Model:
         cost = self._price.cost(usage) if self._price is not None else 0.0
         choice = Choice(0, "".join(parts), finish, usage=usage, tool_calls=calls)
         return Completion(model=self.id, choices=(choice,), usage=usage, cost=cost, requests=1)
+
+    async def _generate_json_tools(
+        self, messages: list[Message], p: GenerateParams, use_cache: bool
+    ) -> Completion:
+        """Tools on a backend without a tool API: constrained JSON (_tool_json.py)."""
+        from ponder.backends._tool_json import from_json_choice, to_json_request
+
+        sent, sp = to_json_request(messages, p)
+        c = await self._generate(sent, sp, use_cache, {})
+        if not sp.json_schema:
+            return c
+        turn = sum(1 for m in messages if m.role == "assistant")
+        return dataclasses.replace(c, choices=tuple(from_json_choice(ch, turn) for ch in c.choices))
 
     async def parse(
         self, prompt: Prompt, output: type[TModel], *, repair: int = 1, **overrides: Any

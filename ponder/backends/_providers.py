@@ -35,6 +35,9 @@ class Quirks:
     #: ``{"type": "json_object", "schema": ...}`` (llama-cpp-python's server answers the
     #: former with HTTP 500; llama.cpp's llama-server takes both)
     response_format: Literal["json_schema", "json_object"] = "json_schema"
+    #: how tools are offered: the API's own (``native``), or described in the prompt with
+    #: the reply constrained to a call or an answer (``json``: backends/_tool_json.py)
+    tools: Literal["native", "json"] = "native"
 
 
 @dataclass(frozen=True, slots=True)
