@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import pytest_asyncio
@@ -526,3 +526,52 @@ def test_a_local_models_tool_calls_are_read_in_the_forms_small_models_write() ->
     ]  # fmt: skip
     assert parse_tool_calls("The answer is \\boxed{4}.") == ("The answer is \\boxed{4}.", ())
     assert parse_tool_calls('{"answer": 4}') == ('{"answer": 4}', ())  # JSON, but no call
+
+
+async def test_a_server_without_a_tool_api_gets_tools_as_constrained_json(
+    loopback_server: Callable[[list[Any]], Awaitable[str]],
+) -> None:
+    """The 'json' tools quirk: tools told in the system prompt, the reply constrained by a
+    JSON Schema to a call or an answer, and read back as a ToolCall or the answer."""
+    from dataclasses import replace
+
+    from aiohttp import web
+
+    from ponder.backends import get_provider, register_provider, with_quirks
+
+    bodies: list[dict[str, Any]] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        bodies.append(body)
+        turn = sum(m["role"] == "assistant" for m in body["messages"])
+        content = (
+            '{"tool": "calculator", "arguments": {"expression": "6 * 7"}}'
+            if turn == 0
+            else '{"answer": "It is \\\\boxed{42}."}'
+        )
+        return web.json_response({"choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}})  # fmt: skip
+
+    url = await loopback_server([("POST", "/v1/chat/completions", chat)])
+    register_provider(
+        replace(with_quirks(get_provider("vllm"), tools="json"), name="jsontools"),
+        replace_existing=True,
+    )
+    model = Model(f"jsontools:m@{url}/v1", cache=False)
+    try:
+        run = await run_agent(model, "What is 6 * 7?", [calculator_tool()])
+    finally:
+        await model.aclose()
+    assert run.text == "It is \\boxed{42}."
+    assert run.steps[0].tool_uses[0].result == "42"
+    first, second = bodies
+    assert "tools" not in first
+    schema = first["response_format"]["json_schema"]["schema"]
+    assert [o["properties"].get("tool", {}).get("const") for o in schema["anyOf"]] == [
+        "calculator", None,
+    ]  # fmt: skip
+    assert "calculator:" in first["messages"][0]["content"]
+    assert second["messages"][-1] == {"role": "user", "content": "Result of calculator: 42"}
+    assert json.loads(second["messages"][-2]["content"])["tool"] == "calculator"

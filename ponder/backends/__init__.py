@@ -19,6 +19,7 @@ from ponder.backends._providers import (
     Quirks,
     get_provider,
     register_provider,
+    with_quirks,
 )
 from ponder.backends._redis_cache import AsyncResponseCache, RedisCache
 
@@ -45,4 +46,5 @@ __all__ = [
     "get_provider",
     "register_provider",
     "request_key",
+    "with_quirks",
 ]
