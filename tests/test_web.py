@@ -292,3 +292,42 @@ async def test_chat_page_renders_markdown_latex_and_code_and_runs_no_model_scrip
         assert await blocked.nth(1).get_attribute("src") is None
         assert dialogs == []
         assert await page.evaluate("() => window.__pwned === undefined")
+
+
+async def test_chat_page_shows_an_agents_tool_calls(browser: Browser) -> None:
+    """An agent's trajectory reaches the page: each tool call, its arguments and result,
+    under the step that made it (an error in red)."""
+    from test_serve import serving
+
+    from ponder import Settings
+    from ponder.apps._serve_settings import ServeSettings
+    from ponder.testing import FakeModel
+    from ponder.types import ToolCall
+    from ponder.workflows import Workflow, WorkflowSpec
+
+    replies: list[object] = [
+        ToolCall(id="a", name="calculator", arguments='{"expression": 42}'),
+        ToolCall(id="b", name="calculator", arguments='{"expression": "6 * 7"}'),
+        "The calculator says 42: \\boxed{42}",
+    ]
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "agent",
+            "models": {"m": "vllm:m@http://127.0.0.1:9/v1"},
+            "layers": [{"generate": {"n": 1, "tools": ["calculator"]}}],
+        }
+    )
+    fake = FakeModel(replies)  # type: ignore[arg-type]
+    wf = Workflow(spec, settings=Settings.load(cache=False), models={"m": fake})
+    async with serving(PonderServer({"agent": wf}, ServeSettings())) as base:
+        page = await browser.new_page(bypass_csp=True)
+        await page.goto(base + "/")
+        await page.locator("#model option").first.wait_for(state="attached")
+        await page.fill("#input", "What is 6 * 7?")
+        await page.press("#input", "Enter")
+        await page.locator('.msg.assistant[data-done="1"]').wait_for(timeout=20_000)
+        calls = await page.locator("#nodes .cand.tool").all_inner_texts()
+        assert len(calls) == 2
+        assert calls[0].startswith('↳ calculator({"expression": 42}) → Error: invalid arguments')
+        assert calls[1] == '↳ calculator({"expression": "6 * 7"}) → 42'
+        assert await page.locator("#nodes .cand.tool.error").count() == 1
