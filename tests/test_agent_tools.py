@@ -575,3 +575,42 @@ async def test_a_server_without_a_tool_api_gets_tools_as_constrained_json(
     assert "calculator:" in first["messages"][0]["content"]
     assert second["messages"][-1] == {"role": "user", "content": "Result of calculator: 42"}
     assert json.loads(second["messages"][-2]["content"])["tool"] == "calculator"
+
+
+# -- program-aided reasoning ----------------------------------------------------------------
+
+
+async def test_program_aided_reasoning_runs_each_program_and_votes_on_what_they_print() -> None:
+    from ponder.agents import ProgramAided, ProgramConfig, Vote, VoteConfig
+
+    replies = [
+        "```python\ntrays = 12 * 24\nprint(trays - 150)\n```",  # right
+        "```python\nprint(12 * 24 - 150)\n```",  # right
+        "```python\nprint(12 * 24 + 150)\n```",  # wrong
+        "```python\nprint(1 / 0)\n```",  # fails: abstains
+        "The answer is 138.",  # no program
+        "```python\nwhile True:\n    pass\n```",  # runs out of time
+    ]
+    model = FakeModel(replies)
+    pool = await ProgramAided(model, ProgramConfig(n=6, timeout=2))(Pool(query="cookies?"))
+    got = [(c.answer, c.error) for c in pool.candidates]
+    assert got[:3] == [("138", None), ("138", None), ("438", None)]
+    assert "ZeroDivisionError" in (got[3][1] or "")
+    assert got[4] == (None, "no program in the reply")
+    assert (got[5][1] or "").startswith("the program failed")
+    assert pool.notes[-1] == "program: 3 of 6 programs ran and printed an answer"
+    assert "Output:\n138" in pool.candidates[0].text
+    voted = await Vote(VoteConfig(answer_kind="number"))(pool)
+    assert voted.final == "138"
+    assert voted.vote is not None
+    assert (voted.vote.counted, voted.vote.abstained) == (3, 3)
+
+
+def test_a_program_is_found_in_the_forms_models_write() -> None:
+    from ponder.agents import extract_program
+
+    assert extract_program("Here:\n```python\nprint(1)\n```\nDone.") == "print(1)"
+    assert extract_program("```\nx = 2\nprint(x)\n```") == "x = 2\nprint(x)"
+    assert extract_program("```python\nprint(3)") == "print(3)"  # cut by the token limit
+    assert extract_program("x = 4\nprint(x)") == "x = 4\nprint(x)"
+    assert extract_program("The answer is 5.") is None

@@ -154,3 +154,25 @@ async def test_the_local_qwen_model_calls_a_tool_and_answers_from_its_result() -
     assert use.name == "calculator"
     assert (use.result, use.error) == ("428", False)
     assert extract_answer(run.text) == "428"
+
+
+@pytest.mark.realmodel
+def test_the_program_aided_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
+    if not fixture_path("qwen0.5b").is_file():
+        pytest.fail(
+            "the Qwen 0.5B fixture is not installed: ponder models add qwen0.5b (./dev test does)"
+        )
+    out = tmp_path / "pal.json"
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "real_model_pal.py"),
+         "--tasks", "arithmetic", "--problems", "2", "--samples", "2",
+         "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "PONDER_LOCAL_THREADS": "2"}, cwd=ROOT / "benchmarks",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (task,) = json.loads(out.read_text())["tasks"]
+    names = [r["technique"] for r in task["table"]]
+    assert names == ["PAL, one sample", "PAL + execution vote@2", "CoT, one sample",
+                     "CoT self-consistency@8", "CoT self-consistency@16"]  # fmt: skip
+    assert all(len(p["answers"]) == 2 for p in task["per_problem"])

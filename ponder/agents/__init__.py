@@ -80,6 +80,7 @@ from ponder.agents._components import (
     register_component,
     unregister_component,
 )
+from ponder.agents._program import PROGRAM_SYSTEM, ProgramAided, ProgramConfig, extract_program
 from ponder.agents._reward import RewardRankConfig, RewardRanker
 from ponder.agents._search import (
     MCTS,
@@ -110,6 +111,7 @@ __all__ = [
     "COMPONENTS",
     "LIVE_TEXT",
     "MCTS",
+    "PROGRAM_SYSTEM",
     "AdaptiveVote",
     "AdaptiveVoteConfig",
     "Agent",
@@ -152,6 +154,8 @@ __all__ = [
     "ParticleFilterConfig",
     "Pool",
     "ProcessRewardModel",
+    "ProgramAided",
+    "ProgramConfig",
     "ProgrammaticVerifier",
     "Provenance",
     "Ranker",
@@ -180,6 +184,7 @@ __all__ = [
     "check_in_order",
     "confidence_weight",
     "extract_answer",
+    "extract_program",
     "get_component",
     "leader_settled_probability",
     "merge_pools",
