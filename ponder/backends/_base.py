@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -96,6 +97,11 @@ def _server_message(body: bytes) -> str:
     return str(data)[:500]
 
 
+#: what a 5xx says when it is really a refused request (pydantic's "1 validation error",
+#: FastAPI's "Input should be ..."): such errors are not retried
+_REFUSAL = re.compile(r"\d+ validation errors?\b|\bInput should be\b|\bField required\b")
+
+
 def error_for_status(
     status: int,
     body: bytes,
@@ -119,6 +125,15 @@ def error_for_status(
         )
     if status == 408:
         return RequestTimeout(f"{where} (request timeout): {msg}", status=status, endpoint=endpoint)
+    if status >= 500 and _REFUSAL.search(msg):
+        # a server that reports its own request validation as a 500 (llama-cpp-python's,
+        # for a field it does not know): the same request would fail the same way
+        return BadRequestError(
+            f"{where}, but the error is the request's: {msg[:500]}. It is not retried; "
+            "change the request or the provider's quirks (docs/backends.md)",
+            status=status,
+            endpoint=endpoint,
+        )
     if status >= 500:
         return ServerError(f"{where}: {msg}", status=status, endpoint=endpoint)
     return BadRequestError(

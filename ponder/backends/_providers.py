@@ -131,7 +131,22 @@ for _p in (
         quirks=Quirks(
             supports_n=False, prefill="trailing_assistant", response_format="json_object"
         ),
-        description="a llama.cpp server (returns one choice per request)",
+        description="llama.cpp's llama-server (one choice per request; a schema goes as "
+        "json_object, which llama-cpp-python's server also takes)",
+    ),
+    Provider(
+        "llama_cpp_python",
+        "openai",
+        "http://127.0.0.1:8000/v1",
+        quirks=Quirks(
+            supports_n=False,
+            prefill="none",
+            response_format="json_object",
+            tools="json",
+        ),
+        description="llama-cpp-python's server (one choice per request; a trailing assistant "
+        "message starts a new turn, so no prefill; its tools API is ignored without a "
+        "function-calling chat format, so tools go as constrained JSON)",
     ),
     Provider(
         "ollama",
