@@ -150,9 +150,19 @@ def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
 
 def _add_call_deltas(calls: dict[int, dict[str, str]], deltas: list[Any]) -> None:
     """Streamed tool calls come in pieces: the first names the call, later ones add to its
-    arguments' text (OpenAI, vLLM and SGLang all stream them so)."""
+    arguments' text (OpenAI, vLLM and SGLang all stream them so). Ollama gives every call
+    of a parallel batch index 0: a new id at an index in use opens a call of its own."""
     for d in deltas:
-        slot = calls.setdefault(int(d.get("index", len(calls))), {"id": "", "name": "", "args": ""})
+        raw = int(d.get("index", 0))
+        at = calls.get(-1 - raw)  # the slot this raw index now writes to
+        key = int(at["slot"]) if at is not None else raw
+        slot = calls.get(key)
+        if slot is not None and d.get("id") and slot["id"] and slot["id"] != str(d["id"]):
+            key = max((k for k in calls if k >= 0), default=-1) + 1
+            slot = None
+        if slot is None:
+            slot = calls[key] = {"id": "", "name": "", "args": ""}
+            calls[-1 - raw] = {"slot": str(key)}
         if d.get("id"):
             slot["id"] = str(d["id"])
         fn = d.get("function") or {}
@@ -166,6 +176,7 @@ def _finish_calls(calls: dict[int, dict[str, str]]) -> tuple[ToolCall, ...]:
     return tuple(
         ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["args"] or "{}")
         for i, c in sorted(calls.items())
+        if i >= 0  # negative keys map a raw index to its slot
     )
 
 
