@@ -127,3 +127,56 @@ async def test_anthropic_gets_the_schema_in_the_prompt(
     assert body["system"].startswith("Be brief.\n\nReply with only a JSON object")
     assert '"confidence"' in body["system"]
     assert "response_format" not in body
+
+
+class Trip(BaseModel):
+    city: str
+    days: int
+    budget: int
+
+
+async def test_typed_samples_vote_field_by_field_or_on_a_named_key() -> None:
+    from ponder.agents import Generate, GenerateConfig, Pool, Vote, VoteConfig
+
+    replies = [
+        '{"city": "Lyon", "days": 3, "budget": 500}',
+        '{"city": "Lyon", "days": 4, "budget": 700}',
+        '{"city": "Nice", "days": 4, "budget": 500}',
+        '{"city": "Lyon", "days": 2, "budget": 900}',
+        "not JSON at all",  # repaired once, then still invalid: no typed answer
+    ]
+
+    def respond(msgs: Sequence[Message], _p: GenerateParams, i: int) -> str:
+        return "still not JSON" if msgs[-1].role == "user" and len(msgs) > 2 else replies[i % 5]
+
+    model = FakeModel(respond)
+    pool = await Generate(model, GenerateConfig(n=5, output=Trip))(Pool(query="Plan a trip"))
+    values = [c.value for c in pool.candidates]
+    assert values[0] == {"city": "Lyon", "days": 3, "budget": 500}
+    assert values[4] is None
+    assert pool.candidates[4].error == "the reply is not a valid Trip"
+    by_field = await Vote(VoteConfig(fields=True))(pool)
+    assert by_field.final is not None
+    assert json.loads(by_field.final) == {"city": "Lyon", "days": 4, "budget": 500}
+    assert by_field.notes[-1].startswith("typed vote field by field")
+    on_city = await Vote(VoteConfig(key="city"))(pool)
+    assert on_city.final is not None
+    assert json.loads(on_city.final) == {"city": "Lyon", "days": 3, "budget": 500}
+    assert on_city.vote is not None
+    assert on_city.vote.tally == {'"Lyon"': 3.0, '"Nice"': 1.0}
+    assert (on_city.vote.counted, on_city.vote.abstained) == (4, 1)
+
+
+def test_vote_values_on_nested_keys_and_ties() -> None:
+    from ponder.agents import vote_values
+
+    rows = [
+        {"r": {"unit": "m", "v": 1}},
+        {"r": {"unit": "km", "v": 2}},
+        {"r": {"unit": "m", "v": 3}},
+    ]
+    winner, tallies = vote_values(rows, key="r.unit")
+    assert winner == {"r": {"unit": "m", "v": 1}}
+    assert tallies == {"r.unit": {'"m"': 2.0, '"km"': 1.0}}
+    assert vote_values([None, None]) == (None, {})
+    assert vote_values([{"a": 1}, {"a": 2}], seed=0) == vote_values([{"a": 1}, {"a": 2}], seed=0)

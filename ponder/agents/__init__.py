@@ -104,7 +104,7 @@ from ponder.agents._state import (
     ToolUse,
     merge_pools,
 )
-from ponder.agents._vote import VoteResult, leader_settled_probability, vote
+from ponder.agents._vote import VoteResult, leader_settled_probability, vote, vote_values
 
 __all__ = [
     "AGENT_SYSTEM",
@@ -204,4 +204,5 @@ __all__ = [
     "unregister_component",
     "verifier_quality",
     "vote",
+    "vote_values",
 ]

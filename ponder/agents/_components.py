@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import functools
+import json
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from contextvars import ContextVar
@@ -27,8 +28,8 @@ from ponder.agents._answers import (
     answers_equivalent,
     normalize_answer,
 )
-from ponder.agents._state import Candidate, Pool, Provenance, Spend
-from ponder.agents._vote import leader_settled_probability, vote
+from ponder.agents._state import Candidate, Pool, Provenance, Spend, VoteResult
+from ponder.agents._vote import leader_settled_probability, vote, vote_values
 from ponder.backends import Model
 from ponder.errors import ConfigurationError
 from ponder.types import Choice, Completion, GenerateParams, Message
@@ -284,6 +285,11 @@ class GenerateConfig(_Config):
         description="With tools, each sample is an agent run (a model calling these tools "
         "in a loop, as the agent component): names from the tool registry.",
     )
+    output: type[BaseModel] | None = Field(
+        None,
+        description="Typed answers (Python): each sample is validated as this pydantic model "
+        "(Candidate.value; the answer is its JSON); vote with key=... or fields=True.",
+    )
     max_steps: int = Field(8, ge=1, description="With tools: model turns of one sample.")
 
 
@@ -336,7 +342,9 @@ class Generate:
         if start == 0 or model.cache is not None:
             # with a cache, samples 0..start-1 are hits and only the rest is requested
             params = _sampling(start + n, cfg.temperature, cfg.max_tokens, cfg.seed, cfg.logprobs)
-            if sink is not None and start + n == 1:  # the run's answer, written live
+            if cfg.output is not None:  # typed answers: validated, repaired once
+                c = await model.generate(messages, params, output=cfg.output)
+            elif sink is not None and start + n == 1:  # the run's answer, written live
                 c = await model.generate_streamed(messages, sink, params)
             else:
                 c = await model.generate(messages, params)
@@ -354,6 +362,9 @@ class Generate:
         prefix = _origin(self.name, cfg, model.id, cfg.layer)
         out = []
         for ch in choices:
+            if cfg.output is not None:
+                out.append(self._typed(prefix, model, ch))
+                continue
             lp = ch.mean_logprob
             out.append(
                 Candidate.read(
@@ -372,6 +383,21 @@ class Generate:
                 )
             )
         return out, _spend(c)
+
+    def _typed(self, prefix: str, model: Model, ch: Choice) -> Candidate:
+        cfg = self.config
+        assert cfg.output is not None
+        prov = _provenance(self.name, model.id, cfg.layer,
+                           None if cfg.seed is None else cfg.seed + model.offset + ch.index,
+                           ch.index)  # fmt: skip
+        if isinstance(ch.parsed, BaseModel):
+            value = ch.parsed.model_dump(mode="json")
+            return Candidate(id=prefix + str(ch.index), text=ch.text, provenance=prov,
+                             answer=json.dumps(value, sort_keys=True), value=value,
+                             finish_reason=ch.finish_reason)  # fmt: skip
+        return Candidate(id=prefix + str(ch.index), text=ch.text, provenance=prov,
+                         error=f"the reply is not a valid {cfg.output.__name__}",
+                         finish_reason=ch.finish_reason)  # fmt: skip
 
     async def __call__(self, pool: Pool) -> Pool:
         if self._agents:
@@ -393,6 +419,10 @@ class VoteConfig(_Config):
     answer_kind: AnswerKind = "auto"
     weight: str | None = Field(None, description="Weight votes by this score (e.g. verifier).")
     seed: int = 0
+    key: str | None = Field(
+        None, description="Typed answers: vote on this field (dotted for a nested one)."
+    )
+    fields: bool = Field(False, description="Typed answers: vote on each field on its own.")
 
 
 @register_component(config=VoteConfig, models="none")
@@ -406,12 +436,42 @@ class Vote:
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
+        if cfg.key is not None or cfg.fields:
+            return self._typed(pool)
         result = vote(pool.candidates, kind=cfg.answer_kind, weight=cfg.weight, seed=cfg.seed)
         note = (
             f"vote: {result.answer!r} with {result.support:.0%} of {result.counted} counted"
             f" ({result.abstained} abstained)"
         )
         return pool.model_copy(update={"final": result.answer, "vote": result}).noted(note)
+
+    def _typed(self, pool: Pool) -> Pool:
+        """A vote over typed answers (``Candidate.value``): on one field, or field by
+        field; the final answer is the winning object as JSON."""
+        cfg = self.config
+        values = [c.value for c in pool.candidates]
+        winner, tallies = vote_values(values, key=cfg.key if not cfg.fields else None,
+                                      seed=cfg.seed)  # fmt: skip
+        counted = sum(v is not None for v in values)
+        if winner is None:
+            return pool.model_copy(update={"final": None}).noted(
+                f"typed vote: no typed answer among {len(values)} candidates"
+            )
+        final = json.dumps(winner, sort_keys=True)
+        main = tallies.get(cfg.key or "", {}) if not cfg.fields else {}
+        top = max(main.values(), default=0.0)
+        result = VoteResult(
+            answer=final, key=final, tally=main, support=top / counted if counted else 0.0,
+            counted=counted, abstained=len(values) - counted,
+        )  # fmt: skip
+        how = f"on {cfg.key!r}" if not cfg.fields else "field by field"
+        detail = "; ".join(
+            f"{f}: " + ", ".join(f"{k} x{v:g}" for k, v in list(t.items())[:3])
+            for f, t in tallies.items()
+        )
+        return pool.model_copy(update={"final": final, "vote": result}).noted(
+            f"typed vote {how}: {final} ({detail})"
+        )
 
 
 class AdaptiveVoteConfig(_Config):

@@ -146,6 +146,9 @@ class Candidate(BaseModel):
     trajectory: tuple[AgentStep, ...] = Field(
         (), description="An agent's turns: its text, tool calls and their results."
     )
+    value: dict[str, Any] | None = Field(
+        None, description="A typed answer (generate with output=...), as validated JSON data."
+    )
 
     @classmethod
     def read(
