@@ -234,3 +234,27 @@ async def test_serve_continues_the_callers_trace(
     assert format(run.context.trace_id, "032x") == trace_id
     assert run.parent is not None
     assert format(run.parent.span_id, "016x") == "00f067aa0ba902b7"
+
+
+async def test_an_agents_tool_calls_are_spans(spans: InMemorySpanExporter) -> None:
+    from ponder.agents import run_agent
+    from ponder.testing import FakeModel
+    from ponder.tools import calculator_tool
+    from ponder.types import ToolCall
+
+    model = FakeModel([ToolCall(id="c1", name="calculator", arguments='{"expression": "6*7"}'),
+                       "\\boxed{42}"])  # fmt: skip
+    with tracing.span("agent") as root:
+        run = await run_agent(model, "6*7?", [calculator_tool()])
+    assert run.text == "\\boxed{42}"
+    assert root is not None
+    found = spans.get_finished_spans()
+    (tool_span,) = by_name(found, "execute_tool ")
+    attrs = dict(tool_span.attributes or {})
+    assert attrs["gen_ai.tool.name"] == "calculator"
+    assert attrs["gen_ai.tool.call.id"] == "c1"
+    assert attrs["ponder.tool.error"] is False
+    assert "ponder.tool.arguments" not in attrs  # content is not captured by default
+    assert len(by_name(found, "chat ")) == 2
+    assert tool_span.parent is not None
+    assert tool_span.parent.span_id == root.context.span_id
