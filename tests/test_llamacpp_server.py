@@ -93,6 +93,11 @@ async def test_prefill_is_refused_before_anything_is_sent(server: str) -> None:
     async with Model(f"llama_cpp_python:smollm2@{server}", cache=False) as m:
         with pytest.raises(ConfigurationError, match="cannot continue a partial answer"):
             await m.generate("Say hello", prefill="Hello there,")
+    # the llamacpp: preset (llama.cpp's llama-server) asks the server first: this one has
+    # no /props, so it is not llama-server, and its answer would not continue the prefill
+    async with Model(f"llamacpp:smollm2@{server}", cache=False) as m:
+        with pytest.raises(ConfigurationError, match=r"not llama\.cpp's llama-server"):
+            await m.generate("Say hello", prefill="Hello there,")
 
 
 async def test_a_validation_error_sent_as_500_is_not_retried(server: str) -> None:

@@ -95,3 +95,28 @@ async def test_anthropic_tool_use_blocks_plain_and_streamed(
     assert (call.id, json.loads(call.arguments)) == ("toolu_01T1x1fJ34qAmk2tNTrN7Up6",
                                                      {"location": "Paris"})  # fmt: skip
     assert streamed.finish_reason == "tool_calls"
+
+
+async def test_llama_server_is_asked_once_before_a_prefill(loopback_server: Start) -> None:
+    """The llamacpp: preset continues a trailing assistant message only on llama.cpp's
+    llama-server, which it recognises by its /props endpoint (asked once per server)."""
+    probes: list[str] = []
+    bodies: list[dict[str, Any]] = []
+
+    async def props(request: web.Request) -> web.Response:
+        probes.append(request.path)
+        return web.json_response({"default_generation_settings": {}})
+
+    async def chat(request: web.Request) -> web.Response:
+        bodies.append(await request.json())
+        return web.json_response({"choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": " world."}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2}})  # fmt: skip
+
+    url = await loopback_server([("GET", "/props", props), ("POST", "/v1/chat/completions", chat)])
+    async with Model(f"llamacpp:m@{url}/v1", cache=False) as m:
+        first = await m.generate("Greet", prefill="Hello")
+        await m.generate("Greet again", prefill="Hi")
+    assert first.text == "Hello world."
+    assert probes == ["/props"]
+    assert bodies[0]["messages"][-1] == {"role": "assistant", "content": "Hello"}

@@ -19,7 +19,7 @@ import orjson
 from ponder.backends._base import error_for_status
 from ponder.backends._pool import Endpoint
 from ponder.backends._providers import Quirks
-from ponder.errors import ParseError, RequestTimeout, TransportError
+from ponder.errors import ConfigurationError, ParseError, RequestTimeout, TransportError
 from ponder.types import (
     Choice,
     FinishReason,
@@ -199,6 +199,7 @@ class OpenAIWire:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._header_cache: dict[str | None, dict[str, str]] = {}  # by API key
+        self._prefill_ok: dict[str, bool] = {}  # by base URL (the prefill_probe quirk)
 
     def _timeout_error(
         self, e: BaseException, url: str, endpoint: str, total: float | None
@@ -304,6 +305,27 @@ class OpenAIWire:
             self._header_cache[ep.api_key] = h
         return h
 
+    async def _check_prefill(self, endpoint: Endpoint) -> None:
+        """Refuse a prefill a server would not continue (the ``prefill_probe`` quirk):
+        llama.cpp's llama-server answers ``GET /props``; llama-cpp-python's does not."""
+        base = endpoint.base_url
+        ok = self._prefill_ok.get(base)
+        if ok is None:
+            root = base.removesuffix("/").removesuffix("/v1")
+            try:
+                async with self._get_session().get(root + "/props", timeout=self._timeout(10)) as r:
+                    ok = r.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            self._prefill_ok[base] = ok
+        if not ok:
+            raise ConfigurationError(
+                f"{base} does not continue a partial answer: it is not llama.cpp's "
+                "llama-server (no /props), and a trailing assistant message would start a "
+                "new turn. For llama-cpp-python's server use the llama_cpp_python: preset; "
+                "for prefill use llama-server, vLLM, SGLang or the local: backend"
+            )
+
     async def complete(
         self,
         endpoint: Endpoint,
@@ -312,6 +334,8 @@ class OpenAIWire:
         params: GenerateParams,
         n: int,
     ) -> tuple[list[Choice], Usage]:
+        if params.prefill is not None and self.quirks.prefill_probe:
+            await self._check_prefill(endpoint)
         body = orjson.dumps(self.payload(model, messages, params, n))
         url = endpoint.base_url + "/chat/completions"
         timeout = self._timeout(params.timeout)
@@ -378,6 +402,8 @@ class OpenAIWire:
         messages: Sequence[Message],
         params: GenerateParams,
     ) -> AsyncIterator[StreamChunk]:
+        if params.prefill is not None and self.quirks.prefill_probe:
+            await self._check_prefill(endpoint)
         payload = self.payload(model, messages, params, 1)
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}

@@ -38,6 +38,10 @@ class Quirks:
     #: how tools are offered: the API's own (``native``), or described in the prompt with
     #: the reply constrained to a call or an answer (``json``: backends/_tool_json.py)
     tools: Literal["native", "json"] = "native"
+    #: check once per server, before the first prefill, that it is llama.cpp's
+    #: llama-server (``GET /props``), which continues a trailing assistant message;
+    #: llama-cpp-python's server (no /props) would start a new turn instead
+    prefill_probe: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +133,10 @@ for _p in (
         "openai",
         "http://127.0.0.1:8080/v1",
         quirks=Quirks(
-            supports_n=False, prefill="trailing_assistant", response_format="json_object"
+            supports_n=False,
+            prefill="trailing_assistant",
+            response_format="json_object",
+            prefill_probe=True,
         ),
         description="llama.cpp's llama-server (one choice per request; a schema goes as "
         "json_object, which llama-cpp-python's server also takes)",
