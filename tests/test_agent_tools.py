@@ -151,13 +151,18 @@ async def test_bad_arguments_exceptions_and_timeouts_come_back_as_error_results(
 # -- tool calling on the wires --------------------------------------------------------------
 
 
+def standin_model(standin: StandinServer, api: str, monkeypatch: pytest.MonkeyPatch) -> Model:
+    """The stand-in through the OpenAI-compatible or the Anthropic wire."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    ref = f"vllm:m@{standin.base_url}" if api == "openai" else f"anthropic:m@{standin.root_url}"
+    return Model(ref, cache=False)
+
+
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
 async def test_an_agent_solves_a_problem_with_the_calculator(
     standin: StandinServer, api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
-    ref = f"vllm:m@{standin.base_url}" if api == "openai" else f"anthropic:m@{standin.root_url}"
-    model = Model(ref, cache=False)
+    model = standin_model(standin, api, monkeypatch)
     q, answer = problem()
     steps: list[object] = []
     try:
@@ -178,9 +183,7 @@ async def test_an_agent_solves_a_problem_with_the_calculator(
 async def test_streamed_tool_calls_are_put_together(
     standin: StandinServer, api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
-    ref = f"vllm:m@{standin.base_url}" if api == "openai" else f"anthropic:m@{standin.root_url}"
-    model = Model(ref, cache=False)
+    model = standin_model(standin, api, monkeypatch)
     q, _ = problem("arithmetic")
     try:
         text: list[str] = []

@@ -70,21 +70,29 @@ async def test_an_uninstalled_fixture_says_how_to_install_it(
             await m.generate("hi")
 
 
-@pytest.mark.realmodel
-def test_the_real_model_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
+def need_qwen() -> None:
     if not fixture_path("qwen0.5b").is_file():
         pytest.fail(
             "the Qwen 0.5B fixture is not installed: ponder models add qwen0.5b (./dev test does)"
         )
-    out = tmp_path / "rm.json"
+
+
+def bench(script: str, *args: str, cwd: Path = ROOT) -> None:
+    """Run ``benchmarks/SCRIPT ARGS`` on the real model, as a user would; it must succeed."""
     done = subprocess.run(
-        [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "real_model.py"),
-         "--problems", "2", "--samples", "2", "--max-tokens", "48",
-         "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)],
+        [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / script), *args],
         capture_output=True, text=True, timeout=600, check=False,
-        env={**os.environ, "PONDER_LOCAL_THREADS": "2"},
+        env={**os.environ, "PONDER_LOCAL_THREADS": "2"}, cwd=cwd,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.realmodel
+def test_the_real_model_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
+    need_qwen()
+    out = tmp_path / "rm.json"
+    bench("real_model.py", "--problems", "2", "--samples", "2", "--max-tokens", "48",
+          "--cache", str(tmp_path / "c.sqlite"), "--out", str(out))  # fmt: skip
     result = json.loads(out.read_text())
     assert result["problems"] == 2
     assert result["table"][0]["technique"] == "one sample"
@@ -94,20 +102,12 @@ def test_the_real_model_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
 
 @pytest.mark.realmodel
 def test_the_real_model_pipelines_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
-    if not fixture_path("qwen0.5b").is_file():
-        pytest.fail(
-            "the Qwen 0.5B fixture is not installed: ponder models add qwen0.5b (./dev test does)"
-        )
+    need_qwen()
     out = tmp_path / "rmp.json"
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "real_model_pipelines.py"),
-         "--problems", "1", "--puzzles", "1", "--code", "1", "--samples", "2", "--k", "2",
-         "--max-tokens", "40", "--judge-tokens", "24", "--code-tokens", "64",
-         "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
-        env={**os.environ, "PONDER_LOCAL_THREADS": "2"},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    bench("real_model_pipelines.py", "--problems", "1", "--puzzles", "1", "--code", "1",
+          "--samples", "2", "--k", "2", "--max-tokens", "40", "--judge-tokens", "24",
+          "--code-tokens", "64", "--cache", str(tmp_path / "c.sqlite"),
+          "--out", str(out))  # fmt: skip
     result = json.loads(out.read_text())
     techniques = [r["technique"] for r in result["arithmetic"]["table"]]
     assert techniques[:2] == ["one sample", "self-consistency@2"]
@@ -138,10 +138,7 @@ async def test_the_local_qwen_model_calls_a_tool_and_answers_from_its_result() -
     from ponder.agents import extract_answer, run_agent
     from ponder.tools import calculator_tool
 
-    if not fixture_path("qwen0.5b").is_file():
-        pytest.fail(
-            "the Qwen 0.5B fixture is not installed: ponder models add qwen0.5b (./dev test does)"
-        )
+    need_qwen()
     async with Model("local:qwen0.5b", cache=False) as m:
         run = await run_agent(
             m,
@@ -158,19 +155,11 @@ async def test_the_local_qwen_model_calls_a_tool_and_answers_from_its_result() -
 
 @pytest.mark.realmodel
 def test_the_program_aided_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
-    if not fixture_path("qwen0.5b").is_file():
-        pytest.fail(
-            "the Qwen 0.5B fixture is not installed: ponder models add qwen0.5b (./dev test does)"
-        )
+    need_qwen()
     out = tmp_path / "pal.json"
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / "real_model_pal.py"),
-         "--tasks", "arithmetic", "--problems", "2", "--samples", "2",
-         "--cache", str(tmp_path / "c.sqlite"), "--out", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
-        env={**os.environ, "PONDER_LOCAL_THREADS": "2"}, cwd=ROOT / "benchmarks",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    bench("real_model_pal.py", "--tasks", "arithmetic", "--problems", "2", "--samples", "2",
+          "--cache", str(tmp_path / "c.sqlite"), "--out", str(out),
+          cwd=ROOT / "benchmarks")  # fmt: skip
     (task,) = json.loads(out.read_text())["tasks"]
     names = [r["technique"] for r in task["table"]]
     assert names == ["PAL, one sample", "PAL + execution vote@2", "CoT, one sample",

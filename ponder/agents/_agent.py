@@ -31,7 +31,7 @@ from ponder.agents._components import (
     GenerateConfig,
     _Config,
     _origin,
-    _provenance,
+    _sample_provenance,
     _spend,
     register_component,
 )
@@ -278,13 +278,7 @@ class Agent:
             id=prefix + str(index),
             text=r.text,
             kind=cfg.answer_kind,
-            provenance=_provenance(
-                self.name,
-                self.model.id,
-                cfg.layer,
-                None if cfg.seed is None else cfg.seed + index,
-                index,
-            ),
+            provenance=_sample_provenance(self.name, self.model, cfg.layer, cfg.seed, index),
             finish_reason="stop" if r.stopped == "answered" else r.stopped,
             trajectory=tuple(r.steps),
             spend=r.spend,

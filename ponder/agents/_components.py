@@ -259,6 +259,14 @@ def _sampling(
     )
 
 
+def _sample_provenance(
+    component: str, model: Model, layer: int, seed: int | None, index: int
+) -> Provenance:
+    """Sample ``index`` of a step seeded ``seed`` (sample i uses seed + offset + i)."""
+    s = None if seed is None else seed + model.offset + index
+    return _provenance(component, model.id, layer, s, index)
+
+
 @functools.lru_cache(maxsize=4096)
 def _provenance(
     component: str, model: str | None, layer: int, seed: int | None, index: int
@@ -387,9 +395,7 @@ class Generate:
     def _typed(self, prefix: str, model: Model, ch: Choice) -> Candidate:
         cfg = self.config
         assert cfg.output is not None
-        prov = _provenance(self.name, model.id, cfg.layer,
-                           None if cfg.seed is None else cfg.seed + model.offset + ch.index,
-                           ch.index)  # fmt: skip
+        prov = _sample_provenance(self.name, model, cfg.layer, cfg.seed, ch.index)
         if isinstance(ch.parsed, BaseModel):
             value = ch.parsed.model_dump(mode="json")
             return Candidate(id=prefix + str(ch.index), text=ch.text, provenance=prov,

@@ -21,7 +21,7 @@ from ponder.agents._components import (
     _Config,
     _messages,
     _origin,
-    _provenance,
+    _sample_provenance,
     _sampling,
     _spend,
     register_component,
@@ -88,13 +88,7 @@ class ProgramAided:
         prefix = _origin(self.name, cfg, self.model.id, cfg.layer)
 
         async def one(index: int, text: str, finish: str) -> Candidate:
-            prov = _provenance(
-                self.name,
-                self.model.id,
-                cfg.layer,
-                None if cfg.seed is None else cfg.seed + index,
-                index,
-            )
+            prov = _sample_provenance(self.name, self.model, cfg.layer, cfg.seed, index)
             code = extract_program(text)
             base = {"id": prefix + str(index), "provenance": prov, "finish_reason": finish}
             if code is None:
