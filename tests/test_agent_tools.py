@@ -617,3 +617,13 @@ def test_a_program_is_found_in_the_forms_models_write() -> None:
     assert extract_program("```python\nprint(3)") == "print(3)"  # cut by the token limit
     assert extract_program("x = 4\nprint(x)") == "x = 4\nprint(x)"
     assert extract_program("The answer is 5.") is None
+
+
+def test_a_program_ending_in_a_bare_expression_prints_it() -> None:
+    from ponder.agents._program import print_last_expression
+
+    assert print_last_expression("x = 2\nx * 3") == "x = 2\nprint(x * 3)"
+    assert print_last_expression("( 2 * 7 ) + -7") == "print(2 * 7 + -7)"
+    assert print_last_expression("print(1)") == "print(1)"
+    assert print_last_expression("x = 1") == "x = 1"
+    assert print_last_expression("x =") == "x ="  # does not parse: run as it is

@@ -2,7 +2,8 @@
 what it prints is the answer.
 
 ``program`` samples ``n`` programs and runs each in the OS sandbox (``ponder.tools``); a
-candidate's answer is the last line the program printed, and a program that fails (an
+candidate's answer is the last line the program printed (a program that ends with a bare
+expression prints it, as a notebook shows a cell's value), and a program that fails (an
 exception, a timeout, no output) is a candidate with no answer and the reason in its
 ``error``. ``vote`` after it is an **execution vote**: a plurality over what the programs
 printed, the failed ones abstaining.
@@ -10,6 +11,7 @@ printed, the failed ones abstaining.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import re
 from typing import ClassVar
@@ -31,7 +33,13 @@ from ponder.backends import Model
 from ponder.errors import ToolExecutionError
 from ponder.tools import SandboxLimits, run_python
 
-__all__ = ["PROGRAM_SYSTEM", "ProgramAided", "ProgramConfig", "extract_program"]
+__all__ = [
+    "PROGRAM_SYSTEM",
+    "ProgramAided",
+    "ProgramConfig",
+    "extract_program",
+    "print_last_expression",
+]
 
 PROGRAM_SYSTEM = (
     "Solve the problem by writing a short Python program that computes the answer and "
@@ -52,6 +60,29 @@ def extract_program(text: str) -> str | None:
     if re.search(r"^\s*(print\(|def |import |from |\w+\s*=)", body, re.MULTILINE):
         return body
     return None
+
+
+def print_last_expression(code: str) -> str:
+    """``code`` with its last statement printed when it is a bare expression (as a
+    notebook shows a cell's value): small models often end with ``total`` or ``2 * 7 + 1``
+    instead of ``print(...)``. Code that does not parse is returned as it is (running it
+    reports the error)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    last = tree.body[-1] if tree.body else None
+    if not isinstance(last, ast.Expr):
+        return code
+    value = last.value
+    if (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Name)
+        and value.func.id == "print"
+    ):
+        return code
+    tree.body[-1] = ast.Expr(ast.Call(ast.Name("print", ast.Load()), [value], []))
+    return ast.unparse(ast.fix_missing_locations(tree))
 
 
 class ProgramConfig(_Config):
@@ -90,6 +121,8 @@ class ProgramAided:
         async def one(index: int, text: str, finish: str) -> Candidate:
             prov = _sample_provenance(self.name, self.model, cfg.layer, cfg.seed, index)
             code = extract_program(text)
+            if code is not None:
+                code = print_last_expression(code)
             base = {"id": prefix + str(index), "provenance": prov, "finish_reason": finish}
             if code is None:
                 return Candidate(text=text, error="no program in the reply", **base)
