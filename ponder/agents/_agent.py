@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -136,7 +135,6 @@ async def run_agent(
     messages += [Message.user(prompt)] if isinstance(prompt, str) else list(prompt)
     run = AgentRun(text="")
     seen: dict[str, int] = {}
-    deadline = time.monotonic() + time_limit if time_limit is not None else None
 
     async def turn(p: GenerateParams, live: bool) -> tuple[str, tuple[ToolCall, ...]]:
         if live and on_text is not None:
@@ -189,7 +187,7 @@ async def run_agent(
 
     # the time limit covers the whole run: model turns and tool calls alike
     loop = asyncio.get_running_loop()
-    when = None if deadline is None else loop.time() + (deadline - time.monotonic())
+    when = None if time_limit is None else loop.time() + time_limit
     try:
         async with asyncio.timeout_at(when):
             ask = await turns()

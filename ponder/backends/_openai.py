@@ -148,36 +148,36 @@ def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
     return tuple(out)
 
 
-def _add_call_deltas(calls: dict[int, dict[str, str]], deltas: list[Any]) -> None:
-    """Streamed tool calls come in pieces: the first names the call, later ones add to its
-    arguments' text (OpenAI, vLLM and SGLang all stream them so). Ollama gives every call
-    of a parallel batch index 0: a new id at an index in use opens a call of its own."""
-    for d in deltas:
-        raw = int(d.get("index", 0))
-        at = calls.get(-1 - raw)  # the slot this raw index now writes to
-        key = int(at["slot"]) if at is not None else raw
-        slot = calls.get(key)
-        if slot is not None and d.get("id") and slot["id"] and slot["id"] != str(d["id"]):
-            key = max((k for k in calls if k >= 0), default=-1) + 1
-            slot = None
-        if slot is None:
-            slot = calls[key] = {"id": "", "name": "", "args": ""}
-            calls[-1 - raw] = {"slot": str(key)}
-        if d.get("id"):
-            slot["id"] = str(d["id"])
-        fn = d.get("function") or {}
-        if fn.get("name"):
-            slot["name"] += str(fn["name"])
-        if fn.get("arguments"):
-            slot["args"] += str(fn["arguments"])
+class _CallPieces:
+    """One streamed choice's tool calls, put together from their pieces: the first names
+    the call, later ones add to its arguments' text (OpenAI, vLLM and SGLang all stream
+    them so). Ollama gives every call of a parallel batch index 0: a new id at an index in
+    use opens a call of its own."""
 
+    def __init__(self) -> None:
+        self.calls: list[dict[str, str]] = []
+        self.at: dict[int, int] = {}  # the stream's index -> the call it now writes to
 
-def _finish_calls(calls: dict[int, dict[str, str]]) -> tuple[ToolCall, ...]:
-    return tuple(
-        ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["args"] or "{}")
-        for i, c in sorted(calls.items())
-        if i >= 0  # negative keys map a raw index to its slot
-    )
+    def add(self, deltas: list[Any]) -> None:
+        for d in deltas:
+            raw = int(d.get("index", 0))
+            k = self.at.get(raw)
+            new_id = str(d.get("id") or "")
+            if k is None or (new_id and self.calls[k]["id"] and self.calls[k]["id"] != new_id):
+                self.calls.append({"id": "", "name": "", "args": ""})
+                k = self.at[raw] = len(self.calls) - 1
+            call = self.calls[k]
+            if new_id:
+                call["id"] = new_id
+            fn = d.get("function") or {}
+            call["name"] += str(fn.get("name") or "")
+            call["args"] += str(fn.get("arguments") or "")
+
+    def finish(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["args"] or "{}")
+            for i, c in enumerate(self.calls)
+        )
 
 
 class OpenAIWire:
@@ -411,7 +411,7 @@ class OpenAIWire:
         timeout = self._timeout(params.timeout)
         session = self._get_session()
         finished = False
-        partial: dict[int, dict[int, dict[str, str]]] = {}  # choice -> call index -> pieces
+        partial: dict[int, _CallPieces] = {}  # by choice
         try:
             async with session.post(
                 url,
@@ -449,9 +449,10 @@ class OpenAIWire:
                         d = c.get("delta") or {}
                         index = int(c.get("index", 0))
                         if d.get("tool_calls"):  # pieces of calls: put together per index
-                            _add_call_deltas(partial.setdefault(index, {}), d["tool_calls"])
+                            partial.setdefault(index, _CallPieces()).add(d["tool_calls"])
                         reason = c.get("finish_reason")
-                        calls = _finish_calls(partial.pop(index, {})) if reason else ()
+                        done = partial.pop(index, None) if reason else None
+                        calls = done.finish() if done is not None else ()
                         finish = _FINISH.get(reason, "unknown") if reason else None
                         if calls and finish == "stop":
                             finish = "tool_calls"
