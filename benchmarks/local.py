@@ -1,12 +1,21 @@
-"""Local backend benchmark: Ponder's ``local:`` backend vs llama-cpp-python called directly.
+"""The embedded engine against the limit: tokens/s through Ponder vs raw batched llama.cpp.
 
-1. Decode speed: tokens per second of ``Model("local:smollm2").generate`` against
-   ``Llama.create_chat_completion`` on the same prompt, greedy, same length; the ratio is
-   Ponder's overhead (target <= 1.05x the time).
-2. Prefill with prefix reuse: ``n=8`` samples of one long prompt (evaluated once) against
-   the same prompt evaluated 8 times from scratch.
+For each model and each ``n`` it measures, in one run:
 
-    python benchmarks/local.py          # best of 3
+* **raw batched**: llama-cpp-python's low-level API, no Ponder: the prompt evaluated once,
+  its KV copied to ``n`` sequences, all ``n`` decoded one token each per ``llama_decode``
+  with their own seeded samplers (the same chain and seeds Ponder uses). This is the limit
+  on this machine.
+* **ponder**: ``Model("local:...").generate(prompt, n=n)`` on the batching engine.
+* **one at a time**: the same request on an engine limited to one sequence
+  (``PONDER_LOCAL_MAX_SEQUENCES=1``), which decodes the samples one after another as the
+  engine did before batching.
+
+Then 8 concurrent requests with different prompts (``n=1`` each): awaited one after
+another, all at once through Ponder (continuous batching), and raw batched.
+
+    python benchmarks/local.py                       # SmolLM2, and Qwen 0.5B if installed
+    python benchmarks/local.py --models smollm2 --ns 1,8 --tokens 32 --trials 1   # smoke
     python benchmarks/local.py --json
 """
 
@@ -16,115 +25,220 @@ import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from ponder import Model, Settings
-from ponder.backends._local import LocalEngine, LocalWire
+from ponder.backends._fixtures import fixture_path
+from ponder.backends._llama_batch import Sampling
+from ponder.backends._local import LocalWire, resolve_model_path
 
 PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
-LONG = "Here are the rules of the game, read them carefully. " * 40 + "Summarise the rules."
+TOPICS = ["a lighthouse keeper", "a chess robot", "a lost cat", "a volcano", "a violinist",
+          "a submarine", "a desert town", "a library ghost"]  # fmt: skip
+TEMPERATURE = 0.8
 
 
-def _engine() -> LocalEngine:
-    return LocalWire().engine("smollm2")
+def _sampling(tokens: int) -> Sampling:
+    return Sampling(temperature=TEMPERATURE, top_k=40, top_p=0.95, min_p=0.05,
+                    repeat_penalty=1.0, max_tokens=tokens)  # fmt: skip
 
 
-async def decode(model: Model, tokens: int, trials: int) -> dict[str, Any]:
-    await model.generate("warm up", max_tokens=2)
-    engine = _engine()
-    llm: Any = engine._llm
-    best_direct = best_ponder = float("inf")
-    n_direct = n_ponder = 0
-    for _ in range(trials):
-        llm.reset()
-        t = time.perf_counter()
-        ref = llm.create_chat_completion(
-            messages=[{"role": "user", "content": PROMPT}], temperature=0, max_tokens=tokens
-        )
-        best_direct = min(best_direct, time.perf_counter() - t)
-        n_direct = ref["usage"]["completion_tokens"]
+class Raw:
+    """Batched decoding with llama-cpp-python's C API only: the limit Ponder is held to."""
 
-        llm.reset()
-        t = time.perf_counter()
-        c = await model.generate(PROMPT, temperature=0, max_tokens=tokens)
-        best_ponder = min(best_ponder, time.perf_counter() - t)
-        n_ponder = c.usage.completion_tokens
-    return {
-        "tokens_direct": n_direct,
-        "tokens_ponder": n_ponder,
-        "tok_per_s_direct": n_direct / best_direct,
-        "tok_per_s_ponder": n_ponder / best_ponder,
-        "time_ratio": (best_ponder / n_ponder) / (best_direct / n_direct),
-    }
+    def __init__(self, path: Path, n_ctx: int, max_seqs: int, threads: int) -> None:
+        import llama_cpp
+        from llama_cpp._internals import LlamaContext, LlamaModel
 
-
-async def prefill(model: Model, trials: int) -> dict[str, Any]:
-    engine = _engine()
-    llm: Any = engine._llm
-    best_shared = best_independent = float("inf")
-    prompt_tokens = 0
-    evaluated = 0
-    for _ in range(trials):
-        llm.reset()
-        before = engine.stats.prompt_tokens_evaluated
-        t = time.perf_counter()
-        c = await model.generate(LONG, n=8, max_tokens=1, seed=0)
-        best_shared = min(best_shared, time.perf_counter() - t)
-        evaluated = engine.stats.prompt_tokens_evaluated - before
-        prompt_tokens = c.usage.prompt_tokens
-
-        tokens = llm.tokenize(
-            engine._render([{"role": "user", "content": LONG}]).encode(),  # type: ignore[misc]
-            add_bos=False,
-            special=True,
-        )
-        t = time.perf_counter()
-        for _ in range(8):
-            llm.reset()
-            llm.eval(tokens)
-        best_independent = min(best_independent, time.perf_counter() - t)
-    return {
-        "prompt_tokens": prompt_tokens,
-        "tokens_evaluated_shared": evaluated,
-        "tokens_evaluated_independent": 8 * prompt_tokens,
-        "seconds_shared": best_shared,
-        "seconds_independent": best_independent,
-        "speedup": best_independent / best_shared,
-    }
-
-
-async def main_async(trials: int, tokens: int) -> dict[str, Any]:
-    settings = Settings.load(cache=False)
-    async with Model("local:smollm2", settings=settings, cache=False) as model:
-        return {
-            "decode": await decode(model, tokens, trials),
-            "prefill_n8": await prefill(model, trials),
+        self.llama = llama_cpp
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        self.model = LlamaModel(path_model=str(path), params=params, verbose=False)
+        p = llama_cpp.llama_context_default_params()
+        p.n_ctx, p.n_batch, p.n_ubatch = n_ctx * 4, 512, 512
+        p.n_seq_max, p.kv_unified = max_seqs, True
+        p.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        p.n_threads = p.n_threads_batch = threads
+        self.ctx = LlamaContext(model=self.model, params=p, verbose=False)
+        self.batch = llama_cpp.llama_batch_init(512, 0, 1)
+        vocab = self.model.vocab
+        self.eog = {
+            t for t in range(self.model.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)
         }
+
+    def prompt(self, engine: Any, text: str) -> list[int]:
+        """The chat-templated prompt, exactly as Ponder's engine builds it."""
+        from ponder.types import Message
+
+        tokens: list[int] = engine.prompt_tokens(self.model, [Message.user(text)], None)
+        return tokens
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
+        b = self.batch
+        b.n_tokens = len(entries)
+        for i, (tok, pos, seq, logits) in enumerate(entries):
+            b.token[i], b.pos[i], b.n_seq_id[i] = tok, pos, 1
+            b.seq_id[i][0], b.logits[i] = seq, logits
+        assert self.llama.llama_decode(self.ctx.ctx, b) == 0
+
+    def run(self, prompts: list[list[int]], seeds: list[int], tokens: int) -> int:
+        """Prefill each distinct prompt once, copy it to its sequences, then decode every
+        sequence to EOS or ``tokens``; returns the tokens generated."""
+        ll, ctx = self.llama, self.ctx
+        ll.llama_memory_clear(ctx.memory, False)
+        s = _sampling(tokens)
+        samplers = []
+        for seed in seeds:
+            chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+            for smp in (
+                ll.llama_sampler_init_top_k(s.top_k),
+                ll.llama_sampler_init_top_p(s.top_p, 1),
+                ll.llama_sampler_init_min_p(s.min_p, 1),
+                ll.llama_sampler_init_temp(s.temperature),
+                ll.llama_sampler_init_dist(seed),
+            ):
+                ll.llama_sampler_chain_add(chain, smp)
+            samplers.append(chain)
+        active: list[list[int]] = []  # [seq, pos, last token, count]
+        if len(prompts) == 1:  # n samples of one prompt: evaluated once, copied
+            toks = prompts[0]
+            self._decode([(t, i, 0, i == len(toks) - 1) for i, t in enumerate(toks)])
+            for q in range(1, len(seeds)):
+                ll.llama_memory_seq_cp(ctx.memory, 0, q, -1, -1)
+            for q in range(len(seeds)):
+                tok = ll.llama_sampler_sample(samplers[q], ctx.ctx, len(toks) - 1)
+                active.append([q, len(toks), tok, 1])
+        else:  # one prompt per sequence
+            for q, toks in enumerate(prompts):
+                self._decode([(t, i, q, i == len(toks) - 1) for i, t in enumerate(toks)])
+                tok = ll.llama_sampler_sample(samplers[q], ctx.ctx, len(toks) - 1)
+                active.append([q, len(toks), tok, 1])
+        generated = len(active)
+        active = [a for a in active if a[2] not in self.eog]
+        while active:
+            self._decode([(a[2], a[1], a[0], True) for a in active])
+            nxt = []
+            for i, a in enumerate(active):
+                tok = ll.llama_sampler_sample(samplers[a[0]], ctx.ctx, i)
+                if tok in self.eog:
+                    continue
+                generated += 1
+                a[1], a[2], a[3] = a[1] + 1, tok, a[3] + 1
+                if a[3] < tokens:
+                    nxt.append(a)
+            active = nxt
+        for chain in samplers:
+            ll.llama_sampler_free(chain)
+        return generated
+
+
+def _best(trials: int, fn: Any) -> tuple[float, int]:
+    best, count = float("inf"), 0
+    for _ in range(trials):
+        t = time.perf_counter()
+        count = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, count
+
+
+async def _abest(trials: int, fn: Any) -> tuple[float, int]:
+    best, count = float("inf"), 0
+    for _ in range(trials):
+        t = time.perf_counter()
+        count = await fn()
+        best = min(best, time.perf_counter() - t)
+    return best, count
+
+
+async def bench_model(
+    name: str, ns: list[int], tokens: int, trials: int, threads: int
+) -> dict[str, Any]:
+    path = resolve_model_path(name)
+    max_seqs = max([*ns, len(TOPICS)])
+    raw = Raw(path, 4096, max_seqs, threads)
+    batched = Settings.load(cache=False, local_threads=threads, local_max_sequences=max_seqs)
+    single = Settings.load(cache=False, local_threads=threads, local_max_sequences=1)
+    rows: list[dict[str, Any]] = []
+    async with Model(f"local:{name}", settings=batched, cache=False) as pm, \
+            Model(f"local:{name}", settings=single, cache=False) as sm:  # fmt: skip
+        await pm.generate("warm up", max_tokens=2)
+        await sm.generate("warm up", max_tokens=2)
+        engine = LocalWire(n_threads=threads, max_sequences=max_seqs).engine(name)
+        prompt = raw.prompt(engine, PROMPT)
+        for n in ns:
+            seeds = list(range(n))
+            t_raw, k_raw = _best(trials, lambda n=n, seeds=seeds: raw.run([prompt], seeds, tokens))
+
+            async def ponder(m: Model, n: int = n) -> int:
+                c = await m.generate(
+                    PROMPT, n=n, seed=0, temperature=TEMPERATURE, max_tokens=tokens
+                )
+                return c.usage.completion_tokens
+
+            t_p, k_p = await _abest(trials, lambda: ponder(pm))
+            t_s, k_s = await _abest(trials, lambda: ponder(sm))
+            rows.append({"n": n, "raw_tps": k_raw / t_raw, "ponder_tps": k_p / t_p,
+                         "one_at_a_time_tps": k_s / t_s, "tokens": [k_raw, k_p, k_s]})  # fmt: skip
+
+        prompts = [raw.prompt(engine, f"Write a long story about {t}.") for t in TOPICS]
+        t_raw, k_raw = _best(trials, lambda: raw.run(prompts, list(range(len(TOPICS))), tokens))
+
+        async def one(m: Model, i: int) -> int:
+            c = await m.generate(f"Write a long story about {TOPICS[i]}.", seed=i,
+                                 temperature=TEMPERATURE, max_tokens=tokens)  # fmt: skip
+            return c.usage.completion_tokens
+
+        async def sequential() -> int:
+            return sum([await one(pm, i) for i in range(len(TOPICS))])
+
+        async def concurrent() -> int:
+            return sum(await asyncio.gather(*(one(pm, i) for i in range(len(TOPICS)))))
+
+        t_seq, k_seq = await _abest(trials, sequential)
+        t_con, k_con = await _abest(trials, concurrent)
+    return {
+        "model": name,
+        "n": rows,
+        "concurrent8": {
+            "raw_tps": k_raw / t_raw,
+            "sequential_tps": k_seq / t_seq,
+            "concurrent_tps": k_con / t_con,
+            "tokens": [k_raw, k_seq, k_con],
+        },
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--tokens", type=int, default=200)
+    ap.add_argument("--models", default="", help="comma-separated; default smollm2 (+ qwen0.5b)")
+    ap.add_argument("--ns", default="1,4,8,16")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--trials", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    out = asyncio.run(main_async(args.trials, args.tokens))
+    models = [m for m in args.models.split(",") if m] or (
+        ["smollm2"] + (["qwen0.5b"] if fixture_path("qwen0.5b").is_file() else [])
+    )
+    ns = [int(x) for x in args.ns.split(",")]
+    out = [asyncio.run(bench_model(m, ns, args.tokens, args.trials, args.threads)) for m in models]
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    d, p = out["decode"], out["prefill_n8"]
-    print(
-        f"decode  llama-cpp-python {d['tok_per_s_direct']:.1f} tok/s   "
-        f"ponder {d['tok_per_s_ponder']:.1f} tok/s   "
-        f"time per token ponder/direct {d['time_ratio']:.3f}x   "
-        f"({d['tokens_ponder']} vs {d['tokens_direct']} tokens)"
-    )
-    print(
-        f"prefill n=8 of a {p['prompt_tokens']}-token prompt: shared {p['seconds_shared']:.3f}s "
-        f"({p['tokens_evaluated_shared']} tokens evaluated)   8 independent "
-        f"{p['seconds_independent']:.3f}s ({p['tokens_evaluated_independent']} tokens)   "
-        f"speedup {p['speedup']:.2f}x"
-    )
+    for r in out:
+        print(f"\n{r['model']}, {args.threads} threads, {args.tokens} tokens per sample (tokens/s)")
+        print(f"{'n':>4} {'raw batched':>12} {'ponder':>8} {'x raw':>6} {'one at a time':>14} "
+              f"{'batched / one':>14}")  # fmt: skip
+        for row in r["n"]:
+            print(f"{row['n']:>4} {row['raw_tps']:>12.1f} {row['ponder_tps']:>8.1f} "
+                  f"{row['ponder_tps'] / row['raw_tps']:>5.2f}x {row['one_at_a_time_tps']:>14.1f} "
+                  f"{row['ponder_tps'] / row['one_at_a_time_tps']:>13.2f}x")  # fmt: skip
+        c = r["concurrent8"]
+        print(f"8 different prompts: raw batched {c['raw_tps']:.1f}   ponder concurrent "
+              f"{c['concurrent_tps']:.1f} ({c['concurrent_tps'] / c['raw_tps']:.2f}x raw)   "
+              f"one after another {c['sequential_tps']:.1f}   concurrent / sequential "
+              f"{c['concurrent_tps'] / c['sequential_tps']:.2f}x")  # fmt: skip
     return 0
 
 

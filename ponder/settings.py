@@ -75,7 +75,28 @@ class Settings(BaseSettings):
     )
     eject_after: int = Field(3, ge=1, description="Consecutive failures that eject a replica.")
     eject_cooldown: float = Field(10.0, gt=0, description="Seconds an ejected replica rests.")
-    local_n_ctx: int = Field(4096, ge=64, description="Context window of local GGUF models.")
+    local_n_ctx: int = Field(
+        4096, ge=64, description="Context window of each sequence of a local GGUF model."
+    )
+    local_max_sequences: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Sequences a local GGUF model decodes together in one batch (samples of "
+        "one prompt and concurrent requests).",
+    )
+    local_kv_cells: int = Field(
+        0,
+        ge=0,
+        description="KV cache cells a local GGUF model's sequences share (0: 4 x "
+        "local_n_ctx). A request starts when its prompt plus max_tokens per sample fit.",
+    )
+    local_probe: bool = Field(
+        True,
+        description="Before loading llama.cpp in-process, run it once in a child process "
+        "(per library build, CPU and model file) so that a library built for another CPU is "
+        "a clear error rather than a crash.",
+    )
     local_threads: int = Field(0, ge=0, description="CPU threads of local models (0: all).")
 
     openai_api_key: SecretStr | None = _key("OPENAI_API_KEY")

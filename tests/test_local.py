@@ -31,35 +31,98 @@ def _engine() -> LocalEngine:
 
 
 async def test_greedy_output_and_token_counts_match_llama_cpp(local: Model) -> None:
+    from llama_cpp import Llama
+
     c = await local.generate(Q, temperature=0, max_tokens=12)
-    engine = _engine()
-    llm: Any = engine._llm
-    ref = llm.create_chat_completion(
+    # the engine runs llama.cpp with flash attention (docs/local.md): so does the reference
+    ref_llm = Llama(
+        model_path=str(default_model_path()), n_ctx=512, flash_attn=True, seed=0, verbose=False
+    )
+    ref: Any = ref_llm.create_chat_completion(
         messages=[{"role": "user", "content": Q}], temperature=0, max_tokens=12
     )
+    ref_llm.close()
     assert c.text == ref["choices"][0]["message"]["content"]
     assert c.usage.prompt_tokens == ref["usage"]["prompt_tokens"]
     assert c.usage.completion_tokens == ref["usage"]["completion_tokens"]
     assert c.choices[0].finish_reason == ref["choices"][0]["finish_reason"]
 
 
-async def test_n_samples_prefill_once_and_match_single_calls_with_the_same_seed(
+async def test_n_samples_evaluate_the_prompt_once_and_decode_as_one_batch(
     local: Model,
 ) -> None:
     engine = _engine()
     await local.generate("warm up", max_tokens=1)
-    before_eval = engine.stats.prompt_tokens_evaluated
-    before_reused = engine.stats.prompt_tokens_reused
+    before = (engine.stats.prompt_tokens_evaluated, engine.stats.prompt_tokens_reused,
+              engine.stats.decode_steps, engine.stats.batched_tokens)  # fmt: skip
     c = await local.generate(Q, n=4, seed=7, temperature=1.0, max_tokens=10)
     prompt = c.usage.prompt_tokens
-    # the prompt is evaluated once; the 3 other samples replay only its last token
-    assert engine.stats.prompt_tokens_evaluated - before_eval == prompt + 3
-    assert engine.stats.prompt_tokens_reused - before_reused == 3 * (prompt - 1)
+    # the prompt is evaluated once; the 3 other samples get a copy of its KV cache
+    assert engine.stats.prompt_tokens_evaluated - before[0] == prompt
+    assert engine.stats.prompt_tokens_reused - before[1] == 3 * prompt
+    steps = engine.stats.decode_steps - before[2]
+    batched = engine.stats.batched_tokens - before[3]
+    # every step decodes every sample still running: 4 samples of <= 10 tokens take <= 9
+    # steps (the first token comes from the prompt's logits)
+    assert steps <= 9
+    assert batched == c.usage.completion_tokens - 4 + sum(
+        ch.finish_reason == "stop" for ch in c.choices
+    )
     assert len(set(c.texts)) > 1
-    singles = [await local.generate(Q, seed=7 + i, temperature=1.0, max_tokens=10) for i in (0, 2)]
-    assert [s.text for s in singles] == [c.texts[0], c.texts[2]]
-    again = await local.generate(Q, n=4, seed=7, temperature=1.0, max_tokens=10)
+    # run alone, a seeded request gives the same samples every time
+    again = await local.generate(Q, n=4, seed=7, temperature=1.0, max_tokens=10, use_cache=False)
     assert again.texts == c.texts
+
+
+async def test_concurrent_requests_join_the_running_batch(local: Model) -> None:
+    engine = _engine()
+    before_steps, before_tokens = engine.stats.decode_steps, engine.stats.batched_tokens
+    prompts = [f"Write a story about {w}." for w in ("a cat", "the sea", "a robot", "snow")]
+    outs = await asyncio.gather(
+        *(local.generate(p, seed=i, temperature=0.8, max_tokens=24) for i, p in enumerate(prompts))
+    )
+    steps = engine.stats.decode_steps - before_steps
+    tokens = engine.stats.batched_tokens - before_tokens
+    assert all(o.usage.completion_tokens > 0 for o in outs)
+    # the four requests shared decode steps: fewer steps than tokens decoded
+    assert 0 < steps < tokens
+
+
+async def test_more_samples_than_sequences_run_in_groups(settings: Settings) -> None:
+    small = settings.model_copy(update={"local_max_sequences": 3})
+    m = Model("local:smollm2", settings=small, cache=False)
+    c = await m.generate(Q, n=7, seed=3, temperature=1.0, max_tokens=6)
+    assert len(c.choices) == 7
+    assert [ch.index for ch in c.choices] == list(range(7))
+    engine = LocalWire(max_sequences=3).engine("smollm2")
+    assert engine.stats.peak_sequences <= 3
+    again = await m.generate(Q, n=7, seed=3, temperature=1.0, max_tokens=6, use_cache=False)
+    assert again.texts == c.texts
+
+
+async def test_each_sample_keeps_its_own_grammar_and_stop_strings(local: Model) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+    }
+    typed, stopped = await asyncio.gather(
+        local.generate(Q, n=3, json_schema=schema, seed=1, temperature=1.0, max_tokens=20),
+        local.generate("Count: one, two, three, four", n=3, stop=[","], seed=2, max_tokens=30),
+    )
+    assert all(isinstance(json.loads(t)["answer"], int) for t in typed.texts)
+    assert all("," not in t for t in stopped.texts)
+
+
+async def test_a_bad_request_in_the_batch_fails_alone(local: Model) -> None:
+    good, bad = await asyncio.gather(
+        local.generate(Q, n=2, seed=1, max_tokens=8),
+        local.generate("word " * 5000, max_tokens=4),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, BadRequestError)
+    assert not isinstance(good, BaseException)
+    assert len(good.choices) == 2
 
 
 async def test_vote_over_samples_parses_or_marks_each_answer(local: Model) -> None:
@@ -116,13 +179,14 @@ async def test_streaming_yields_the_same_text_as_generate(local: Model) -> None:
     assert "".join(p.text for p in pieces) == full.text
 
 
-async def test_concurrent_requests_queue_and_cancellation_stops_between_tokens(
+async def test_cancellation_stops_a_request_between_tokens_and_spares_the_others(
     local: Model,
 ) -> None:
     engine = _engine()
     outs = await asyncio.gather(*(local.generate(f"{Q} ({i})", max_tokens=4) for i in range(6)))
     assert all(o.choices for o in outs)
     cancelled = engine.stats.cancelled
+    survivor = asyncio.create_task(local.generate(Q, n=2, seed=4, max_tokens=40, use_cache=False))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(local.generate("Write a long story.", max_tokens=2000), 0.5)
     stream = local.stream("Write another long story.", max_tokens=2000, use_cache=False)
@@ -136,6 +200,8 @@ async def test_concurrent_requests_queue_and_cancellation_stops_between_tokens(
     after = await local.generate(Q, max_tokens=3, temperature=0)  # the engine is free again
     assert after.choices[0].text
     assert engine.stats.cancelled == cancelled + 2  # both stopped between two tokens
+    spared = await survivor  # decoded in the same batches, untouched by the cancellations
+    assert len(spared.choices) == 2
 
 
 async def test_prompt_longer_than_the_context_window_is_refused(local: Model) -> None:

