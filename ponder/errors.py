@@ -42,10 +42,19 @@ __all__ = [
 
 
 class PonderError(Exception):
-    """Base class of every error raised by Ponder."""
+    """Base class of every error raised by Ponder. Its text never holds an API key Ponder
+    knows (see :mod:`ponder._redact`)."""
 
     #: Whether repeating the same request may succeed (used by the retry policy).
     retryable: bool = False
+    #: At most this many retries of this kind of failure, whatever the policy allows
+    #: (None: the policy's own bound).
+    retry_limit: int | None = None
+
+    def __str__(self) -> str:
+        from ponder._redact import redact
+
+        return redact(super().__str__())
 
 
 class ConfigurationError(PonderError, ValueError):
@@ -114,9 +123,11 @@ class RateLimitError(BackendError):
 
 
 class RequestTimeout(BackendError):
-    """No complete answer arrived within the request timeout."""
+    """No complete answer arrived within the request timeout. Retried once: a server
+    that trickles its answer must not hold a call for the timeout times every retry."""
 
     retryable = True
+    retry_limit = 1
 
 
 class BudgetExceeded(PonderError):

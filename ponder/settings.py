@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         "bytes: past it the endpoint counts as hung and the call fails (not retried). Raise "
         "it for very long non-streamed answers.",
     )
+    headers_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a server may take to send its complete response headers, "
+        "however it trickles them; past it the call fails (not retried).",
+    )
     eject_after: int = Field(3, ge=1, description="Consecutive failures that eject a replica.")
     eject_cooldown: float = Field(10.0, gt=0, description="Seconds an ejected replica rests.")
     local_n_ctx: int = Field(

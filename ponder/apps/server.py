@@ -23,6 +23,7 @@ from contextlib import aclosing, asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ponder import tracing
+from ponder._redact import register_secret
 from ponder.agents import Pool, Spend
 from ponder.apps._serve_settings import ServeSettings
 from ponder.apps._service import answer_texts
@@ -380,6 +382,14 @@ def openapi_schema(workflows: Mapping[str, Workflow]) -> dict[str, Any]:
     }
 
 
+def _host_name(netloc: str) -> str:
+    """``localhost`` from ``localhost:8000``; ``::1`` from ``[::1]:8000``."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1:].split("]", 1)[0]
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -541,6 +551,15 @@ class PonderServer:
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
         self._keys = self.settings.keys()
+        for secret in (
+            *self._keys,
+            *(
+                t.get_secret_value() if t is not None else None
+                for t in (self.settings.slack_bot_token, self.settings.slack_signing_secret,
+                          self.settings.slack_app_token)
+            ),
+        ):  # fmt: skip
+            register_secret(secret)  # never in an error body, event, log or span
         self.slack: Any = None
         routes = [
             Route("/", self.page),
@@ -608,6 +627,8 @@ class PonderServer:
     def _client(self, request: Request) -> str:
         """The caller's API key (checked), or its address when the API is open."""
         if not self._keys:
+            if not self.settings.allow_open_remote:  # serving everyone: no name to guard
+                self._check_host(request)
             host = request.client.host if request.client else ""
             if not self.settings.allow_open_remote and not _loopback(host):
                 raise ApiError(
@@ -621,6 +642,10 @@ class PonderServer:
             return f"ip:{host or '?'}"
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if token and not token.isascii():  # compare_digest takes ASCII text only
+            raise ApiError(
+                401, "invalid API key", type_="authentication_error", code="invalid_api_key"
+            )
         if not token:
             raise ApiError(
                 401,
@@ -633,6 +658,29 @@ class PonderServer:
                 401, "invalid API key", type_="authentication_error", code="invalid_api_key"
             )
         return self.client_id(token)
+
+    def _check_host(self, request: Request) -> None:
+        """Open mode: only the allowed Host names and Origins (DNS rebinding defence)."""
+        allowed = self.settings.allowed_hosts
+        if "*" in allowed:
+            return
+        names = {h.lower().strip("[]") for h in allowed}
+        host = _host_name(request.headers.get("host", ""))
+        origin = request.headers.get("origin")
+        bad = None
+        if host and host not in names and host != "testserver":
+            bad = f"Host {host!r}"
+        elif origin and origin != "null" and _host_name(urlsplit(origin).netloc) not in names:
+            bad = f"Origin {origin!r}"
+        if bad is not None:
+            raise ApiError(
+                403,
+                f"this server is open (no API keys) and answers only {', '.join(allowed)}; "
+                f"{bad} is not one of them. Add it to PONDER_SERVE_ALLOWED_HOSTS, or set "
+                "PONDER_SERVE_API_KEYS",
+                type_="permission_error",
+                code="host_not_allowed",
+            )
 
     @staticmethod
     def client_id(token: str) -> str:

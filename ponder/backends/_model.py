@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from ponder import tracing
 from ponder._internal import guard
 from ponder._internal.loop import run_blocking
+from ponder._redact import register_secret
 from ponder.backends._base import Wire, check_params
 from ponder.backends._cache import ResponseCache, SQLiteCache, request_key
 from ponder.backends._modelref import ModelRef
@@ -84,6 +85,7 @@ def _make_wire(provider: Provider, quirks: Quirks, settings: Settings) -> Wire:
         key_hint=provider.api_key_env,
         connect_timeout=settings.connect_timeout,
         first_byte_timeout=settings.first_byte_timeout,
+        headers_timeout=settings.headers_timeout,
     )
 
 
@@ -196,6 +198,7 @@ class Model:
             key = self.settings.api_key(self.provider.api_key_setting)
         if key is None and self.provider.key_required and wire is None:
             raise MissingAPIKeyError(self.provider.name, self.provider.api_key_env or "API key")
+        register_secret(key)  # never in an error, event, log or span from here on
 
         urls = self.ref.base_urls or ((self.provider.base_url,) if self.provider.base_url else ())
         if not urls:
@@ -791,7 +794,8 @@ class Model:
                         self.pool.report(ep, True)
                     break
                 except PonderError as e:
-                    if parts or not e.retryable or attempt > self.retry.max_retries:
+                    limit = min(self.retry.max_retries, e.retry_limit or self.retry.max_retries)
+                    if parts or not e.retryable or attempt > limit:
                         raise
                     self._count_retry(e)
                     await asyncio.sleep(self.retry.wait_for(attempt, e, rng))

@@ -190,11 +190,13 @@ class OpenAIWire:
         key_hint: str | None = None,
         connect_timeout: float = 10.0,
         first_byte_timeout: float = 50.0,
+        headers_timeout: float = 60.0,
     ) -> None:
         self.quirks = quirks
         self.key_hint = key_hint
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
+        self.headers_timeout = headers_timeout
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,6 +209,27 @@ class OpenAIWire:
         return _timeout_error(
             e, url, endpoint, total, self.connect_timeout, self.first_byte_timeout
         )
+
+    async def _post(
+        self, url: str, body: bytes, endpoint: Endpoint, limits: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        """POST and wait for the complete response headers, within ``headers_timeout``:
+        a server that trickles its headers a byte at a time resets the per-read timer, not
+        this deadline. Not retried (a hung server)."""
+        deadline = asyncio.timeout(self.headers_timeout)
+        try:
+            async with deadline:
+                return await self._get_session().post(
+                    url, data=body, headers=self._headers(endpoint), timeout=limits
+                )
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise StalledError(
+                f"{url} sent no complete response headers within {self.headers_timeout:g}s "
+                "(PONDER_HEADERS_TIMEOUT): the server looks hung or is trickling bytes",
+                endpoint=endpoint.base_url,
+            ) from None
 
     def _timeout(self, total: float | None) -> aiohttp.ClientTimeout:
         # connect, first byte (and any stall between bytes), total: made once per total
@@ -339,11 +362,8 @@ class OpenAIWire:
         body = orjson.dumps(self.payload(model, messages, params, n))
         url = endpoint.base_url + "/chat/completions"
         timeout = self._timeout(params.timeout)
-        session = self._get_session()
         try:
-            async with session.post(
-                url, data=body, headers=self._headers(endpoint), timeout=timeout
-            ) as resp:
+            async with await self._post(url, body, endpoint, timeout) as resp:
                 raw = await resp.read()
                 if _RATE_HEADER in resp.headers:  # the server says how much is left
                     endpoint.rate.learn(resp.headers)
@@ -409,16 +429,10 @@ class OpenAIWire:
         payload["stream_options"] = {"include_usage": True}
         url = endpoint.base_url + "/chat/completions"
         timeout = self._timeout(params.timeout)
-        session = self._get_session()
         finished = False
         partial: dict[int, _CallPieces] = {}  # by choice
         try:
-            async with session.post(
-                url,
-                data=orjson.dumps(payload),
-                headers=self._headers(endpoint),
-                timeout=timeout,
-            ) as resp:
+            async with await self._post(url, orjson.dumps(payload), endpoint, timeout) as resp:
                 if _RATE_HEADER in resp.headers:
                     endpoint.rate.learn(resp.headers)
                 if resp.status != 200:

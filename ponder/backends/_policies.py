@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from ponder.errors import BudgetExceeded, ConfigurationError, PonderError, RateLimitError
 from ponder.types import Usage
@@ -86,8 +86,15 @@ class RetryPolicy(BaseModel):
                 on_retry(exc)
             return self.wait_for(state.attempt_number + 1, exc, rng)
 
+        def stop(state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            limit = exc.retry_limit if isinstance(exc, PonderError) else None
+            return state.attempt_number >= min(self.max_retries, limit or self.max_retries)
+
+        if first.retry_limit == 0:  # type: ignore[attr-defined]
+            raise first
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries),
+            stop=stop,
             wait=wait,
             retry=retry_if_exception(_is_retryable),
             reraise=True,

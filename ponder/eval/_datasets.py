@@ -111,19 +111,19 @@ class CodeScorer:
         import asyncio
 
         from ponder.agents import extract_answer
-        from ponder.tools import SandboxLimits, run_python
+        from ponder.tools import SandboxLimits, run_checked
 
         code = extract_answer(text, "code") or answer
         if not code:
             return False
-        program = (
-            f"{item.meta.get('prompt', '')}\n{code}\n\n{item.meta['test']}\n"
-            f"check({item.meta['entry_point']})\n"
-        )
+        solution = f"{item.meta.get('prompt', '')}\n{code}\n"
         if "def " + item.meta["entry_point"] in code:  # a full function, not a body
-            program = f"{code}\n\n{item.meta['test']}\ncheck({item.meta['entry_point']})\n"
-        run = asyncio.run(run_python(program, limits=SandboxLimits(timeout=10)))
-        return run.ok
+            solution = f"{code}\n"
+        # check() runs in a sandbox apart from the solution, which it calls through a
+        # proxy: exiting early or printing cannot pass (ponder.tools.run_checked)
+        test = f"{item.meta['test']}\ncheck({item.meta['entry_point']})\n"
+        run = asyncio.run(run_checked(solution, [test], SandboxLimits(timeout=10)))
+        return run.error is None and run.passed == 1
 
 
 class ChampScorer:

@@ -207,11 +207,24 @@ class SQLiteStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as db:
+                # a damaged file is refused before anything reads or writes it: SQLite
+                # itself notices some damage only when a query reaches the bad page
+                check = db.execute("PRAGMA quick_check").fetchone()
+                if check is None or check[0] != "ok":
+                    found = str(check[0] if check else "no answer").replace("\n", "; ")
+                    raise sqlite3.DatabaseError(f"integrity check: {found[:200]}")
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS cheatsheets (namespace TEXT NOT NULL, "
                     "version INTEGER NOT NULL, content TEXT NOT NULL, created REAL NOT NULL, "
                     "note TEXT NOT NULL, PRIMARY KEY (namespace, version))"
                 )
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError):
+                raise ConfigurationError(
+                    f"cannot open the memory store at {self.path}: {e}; point "
+                    "PONDER_MEMORY_PATH at a writable file"
+                ) from None
+            raise self._broken(e) from None
         except (sqlite3.Error, OSError) as e:
             raise ConfigurationError(
                 f"cannot open the memory store at {self.path}: {e}; point PONDER_MEMORY_PATH "

@@ -10,6 +10,7 @@ from ponder.tools._builtin import (
     resolve_tools,
 )
 from ponder.tools._calculator import calculate
+from ponder.tools._checked import CheckedRun, run_checked
 from ponder.tools._mcp import MCPServer
 from ponder.tools._sandbox import (
     RunResult,
@@ -24,6 +25,7 @@ from ponder.tools._tool import Tool, ToolResult, ToolSource, tool, tools_by_name
 
 __all__ = [
     "TOOLS",
+    "CheckedRun",
     "MCPServer",
     "RunResult",
     "SandboxLimits",
@@ -38,6 +40,7 @@ __all__ = [
     "python_tool",
     "register_tool",
     "resolve_tools",
+    "run_checked",
     "run_python",
     "sandbox_unavailable_reason",
     "seccomp_filter",

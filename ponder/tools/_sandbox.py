@@ -41,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -52,8 +54,10 @@ from ponder.errors import ToolExecutionError
 __all__ = [
     "RunResult",
     "SandboxLimits",
+    "SandboxProcess",
     "allow_weak_sandbox",
     "network_namespace_available",
+    "open_sandbox",
     "run_python",
     "sandbox_unavailable_reason",
     "seccomp_filter",
@@ -253,7 +257,8 @@ _DENIED_SYSCALLS_X86_64 = {
     "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
     "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_getfd": 438,
-    "mount_setattr": 442,
+    "mount_setattr": 442, "inotify_init": 253, "inotify_add_watch": 254,
+    "inotify_init1": 294,
 }  # fmt: skip
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _X32_BIT = 0x40000000
@@ -296,14 +301,34 @@ def sandbox_unavailable_reason() -> str | None:
     if exe is None:
         return "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
     argv = [exe, "--unshare-all", "--unshare-user", "--die-with-parent", *_system_binds()]
+    argv += ["--", "/usr/bin/true"]
+    stage: Path | None = None
+    if _as_root():
+        missing = [t for t in ("unshare", "setpriv") if shutil.which(t) is None]
+        if missing:
+            return (
+                f"running as root, the sandbox drops to uid {SANDBOX_UID} with util-linux's "
+                f"{' and '.join(missing)}, which is missing (apt-get install util-linux)"
+            )
+        stage = Path(tempfile.mkdtemp(prefix="ponder-stage-"))
+        argv = _drop_argv(stage, None, [], argv)
     try:
-        done = subprocess.run(
-            [*argv, "--", "/usr/bin/true"], capture_output=True, timeout=10, check=False
-        )
+        done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError) as e:
         return f"bubblewrap could not start: {e}"
+    finally:
+        if stage is not None:
+            with contextlib.suppress(OSError):
+                stage.rmdir()
     if done.returncode != 0:
         why = done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
+        if _as_root():
+            return (
+                f"running as root, the sandbox must run as the unprivileged uid {SANDBOX_UID}, "
+                f"and bubblewrap could not start as that user ({why}). Allow unprivileged "
+                "user namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
+                "user.max_user_namespaces > 0), or run Ponder as a non-root user"
+            )
         return (
             f"bubblewrap cannot create namespaces here ({why}); unprivileged user namespaces "
             "may be disabled (sysctl kernel.unprivileged_userns_clone=1)"
@@ -332,40 +357,125 @@ def _warn_weak(why: str) -> None:
         )
 
 
-def _pids_cgroup(limit: int) -> Path | None:
-    """A fresh pids cgroup limited to ``limit`` tasks, where this process may make one
-    (root, with the pids controller writable), else None.
+#: The host uid/gid the sandbox runs as when Ponder runs as root (nobody/nogroup)
+SANDBOX_UID = 65534
+SANDBOX_GID = 65534
 
-    Why: the kernel exempts processes whose real uid is root from ``RLIMIT_NPROC``, and a
-    sandbox started by root runs as root outside its user namespace; a pids cgroup bounds
-    a fork bomb there. Unprivileged users need no cgroup: ``RLIMIT_NPROC`` counts per
-    user namespace and holds."""
-    if os.geteuid() != 0:
-        return None
-    candidates = [Path("/sys/fs/cgroup/pids")]  # cgroup v1
-    v2 = Path("/sys/fs/cgroup")
-    if (v2 / "cgroup.controllers").exists():
-        candidates.insert(0, v2)
-    for base in candidates:
-        if not (base / "cgroup.procs").exists():
-            continue
-        if base == v2:
-            controllers = (v2 / "cgroup.subtree_control").read_text().split()
-            if "pids" not in controllers:
-                try:
-                    (v2 / "cgroup.subtree_control").write_text("+pids")
-                except OSError:
-                    continue
-        path = base / f"ponder-sandbox-{os.getpid()}-{time.monotonic_ns()}"
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+class _RunCgroup:
+    """The cgroup(s) of one run, where this process may make them (root, with the
+    controllers writable): pids, memory (swap off) and CPU time counted for the whole
+    run, every process of it together. cgroup v2 (one directory) or v1 (one directory
+    per controller, under this process's own cgroup in each hierarchy).
+
+    Why: rlimits count per process, so children, memfds and shared memory escape them;
+    and the kernel exempts real uid 0 from ``RLIMIT_NPROC``."""
+
+    def __init__(self, dirs: dict[str, Path]) -> None:
+        self.dirs = dirs  # controller -> directory (v2: the same directory for all)
+
+    @classmethod
+    def make(cls, lim: SandboxLimits) -> _RunCgroup | None:
+        if not _as_root():
+            return None
+        name = f"ponder-sandbox-{os.getpid()}-{time.monotonic_ns()}"
+        memory = (lim.memory_mb + lim.disk_mb) * 1024 * 1024  # tmpfs pages are charged too
+        root = Path("/sys/fs/cgroup")
+        made: list[Path] = []
         try:
-            path.mkdir()
-            (path / "pids.max").write_text(str(limit))
-        except OSError:
-            with contextlib.suppress(OSError):
-                path.rmdir()
-            continue
-        return path
-    return None
+            if (root / "cgroup.controllers").exists():  # v2
+                wanted = {"pids", "memory", "cpu"}
+                have = set((root / "cgroup.subtree_control").read_text().split())
+                for c in sorted(wanted - have):
+                    with contextlib.suppress(OSError):
+                        (root / "cgroup.subtree_control").write_text(f"+{c}")
+                path = root / name
+                path.mkdir()
+                made.append(path)
+                (path / "pids.max").write_text(str(lim.max_processes + 2))
+                (path / "memory.max").write_text(str(memory))
+                with contextlib.suppress(OSError):
+                    (path / "memory.swap.max").write_text("0")
+                return cls({"pids": path, "memory": path, "cpu": path})
+            own = _v1_own_cgroups()
+            dirs: dict[str, Path] = {}
+            for ctrl, hier in (("pids", "pids"), ("memory", "memory"), ("cpu", "cpuacct")):
+                base = root / hier
+                if not (base / "cgroup.procs").exists():
+                    continue
+                path = base / own.get(hier, "").lstrip("/") / name
+                path.mkdir()
+                made.append(path)
+                dirs[ctrl] = path
+            if "pids" in dirs:
+                (dirs["pids"] / "pids.max").write_text(str(lim.max_processes + 2))
+            if "memory" in dirs:
+                (dirs["memory"] / "memory.limit_in_bytes").write_text(str(memory))
+                with contextlib.suppress(OSError):  # only with swap accounting
+                    (dirs["memory"] / "memory.memsw.limit_in_bytes").write_text(str(memory))
+            return cls(dirs) if dirs else None
+        except OSError as e:
+            log.debug("no cgroup for the sandbox: %s", e)
+            for path in made:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            return None
+
+    @property
+    def procs(self) -> list[str]:
+        """The cgroup.procs files the sandbox's first process joins."""
+        return sorted({str(d / "cgroup.procs") for d in self.dirs.values()})
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process of the run so far."""
+        d = self.dirs.get("cpu")
+        if d is None:
+            return None
+        try:
+            if (d / "cpu.stat").exists() and not (d / "cpuacct.usage").exists():
+                for line in (d / "cpu.stat").read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        return int(line.split()[1]) / 1e6
+                return None
+            return int((d / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
+
+    def out_of_memory(self) -> bool:
+        """Whether the run hit its memory limit."""
+        d = self.dirs.get("memory")
+        if d is None:
+            return False
+        try:
+            if (d / "memory.events").exists():
+                for line in (d / "memory.events").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key in ("oom_kill", "max") and int(value) > 0:
+                        return True
+                return False
+            return int((d / "memory.failcnt").read_text()) > 0
+        except (OSError, ValueError):
+            return False
+
+    def remove(self) -> None:
+        for path in {*self.dirs.values()}:
+            _remove_cgroup(path)
+
+
+def _v1_own_cgroups() -> dict[str, str]:
+    """This process's cgroup path in each v1 hierarchy (``memory`` -> ``/a/b``)."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            parts = line.split(":", 2)
+            if len(parts) == 3:
+                for ctrl in parts[1].split(","):
+                    out[ctrl] = parts[2]
+    return out
 
 
 def _remove_cgroup(path: Path) -> None:
@@ -383,7 +493,49 @@ def _remove_cgroup(path: Path) -> None:
             time.sleep(0.05)
 
 
-def _bwrap_argv(lim: SandboxLimits, workdir: Path, seccomp_fd: int | None) -> list[str]:
+# Run as root: in a private mount namespace, join the run's cgroups, bind the paths the
+# sandbox needs onto a world-readable stage (the interpreter may live under /root, which
+# the sandbox's unprivileged uid cannot traverse), then drop to that uid with no groups and
+# no capabilities and become bubblewrap. Arguments: STAGE UID GID NPROCS PROCS... NBINDS
+# BINDS... -- BWRAP ARGV
+_DROP = r"""
+set -e
+stage=$1; uid=$2; gid=$3; n=$4; shift 4
+while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n - 1)); done
+n=$1; shift
+mount -t tmpfs -o mode=0755,size=64k,nosuid,nodev ponder-stage "$stage"
+i=0
+while [ "$i" -lt "$n" ]; do
+  mkdir "$stage/$i"
+  mount --bind "$1" "$stage/$i"
+  mount -o remount,bind,ro,nosuid,nodev "$stage/$i"
+  shift; i=$((i + 1))
+done
+shift
+exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all \
+  --bounding-set=-all --no-new-privs -- "$@"
+"""
+
+
+def _bind_sources(lim: SandboxLimits, workdir: Path) -> list[str]:
+    """The host directories the sandbox binds besides /usr: the interpreter's prefix, the
+    site-packages it may import, and the run's inputs."""
+    _exe, prefix = _interpreter()
+    out = [prefix]
+    if lim.site_packages:
+        out += [d for d in _site_dirs() if d != prefix and not d.startswith(prefix + os.sep)]
+    return [*out, str(workdir)]
+
+
+def _bwrap_argv(
+    lim: SandboxLimits, workdir: Path, seccomp_fd: int | None, source: dict[str, str]
+) -> list[str]:
+    """bubblewrap's arguments. ``source`` maps each path of :func:`_bind_sources` to where
+    bubblewrap reads it (itself, or its place on the root stage).
+
+    The only writable place is one tmpfs of ``disk_mb`` at /box (the working directory,
+    HOME, TMPDIR); /tmp and /dev/shm are links into it (``/box/.tmp``, ``/box/.shm``), so
+    every write counts against one budget. The root, /dev and /proc/sys are read-only."""
     exe, prefix = _interpreter()
     argv = [
         shutil.which("bwrap") or "bwrap",
@@ -402,21 +554,55 @@ def _bwrap_argv(lim: SandboxLimits, workdir: Path, seccomp_fd: int | None) -> li
         "--setenv", "LANG", "C.UTF-8",
         "--setenv", "PYTHONIOENCODING", "utf-8",
         *_system_binds(),
-        "--ro-bind", prefix, prefix,
+        "--ro-bind", source[prefix], prefix,
         "--proc", "/proc",
-        "--dev", "/dev",
+        "--ro-bind", "/proc/sys", "/proc/sys",
+        # a minimal /dev, read-only: the usual character devices and links
+        "--size", str(64 * 1024), "--tmpfs", "/dev",
+        *[a for d in ("null", "zero", "full", "random", "urandom")
+          for a in ("--dev-bind", f"/dev/{d}", f"/dev/{d}")],
+        "--symlink", "/proc/self/fd", "/dev/fd",
+        "--symlink", "/proc/self/fd/0", "/dev/stdin",
+        "--symlink", "/proc/self/fd/1", "/dev/stdout",
+        "--symlink", "/proc/self/fd/2", "/dev/stderr",
+        "--symlink", f"{_BOX}/.shm", "/dev/shm",
+        "--remount-ro", "/dev",
         "--size", str(lim.disk_mb * 1024 * 1024),
         "--tmpfs", _BOX,
-        "--ro-bind", str(workdir), _INPUTS,
-        "--chdir", _BOX,
+        "--dir", f"{_BOX}/.shm",
+        "--dir", f"{_BOX}/.tmp",
+        "--symlink", f"{_BOX}/.tmp", "/tmp",
+        "--ro-bind", source[str(workdir)], _INPUTS,
     ]  # fmt: skip
     if lim.site_packages:
         for d in _site_dirs():
             if d != prefix and not d.startswith(prefix + os.sep):
-                argv += ["--ro-bind", d, d]
+                argv += ["--ro-bind", source[d], d]
+    argv += ["--remount-ro", "/", "--chdir", _BOX]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return [*argv, "--", exe, "-I", "-B", "-S", f"{_INPUTS}/_ponder_bootstrap.py"]
+
+
+def _drop_argv(
+    stage: Path, cgroup: _RunCgroup | None, binds: list[str], bwrap: list[str]
+) -> list[str]:
+    """As root: the command that runs ``bwrap`` as :data:`SANDBOX_UID` (see ``_DROP``)."""
+    procs = cgroup.procs if cgroup is not None else []
+    unshare = shutil.which("unshare") or "unshare"
+    return [
+        unshare, "--mount", "--propagation", "private", "--",
+        "/bin/sh", "-c", _DROP, "sh", str(stage), str(SANDBOX_UID), str(SANDBOX_GID),
+        str(len(procs)), *procs, str(len(binds)), *binds, "--", *bwrap,
+    ]  # fmt: skip
+
+
+def _give_to_sandbox(path: Path) -> None:
+    """As root: the run's inputs belong to the sandbox's uid, which must read them."""
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(root, name), SANDBOX_UID, SANDBOX_GID, follow_symlinks=False)
+    os.chown(path, SANDBOX_UID, SANDBOX_GID)
 
 
 async def _read_bounded(
@@ -476,22 +662,37 @@ def _prepare(code: str, files: dict[str, str], lim: SandboxLimits) -> Path:
     return workdir
 
 
-async def run_python(
+@dataclass
+class SandboxProcess:
+    """A sandboxed interpreter running ``main.py``, with pipes to its stdin, stdout and
+    stderr (see :func:`open_sandbox`)."""
+
+    proc: asyncio.subprocess.Process
+    limits: SandboxLimits
+    cgroup: _RunCgroup | None
+    start: float
+
+    def kill(self) -> None:
+        _kill(self.proc)
+
+    @property
+    def bubblewrap(self) -> bool:
+        return self.limits.isolation == "os"
+
+
+@contextlib.asynccontextmanager
+async def open_sandbox(
     code: str,
     *,
-    stdin: str = "",
     files: dict[str, str] | None = None,
     limits: SandboxLimits | None = None,
-) -> RunResult:
-    """Run ``code`` as ``main.py`` in a fresh private directory, under ``limits``.
-
-    ``files`` are written next to it first (e.g. tests to import). The directory is
-    deleted afterwards. Failures of the code are reported in the result (exit code,
-    stderr, ``killed_reason``); :class:`ToolExecutionError` means the sandbox itself
-    could not run.
-    """
+) -> AsyncIterator[SandboxProcess]:
+    """Start ``code`` as ``main.py`` in a fresh private directory, under ``limits``;
+    kill it (the whole sandbox) and delete the directory on exit. The caller talks to it
+    through the pipes and owns the timeout; :func:`run_python` is the one-shot form."""
     lim = limits or SandboxLimits()
-    cgroup: Path | None = None
+    cgroup: _RunCgroup | None = None
+    stage: Path | None = None
     if lim.isolation == "os":
         why = await asyncio.to_thread(sandbox_unavailable_reason)
         if why is not None:
@@ -504,10 +705,17 @@ async def run_python(
                 )
             lim = lim.model_copy(update={"isolation": "weak"})
     if lim.isolation == "weak":
+        if _as_root():
+            raise ToolExecutionError(
+                "refusing to run untrusted code as root in the weak sandbox: it would run as "
+                "host root. Install bubblewrap and allow unprivileged user namespaces (the OS "
+                "sandbox then drops to an unprivileged uid), or run Ponder as a non-root user"
+            )
         _warn_weak("chosen explicitly" if limits is not None and limits.isolation == "weak"
                    else "bubblewrap unavailable")  # fmt: skip
     workdir = await asyncio.to_thread(_prepare, code, files or {}, lim)
     seccomp_r: int | None = None
+    proc: asyncio.subprocess.Process | None = None
     try:
         if lim.isolation == "os":
             program = seccomp_filter()
@@ -517,16 +725,16 @@ async def run_python(
                     os.write(w, program)  # a few hundred bytes: within the pipe's buffer
                 finally:
                     os.close(w)
-            argv = _bwrap_argv(lim, workdir, seccomp_r)
-            cgroup = await asyncio.to_thread(_pids_cgroup, lim.max_processes + 2)
-            if cgroup is not None:  # enter the cgroup first, then become bwrap: no race
-                argv = [
-                    "/bin/sh",
-                    "-c",
-                    'echo $$ > "$0" && exec "$@"',
-                    str(cgroup / "cgroup.procs"),
-                    *argv,
-                ]
+            binds = _bind_sources(lim, workdir)
+            if _as_root():  # never host root: bwrap runs as SANDBOX_UID (see _DROP)
+                stage = Path(tempfile.mkdtemp(prefix="ponder-stage-"))
+                source = {b: f"{stage}/{i}" for i, b in enumerate(binds)}
+                argv = _bwrap_argv(lim, workdir, seccomp_r, source)
+                await asyncio.to_thread(_give_to_sandbox, workdir)
+                cgroup = await asyncio.to_thread(_RunCgroup.make, lim)
+                argv = _drop_argv(stage, cgroup, binds, argv)
+            else:
+                argv = _bwrap_argv(lim, workdir, seccomp_r, {b: b for b in binds})
             cwd: Path = Path("/")
         else:
             argv = [sys.executable, "-I", "-B", "_ponder_bootstrap.py"]
@@ -551,6 +759,7 @@ async def run_python(
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
                 pass_fds=(seccomp_r,) if seccomp_r is not None else (),
+                limit=1 << 20,  # the longest line readline() takes (run_checked's protocol)
             )
         except OSError as e:
             raise ToolExecutionError(f"cannot start the sandbox: {e}") from None
@@ -558,84 +767,152 @@ async def run_python(
             if seccomp_r is not None:
                 os.close(seccomp_r)
                 seccomp_r = None
-        out, err = bytearray(), bytearray()
-        budget = [lim.max_output_bytes]
-        over = asyncio.Event()
-        timed_out = False
-        reason: str | None = None
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + lim.timeout
-        readers: asyncio.Future[Any] = asyncio.gather(
-            _read_bounded(proc.stdout, out, budget, over),
-            _read_bounded(proc.stderr, err, budget, over),
-        )
-        waiter: asyncio.Future[Any] = asyncio.ensure_future(over.wait())
-        try:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                proc.stdin.write(stdin.encode())
-                await proc.stdin.drain()
-                proc.stdin.close()
-            done, _ = await asyncio.wait(
-                {readers, waiter}, timeout=lim.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if waiter in done:
-                reason = f"output limit of {lim.max_output_bytes} bytes"
-            elif not done:
-                timed_out, reason = True, f"wall-clock timeout of {lim.timeout}s"
-            else:  # the output is closed; the process may still run
-                try:
-                    await asyncio.wait_for(proc.wait(), max(0.0, deadline - loop.time()))
-                except TimeoutError:
-                    timed_out, reason = True, f"wall-clock timeout of {lim.timeout}s"
-            if reason is not None:
-                _kill(proc)
-            # the process group is gone: the pipes reach EOF (unless something we could
-            # not kill holds them open: then stop waiting after a few seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(readers), timeout=5)
-            await proc.wait()
-        except asyncio.CancelledError:
-            _kill(proc)
-            raise
-        finally:
-            waiter.cancel()
-            if not readers.done():
-                readers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await readers
+        yield SandboxProcess(proc, lim, cgroup, start)
+    finally:
+        if proc is not None:
             if proc.returncode is None:
                 _kill(proc)
                 with contextlib.suppress(ProcessLookupError):
                     await proc.wait()
-        code_ = proc.returncode
-        if lim.isolation == "os" and code_ is not None and 128 < code_ <= 128 + 64:
-            code_ = 128 - code_  # bubblewrap reports a child killed by signal N as 128 + N
-        if reason is None and code_ is not None and code_ < 0:
-            sig = -code_
-            reason = {
-                int(signal.SIGXCPU): f"CPU limit of {lim.cpu_seconds}s",
-                int(signal.SIGKILL): "killed (memory or CPU limit)",
-                int(signal.SIGXFSZ): f"file size limit of {lim.max_file_bytes} bytes",
-            }.get(sig, f"killed by signal {sig}")
-        stderr_text = err.decode(errors="replace")
-        if reason is None and "MemoryError" in stderr_text:
-            reason = f"memory limit of {lim.memory_mb} MiB"
-        return RunResult(
-            exit_code=code_,
-            stdout=out.decode(errors="replace"),
-            stderr=stderr_text,
-            duration=time.perf_counter() - start,
-            timed_out=timed_out,
-            output_truncated=budget[0] < 0,
-            killed_reason=reason,
-        )
-    finally:
+            if proc.stdin is not None:  # closed here, on its loop, not by the GC later
+                proc.stdin.close()
         await asyncio.to_thread(shutil.rmtree, workdir, True)
         if cgroup is not None:
-            await asyncio.to_thread(_remove_cgroup, cgroup)
+            await asyncio.to_thread(cgroup.remove)
+        if stage is not None:
+            with contextlib.suppress(OSError):
+                stage.rmdir()
+
+
+async def run_python(
+    code: str,
+    *,
+    stdin: str = "",
+    files: dict[str, str] | None = None,
+    limits: SandboxLimits | None = None,
+) -> RunResult:
+    """Run ``code`` as ``main.py`` in a fresh private directory, under ``limits``.
+
+    ``files`` are written next to it first (e.g. tests to import). The directory is
+    deleted afterwards. Failures of the code are reported in the result (exit code,
+    stderr, ``killed_reason``); :class:`ToolExecutionError` means the sandbox itself
+    could not run.
+    """
+    async with open_sandbox(code, files=files, limits=limits) as box:
+        return await _collect(box, stdin.encode())
+
+
+async def _collect(box: SandboxProcess, stdin: bytes) -> RunResult:
+    """Feed ``stdin``, read the output within its bound, enforce the time limits."""
+    proc, lim, cgroup, start = box.proc, box.limits, box.cgroup, box.start
+    out, err = bytearray(), bytearray()
+    budget = [lim.max_output_bytes]
+    over = asyncio.Event()
+    timed_out = False
+    reason: str | None = None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + lim.timeout
+    readers: asyncio.Future[Any] = asyncio.gather(
+        _read_bounded(proc.stdout, out, budget, over),
+        _read_bounded(proc.stderr, err, budget, over),
+    )
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(over.wait())
+    # stdin is written inside the timed wait: code that never reads it cannot stall it
+    writer = asyncio.ensure_future(_write_stdin(proc.stdin, stdin))
+    cpu_over = asyncio.Event()
+    watchdog = (
+        asyncio.ensure_future(_watch_cpu(cgroup, lim.cpu_seconds, cpu_over))
+        if cgroup is not None and "cpu" in cgroup.dirs
+        else None
+    )
+    cpu_waiter: asyncio.Future[Any] = asyncio.ensure_future(cpu_over.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {readers, waiter, cpu_waiter},
+            timeout=lim.timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if waiter in done:
+            reason = f"output limit of {lim.max_output_bytes} bytes"
+        elif cpu_waiter in done:
+            reason = f"CPU limit of {lim.cpu_seconds}s (all processes of the run)"
+        elif not done:
+            timed_out, reason = True, f"wall-clock timeout of {lim.timeout}s"
+        else:  # the output is closed; the process may still run
+            try:
+                await asyncio.wait_for(proc.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                timed_out, reason = True, f"wall-clock timeout of {lim.timeout}s"
+        if reason is not None:
+            _kill(proc)
+        # the process group is gone: the pipes reach EOF (unless something we could
+        # not kill holds them open: then stop waiting after a few seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(readers), timeout=5)
+        await proc.wait()
+    except asyncio.CancelledError:
+        _kill(proc)
+        raise
+    finally:
+        waiter.cancel()
+        cpu_waiter.cancel()
+        writer.cancel()
+        if watchdog is not None:
+            watchdog.cancel()
+        if not readers.done():
+            readers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await readers
+        if proc.returncode is None:
+            _kill(proc)
+            with contextlib.suppress(ProcessLookupError):
+                await proc.wait()
+    code_ = proc.returncode
+    if lim.isolation == "os" and code_ is not None and 128 < code_ <= 128 + 64:
+        code_ = 128 - code_  # bubblewrap reports a child killed by signal N as 128 + N
+    if reason is None and code_ is not None and code_ < 0:
+        sig = -code_
+        reason = {
+            int(signal.SIGXCPU): f"CPU limit of {lim.cpu_seconds}s",
+            int(signal.SIGKILL): "killed (memory or CPU limit)",
+            int(signal.SIGXFSZ): f"file size limit of {lim.max_file_bytes} bytes",
+        }.get(sig, f"killed by signal {sig}")
+    stderr_text = err.decode(errors="replace")
+    oom = cgroup is not None and await asyncio.to_thread(cgroup.out_of_memory)
+    if oom and (reason is None or reason.startswith("killed")):
+        reason = f"memory limit of {lim.memory_mb} MiB (all processes of the run)"
+    if reason is None and "MemoryError" in stderr_text:
+        reason = f"memory limit of {lim.memory_mb} MiB"
+    return RunResult(
+        exit_code=code_,
+        stdout=out.decode(errors="replace"),
+        stderr=stderr_text,
+        duration=time.perf_counter() - start,
+        timed_out=timed_out,
+        output_truncated=budget[0] < 0,
+        killed_reason=reason,
+    )
+
+
+async def _write_stdin(pipe: asyncio.StreamWriter, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        pipe.write(data)
+        await pipe.drain()
+        pipe.close()
+
+
+async def _watch_cpu(cgroup: _RunCgroup, limit: float, over: asyncio.Event) -> None:
+    """Set ``over`` once every process of the run together has used ``limit`` CPU
+    seconds (rlimits count each process alone)."""
+    while True:
+        used = cgroup.cpu_seconds()
+        if used is not None and used > limit:
+            over.set()
+            return
+        await asyncio.sleep(0.05)
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

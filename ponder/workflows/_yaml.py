@@ -110,6 +110,25 @@ def _decode(raw: bytes, path: Path) -> str:
         ) from None
 
 
+def _unprintable(e: yaml.reader.ReaderError, text: str, path: Path) -> WorkflowError:
+    """A character YAML does not allow, as a one-line error at its line and column."""
+    pos = max(0, min(e.position, len(text)))
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = e.character if isinstance(e.character, str) else chr(e.character)
+    return WorkflowError(
+        [
+            Problem(
+                (),
+                f"control character U+{ord(char):04X} at column {column}: a workflow file "
+                "is text; remove it (an editor may show it as ^@, ^[ or nothing)",
+                line,
+            )
+        ],
+        source=str(path),
+    )
+
+
 def _read(path: Path) -> tuple[Any, dict[tuple[str | int, ...], int]]:
     try:
         size = path.stat().st_size
@@ -131,10 +150,15 @@ def _read(path: Path) -> tuple[Any, dict[tuple[str | int, ...], int]]:
             [Problem((), f"cannot read the file: {e.strerror}")], source=str(path)
         ) from None
     text = _decode(raw, path)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:  # a control character: NUL, ESC, U+FFFE, ...
+        raise _unprintable(e, text, path) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except yaml.reader.ReaderError as e:
+        raise _unprintable(e, text, path) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line = mark.line + 1 if mark is not None else None
