@@ -588,3 +588,64 @@ async def test_inotify_cannot_watch_the_host() -> None:
         "attempt('inotify_init', lambda: sc(253))\n"
     )
     failed(r, "inotify_init1", "inotify_init")
+
+
+# -- the whole suite again, as a normal user -----------------------------------------------
+
+_AS_NOBODY = r"""
+set -e
+# the interpreter may live under /root (pyenv), which uid 65534 cannot traverse: in this
+# private mount namespace, /root becomes a world-readable tmpfs holding only it
+if [ -n "$PONDER_PYENV" ]; then
+  stage=$(mktemp -d)
+  mount --bind /root "$stage"
+  mount -t tmpfs -o mode=0755 ponder-root /root
+  mkdir -p "/root/$PONDER_PYENV"
+  mount --bind "$stage/$PONDER_PYENV" "/root/$PONDER_PYENV"
+fi
+exec setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"
+"""
+
+
+def test_the_escape_suite_passes_as_a_normal_user() -> None:
+    """Every attack of this file, run by an unprivileged user (uid 65534): bubblewrap then
+    makes its own user namespace, and per-run memory and CPU fall back to rlimits (those
+    two tests skip, saying so)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("already running as a normal user: this file's other tests are that run")
+    base = os.path.realpath(sys.base_prefix)
+    pyenv = ""
+    if base.startswith("/root/"):
+        pyenv = base[len("/root/") :].split("/", 1)[0]  # e.g. .pyenv
+    root = Path(__file__).resolve().parent.parent
+    for p in [root, *root.parents, Path(sys.prefix).resolve()]:
+        if p != Path("/root") and not p.is_relative_to("/root") and not os.access(p, os.X_OK):
+            pytest.skip(f"{p} is not reachable by other users here")
+    home = Path(tempfile.mkdtemp(prefix="ponder-nobody-"))  # pytest's tmp is root's only
+    shutil.chown(home, 65534, 65534)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "LANG": "C.UTF-8",
+        "PONDER_PYENV": pyenv,
+    }
+    try:
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+             _AS_NOBODY, "sh", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             "--rootdir", str(root), "--basetemp", str(home / "pytest"),
+             "-k", "not as_a_normal_user", str(root / "tests" / "test_sandbox_escapes.py"),
+             str(root / "tests" / "test_checked.py")],
+            capture_output=True, text=True, timeout=600, check=False, env=env, cwd=str(home),
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    tail = done.stdout[-3000:] + done.stderr[-2000:]
+    assert done.returncode == 0, tail
+    assert " passed" in done.stdout
+    assert "failed" not in done.stdout.splitlines()[-1], tail
