@@ -627,3 +627,43 @@ def test_a_program_ending_in_a_bare_expression_prints_it() -> None:
     assert print_last_expression("print(1)") == "print(1)"
     assert print_last_expression("x = 1") == "x = 1"
     assert print_last_expression("x =") == "x ="  # does not parse: run as it is
+
+
+async def test_on_text_receives_the_answer_of_a_turn_that_was_offered_tools() -> None:
+    """A model that answers at once, or after a tool call, still reaches the live sink
+    (it used to be called only for the forced final answer)."""
+
+    def respond(msgs: Sequence[Message], _p: GenerateParams, i: int) -> object:
+        if msgs[-1].role == "user" and "sum" in msgs[-1].content:
+            return calc("2 + 2")
+        if msgs[-1].role == "tool":
+            return f"The sum is \\boxed{{{msgs[-1].content}}}"
+        return "Paris"
+
+    seen: list[str] = []
+    direct = await run_agent(FakeModel(respond), "capital?", [calculator_tool()],  # type: ignore[arg-type]
+                             on_text=seen.append)  # fmt: skip
+    assert direct.text == "Paris"
+    assert seen == ["Paris"]
+    seen.clear()
+    after_tool = await run_agent(FakeModel(respond), "the sum of 2 and 2", [calculator_tool()],  # type: ignore[arg-type]
+                                 on_text=seen.append)  # fmt: skip
+    assert after_tool.text == "The sum is \\boxed{4}"
+    assert "".join(seen) == after_tool.text
+
+
+def test_call_objects_one_per_line_are_parallel_calls_never_the_answer() -> None:
+    from ponder.backends._local import parse_tool_calls
+
+    reply = (
+        '{"name": "calculator", "arguments": {"expression": "53 * 7"}}\n'
+        '{"name": "calculator", "arguments": {"expression": "371 + 57"}}\n'
+    )
+    text, calls = parse_tool_calls(reply, 0)
+    assert text == ""
+    assert [c.name for c in calls] == ["calculator", "calculator"]
+    assert json.loads(calls[1].arguments) == {"expression": "371 + 57"}
+    assert len({c.id for c in calls}) == 2
+    # prose that merely starts with a brace stays an answer
+    prose = "{x} is the set; the answer is 4"
+    assert parse_tool_calls(prose, 0) == (prose, ())

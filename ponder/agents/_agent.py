@@ -120,7 +120,8 @@ async def run_agent(
     run's total), ``time_limit`` seconds, or when it repeats the same calls more than
     ``repeat_limit`` times (a loop). After ``max_steps`` or a loop the model is asked once
     more, without tools, for its final answer. ``on_step`` sees each turn as it ends;
-    ``on_text`` receives the final answer's text as it is generated (a live answer).
+    ``on_text`` receives the final answer's text: as it is generated when the model is
+    asked without tools, at the end of the turn when it answered a turn with tools.
     """
     if max_steps < 1:
         raise ConfigurationError("max_steps must be at least 1")
@@ -154,6 +155,10 @@ async def run_agent(
                 return False
             text, calls = await turn(with_tools, live=False)
             if not calls:
+                # a turn that may call tools is read whole (a call is never shown as
+                # text); the answer it turned out to be still reaches the live sink
+                if on_text is not None and text:
+                    on_text(text)
                 run.text, run.stopped = text, "answered"
                 record(AgentStep(text=text))
                 return False

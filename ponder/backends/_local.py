@@ -352,9 +352,9 @@ def _as_call(value: Any, k: int, index: int) -> ToolCall | None:
 
 def parse_tool_calls(text: str, index: int = 0) -> tuple[str, tuple[ToolCall, ...]]:
     """The calls in a local model's reply, in the Hermes/Qwen form (``<tool_call>{"name":
-    ..., "arguments": ...}</tool_call>``), or as a bare (possibly fenced) JSON object or
-    list of them, as small models often write; and the text before them. A reply with
-    no call is returned as it is."""
+    ..., "arguments": ...}</tool_call>``), or as a bare (possibly fenced) JSON object, a
+    list of them, or several of them one per line, as small models often write; and the
+    text before them. A reply with no call is returned as it is."""
     blocks = _TOOL_CALL.findall(text)
     candidates: list[Any] = []
     head = text
@@ -374,13 +374,28 @@ def parse_tool_calls(text: str, index: int = 0) -> tuple[str, tuple[ToolCall, ..
             try:
                 value = json.loads(body)
             except ValueError:
-                value = None
+                value = _json_lines(body)  # several call objects, one per line
             candidates = value if isinstance(value, list) else [value]
             head = ""
     calls = [c for k, v in enumerate(candidates) if (c := _as_call(v, k, index)) is not None]
     if not calls:
         return text, ()
     return head, tuple(calls)
+
+
+def _json_lines(body: str) -> list[Any] | None:
+    """Every non-empty line a JSON value (small models write one call object per line),
+    or None."""
+    out = []
+    for line in body.splitlines():
+        line = line.strip().rstrip(",")
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            return None
+    return out or None
 
 
 def _message_dict(m: Message) -> dict[str, Any]:
