@@ -90,6 +90,33 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     user: str | None = None
 
+    def unsupported(self) -> tuple[str, str] | None:
+        """The first field a workflow cannot honour (a client's tools, a response format,
+        a tool turn), and what to do, or None. Such a field is refused, never ignored."""
+        extra = self.model_extra or {}
+        for name in ("tools", "functions"):
+            if extra.get(name):
+                return name, (
+                    "this server runs workflows, which do not take a client's tools yet; "
+                    "send the request without them (a workflow's agent steps have their own)"
+                )
+        for name in ("tool_choice", "function_call"):
+            if extra.get(name) not in (None, "none", "auto"):
+                return name, "no tools are offered, so no tool can be chosen; leave it out"
+        fmt = extra.get("response_format")
+        if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+            return "response_format", (
+                "workflows answer in text; typed answers (json_object, json_schema) are not "
+                "supported here yet: leave it out, or ask for JSON in the prompt"
+            )
+        for i, m in enumerate(self.messages):
+            if m.role == "tool" or (m.model_extra or {}).get("tool_calls"):
+                return f"messages[{i}]", (
+                    "tool calls and tool results cannot continue a workflow's conversation; "
+                    "send plain user and assistant turns"
+                )
+        return None
+
     def to_pool(self) -> Pool:
         system = "\n\n".join(m.text() for m in self.messages if m.role in ("system", "developer"))
         turns = [m for m in self.messages if m.role in ("user", "assistant")]
@@ -827,6 +854,10 @@ class PonderServer:
             raise ApiError(400, "the body must be a JSON object", code="invalid_body")
         try:
             req = ChatRequest.model_validate(body)
+            refused = req.unsupported()
+            if refused is not None:  # refused, never silently ignored
+                field, why = refused
+                raise ApiError(400, f"unsupported field {field}: {why}", code="unsupported_field")
             pool = req.to_pool()
         except ValidationError as e:
             first = e.errors()[0]
