@@ -34,7 +34,7 @@ from typing import Any
 from ponder import Model, Settings
 from ponder.backends._fixtures import fixture_path
 from ponder.backends._llama_batch import Sampling
-from ponder.backends._local import LocalWire, resolve_model_path
+from ponder.backends._local import LocalConfig, LocalWire, resolve_model_path
 from ponder.types import Message
 
 PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
@@ -152,7 +152,7 @@ async def _abest(trials: int, fn: Any) -> tuple[float, int]:
 async def _prompts(name: str, threads: int) -> tuple[list[int], list[list[int]]]:
     """The chat-templated prompts, exactly as Ponder builds them (the model only: no
     llama.cpp context, no threads)."""
-    engine = LocalWire(n_threads=threads).engine(name)
+    engine = LocalWire(LocalConfig(n_threads=threads)).engine(name)
     await engine.load()
     tokens: list[int] = engine._batch.call(
         lambda m: engine.prompt_tokens(m, [Message.user(PROMPT)], None)

@@ -13,7 +13,7 @@ import pytest
 
 from ponder import BadRequestError, ConfigurationError, Message, Model, Settings
 from ponder.backends import _model as model_module
-from ponder.backends._local import LocalEngine, LocalWire, default_model_path
+from ponder.backends._local import LocalConfig, LocalEngine, LocalWire, default_model_path
 
 pytest.importorskip("llama_cpp", reason="the local extra is not installed")
 pytestmark = [pytest.mark.asyncio, pytest.mark.realmodel]
@@ -94,7 +94,7 @@ async def test_more_samples_than_sequences_run_in_groups(settings: Settings) -> 
     c = await m.generate(Q, n=7, seed=3, temperature=1.0, max_tokens=6)
     assert len(c.choices) == 7
     assert [ch.index for ch in c.choices] == list(range(7))
-    engine = LocalWire(max_sequences=3).engine("smollm2")
+    engine = LocalWire(LocalConfig(max_sequences=3)).engine("smollm2")
     assert engine.stats.peak_sequences <= 3
     again = await m.generate(Q, n=7, seed=3, temperature=1.0, max_tokens=6, use_cache=False)
     assert again.texts == c.texts

@@ -36,6 +36,14 @@ def attempt(name, fn):
         out[name] = ["failed", f"{type(e).__name__}: {e}"[:300]]
 """
 REPORT = "\nprint('RESULT ' + json.dumps(out))\n"
+# raw system calls through libc, past every Python-level check
+SYSCALL = (
+    "import ctypes\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "def sc(nr, *a):\n"
+    "    if libc.syscall(nr, *a) == -1:\n"
+    "        raise OSError(ctypes.get_errno(), f'syscall {nr} refused')\n"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -326,12 +334,7 @@ async def test_ctypes_syscalls_the_filter_refuses() -> None:
     if seccomp_filter() is None:
         pytest.skip("the seccomp filter is x86-64 only")
     r = await attack(
-        "import ctypes\n"
-        "libc = ctypes.CDLL(None, use_errno=True)\n"
-        "def sc(nr, *a):\n"
-        "    if libc.syscall(nr, *a) == -1:\n"
-        "        raise OSError(ctypes.get_errno(), f'syscall {nr} refused')\n"
-        "attempt('unshare', lambda: sc(272, 0x10000000))\n"  # CLONE_NEWUSER
+        SYSCALL + "attempt('unshare', lambda: sc(272, 0x10000000))\n"  # CLONE_NEWUSER
         "attempt('mount', lambda: sc(165, b'none', b'/box', b'tmpfs', 0, 0))\n"
         "attempt('keyctl', lambda: sc(250, 0, 0, 0, 0))\n"
         "attempt('bpf', lambda: sc(321, 0, 0, 0))\n"
@@ -579,12 +582,7 @@ async def test_inotify_cannot_watch_the_host() -> None:
     if seccomp_filter() is None:
         pytest.skip("the seccomp filter is x86-64 only")
     r = await attack(
-        "import ctypes\n"
-        "libc = ctypes.CDLL(None, use_errno=True)\n"
-        "def sc(nr, *a):\n"
-        "    if libc.syscall(nr, *a) == -1:\n"
-        "        raise OSError(ctypes.get_errno(), f'syscall {nr} refused')\n"
-        "attempt('inotify_init1', lambda: sc(294, 0))\n"
+        SYSCALL + "attempt('inotify_init1', lambda: sc(294, 0))\n"
         "attempt('inotify_init', lambda: sc(253))\n"
     )
     failed(r, "inotify_init1", "inotify_init")

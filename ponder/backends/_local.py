@@ -22,6 +22,7 @@ import random
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from importlib import metadata, util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_LOCAL_MODEL",
     "EngineStats",
+    "LocalConfig",
     "LocalEngine",
     "LocalWire",
     "default_model_path",
@@ -108,35 +110,37 @@ def resolve_model_path(name: str) -> Path:
     return path.resolve()
 
 
+@dataclass(frozen=True, slots=True)
+class LocalConfig:
+    """How a local model runs (``Settings.local_*``; docs/local.md)."""
+
+    n_ctx: int = 4096  # context window of each sample
+    n_threads: int = 0  # 0: all cores
+    max_sequences: int = 16  # samples decoded together
+    kv_cells: int = 0  # 0: 4 x n_ctx
+    probe: bool = True  # run llama.cpp once in a child process before loading it
+
+
 class LocalEngine:
     """One GGUF model loaded in this process: its chat template, its grammars and the
     :class:`~ponder.backends._llama_batch.BatchEngine` that decodes every request's samples
     together (docs/local.md, "Batching")."""
 
-    _engines: ClassVar[dict[tuple[Path, int, int, int, int], LocalEngine]] = {}
+    _engines: ClassVar[dict[tuple[Path, LocalConfig], LocalEngine]] = {}
     _engines_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(
-        self,
-        path: Path,
-        n_ctx: int = 4096,
-        n_threads: int = 0,
-        max_sequences: int = 16,
-        kv_cells: int = 0,
-        *,
-        probe: bool = True,
-    ) -> None:
+    def __init__(self, path: Path, config: LocalConfig | None = None) -> None:
+        cfg = config or LocalConfig()
         self.path = path
-        self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
-        self.max_sequences = max_sequences
-        self.probe = probe
+        self.config = cfg
+        self.n_ctx = cfg.n_ctx
+        self.n_threads = cfg.n_threads or max(1, os.cpu_count() or 1)
         self._batch = BatchEngine(
             str(path),
-            n_ctx=n_ctx,
+            n_ctx=cfg.n_ctx,
             n_threads=self.n_threads,
-            max_sequences=max_sequences,
-            kv_cells=kv_cells,
+            max_sequences=cfg.max_sequences,
+            kv_cells=cfg.kv_cells,
             on_load=self._on_load,
         )
         self._render: Callable[[list[dict[str, Any]], list[dict[str, Any]] | None], str] | None = (
@@ -147,24 +151,14 @@ class LocalEngine:
         self.train_ctx = 0
 
     @classmethod
-    def get(
-        cls,
-        path: Path,
-        n_ctx: int = 4096,
-        n_threads: int = 0,
-        max_sequences: int = 16,
-        kv_cells: int = 0,
-        *,
-        probe: bool = True,
-    ) -> LocalEngine:
-        """The process-wide engine for ``path`` (created on first use, loaded lazily)."""
-        key = (path, n_ctx, n_threads, max_sequences, kv_cells)
+    def get(cls, path: Path, config: LocalConfig | None = None) -> LocalEngine:
+        """The process-wide engine for ``path`` and ``config`` (created on first use,
+        loaded lazily)."""
+        key = (path, config or LocalConfig())
         with cls._engines_lock:
             engine = cls._engines.get(key)
             if engine is None:
-                engine = cls._engines[key] = cls(
-                    path, n_ctx, n_threads, max_sequences, kv_cells, probe=probe
-                )
+                engine = cls._engines[key] = cls(path, key[1])
             return engine
 
     @property
@@ -218,7 +212,7 @@ class LocalEngine:
             )
 
     def _load_blocking(self) -> None:
-        if self.probe:  # the native library runs on this CPU: asked of a child process
+        if self.config.probe:  # the native library runs on this CPU: asked of a child process
             from ponder.backends._llama_probe import check_native_library
 
             check_native_library(self.path, self.n_threads)
@@ -458,31 +452,12 @@ def _chatml(messages: list[dict[str, Any]]) -> str:
 class LocalWire:
     """The :class:`ponder.backends.Wire` of the ``local`` provider."""
 
-    def __init__(
-        self,
-        *,
-        n_ctx: int = 4096,
-        n_threads: int = 0,
-        max_sequences: int = 16,
-        kv_cells: int = 0,
-        probe: bool = True,
-    ) -> None:
-        self.n_ctx = n_ctx
-        self.n_threads = n_threads
-        self.max_sequences = max_sequences
-        self.kv_cells = kv_cells
-        self.probe = probe
+    def __init__(self, config: LocalConfig | None = None) -> None:
+        self.config = config or LocalConfig()
 
     def engine(self, model: str) -> LocalEngine:
         """The engine serving ``model`` (``smollm2`` or a GGUF path)."""
-        return LocalEngine.get(
-            resolve_model_path(model),
-            self.n_ctx,
-            self.n_threads,
-            self.max_sequences,
-            self.kv_cells,
-            probe=self.probe,
-        )
+        return LocalEngine.get(resolve_model_path(model), self.config)
 
     @staticmethod
     def _seeds(params: GenerateParams, n: int) -> list[int]:

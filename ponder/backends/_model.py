@@ -65,14 +65,16 @@ Prompt = str | Message | Sequence[Message | dict[str, Any]]
 
 def _make_wire(provider: Provider, quirks: Quirks, settings: Settings) -> Wire:
     if provider.protocol == "local":
-        from ponder.backends._local import LocalWire
+        from ponder.backends._local import LocalConfig, LocalWire
 
         return LocalWire(
-            n_ctx=settings.local_n_ctx,
-            n_threads=settings.local_threads,
-            max_sequences=settings.local_max_sequences,
-            kv_cells=settings.local_kv_cells,
-            probe=settings.local_probe,
+            LocalConfig(
+                n_ctx=settings.local_n_ctx,
+                n_threads=settings.local_threads,
+                max_sequences=settings.local_max_sequences,
+                kv_cells=settings.local_kv_cells,
+                probe=settings.local_probe,
+            )
         )
     if provider.protocol in ("anthropic", "bedrock"):
         from ponder.backends._anthropic import AnthropicWire
