@@ -667,3 +667,90 @@ def test_call_objects_one_per_line_are_parallel_calls_never_the_answer() -> None
     # prose that merely starts with a brace stays an answer
     prose = "{x} is the set; the answer is 4"
     assert parse_tool_calls(prose, 0) == (prose, ())
+
+
+def _mcp_children(token: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if token.encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+async def test_a_killed_mcp_server_is_reconnected_and_its_errors_are_wrapped_once(
+    tmp_path: Path,
+) -> None:
+    import os
+    import shutil
+    import signal
+    import sys
+
+    # a copy of the server under a name of its own, so this test finds only its process
+    token = f"mcp_server_{os.getpid()}_{id(tmp_path)}.py"
+    script = tmp_path / token
+    shutil.copy(MCP_SERVER, script)
+    async with MCPServer(command=[sys.executable, str(script)], prefix="units",
+                         env={"PYTHONPATH": str(MCP_SERVER.parent.parent)}) as srv:  # fmt: skip
+        (convert,) = [t for t in await srv.tools() if t.name == "units_convert"]
+
+        def call(i: int, unit: str = "km") -> ToolCall:
+            return ToolCall(id=str(i), name="units_convert",
+                            arguments=json.dumps({"value": 2, "unit": unit}))  # fmt: skip
+
+        assert (await convert.call(call(1))).content == "2000.0"
+        err = await convert.call(call(2, "furlong"))
+        assert err.error
+        assert err.content.lower().count("error") == 1  # the server's own words, once
+        assert "convert" in err.content
+        for pid in await asyncio.to_thread(_mcp_children, token):
+            os.kill(pid, signal.SIGKILL)
+        # the first call after the death may find the connection closed: a clear error
+        # (the call may have been in flight); the next one reconnects
+        first = await convert.call(call(3))
+        if first.error:
+            assert "stopped during the call" in first.content
+            assert "reconnected on the next call" in first.content
+        again = await convert.call(call(4))  # a new process, and the same Tool object
+        assert (again.error, again.content) == (False, "2000.0")
+        assert srv.connected
+
+
+async def test_an_mcp_server_that_cannot_start_says_why() -> None:
+    srv = MCPServer(url="http://127.0.0.1:9/mcp", start_timeout=10, reconnects=0)
+    with pytest.raises(ToolExecutionError) as e:
+        await srv.tools()
+    assert "TaskGroup" not in str(e.value)
+    assert "Connect" in str(e.value)  # the real cause: httpx.ConnectError
+
+
+def test_binary_mcp_content_is_described_not_dumped() -> None:
+    from types import SimpleNamespace
+
+    from ponder.tools._mcp import _text
+
+    blob = SimpleNamespace(uri="file:///a.png", mime_type="image/png", blob="iVBORw0K" * 100)
+    result = SimpleNamespace(content=[
+        SimpleNamespace(type="text", text="here:"),
+        SimpleNamespace(type="resource", resource=blob),
+        SimpleNamespace(type="image", mime_type="image/jpeg", data="AAAA" * 10),
+    ])  # fmt: skip
+    text = _text(result)
+    assert text.splitlines() == [
+        "here:",
+        "[binary resource file:///a.png: image/png, 600 bytes]",
+        "[image: image/jpeg, 30 bytes]",
+    ]
+
+
+async def test_an_mcp_server_that_never_answers_stops_at_start_timeout() -> None:
+    import sys
+
+    srv = MCPServer(command=[sys.executable, "-c", "import time; time.sleep(60)"],
+                    start_timeout=1, reconnects=0)  # fmt: skip
+    with pytest.raises(ToolExecutionError, match=r"did not answer within 1 s"):
+        await srv.tools()
+    assert not srv.connected

@@ -9,7 +9,9 @@ a result the server marks as an error comes back to the model as an error result
 ...     run = await run_agent(model, "How many metres is 3 km?", await units.tools())
 
 The connection lives in a task of its own (the MCP SDK's transports must be closed by the
-task that opened them), so one server serves every concurrent agent run. In YAML:
+task that opened them), so one server serves every concurrent agent run. A server that
+dies or restarts is reconnected on the next call, with bounded back-off; calls in flight
+when it died fail with an error that says so. In YAML:
 ``tools: [{mcp: {command: [python, server.py]}}]`` or ``{mcp: {url: http://.../mcp}}``.
 """
 
@@ -36,6 +38,36 @@ def _import_mcp() -> Any:
     return mcp
 
 
+def _cause(e: BaseException) -> BaseException:
+    """The first leaf of an exception group (the SDK's task groups wrap the real cause,
+    e.g. a ConnectError, in "unhandled errors in a TaskGroup")."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
+
+
+def _connection_lost(e: BaseException) -> bool:
+    """Whether ``e`` says the connection is gone (the server died or restarted), as
+    opposed to an error the server sent."""
+    import anyio
+
+    cause = _cause(e)
+    if isinstance(cause, anyio.ClosedResourceError | anyio.BrokenResourceError | anyio.EndOfStream):
+        return True
+    code = getattr(getattr(cause, "error", None), "code", None)
+    return code == _CONNECTION_CLOSED or "Connection closed" in str(cause)
+
+
+_CONNECTION_CLOSED = -32000  # the MCP SDK's error code for a closed connection
+
+
+def _binary(kind: str, mime: str | None, data: str | None, uri: object = None) -> str:
+    """A binary block as typed text a model can read: what it is and how big."""
+    size = len(data or "") * 3 // 4  # base64
+    where = f" {uri}" if uri else ""
+    return f"[{kind}{where}: {mime or 'application/octet-stream'}, {size:,} bytes]"
+
+
 def _text(result: Any) -> str:
     parts = []
     for block in getattr(result, "content", None) or ():
@@ -43,7 +75,20 @@ def _text(result: Any) -> str:
         if kind == "text":
             parts.append(block.text)
         elif kind == "resource":
-            parts.append(str(getattr(block.resource, "text", "") or block.resource))
+            res = block.resource
+            text = getattr(res, "text", None)
+            if isinstance(text, str):
+                parts.append(text)
+            else:  # a blob: never a Python repr of its base64
+                mime = getattr(res, "mime_type", None)
+                parts.append(_binary("binary resource", mime, getattr(res, "blob", None),
+                                     getattr(res, "uri", None)))  # fmt: skip
+        elif kind in ("image", "audio"):
+            parts.append(
+                _binary(kind, getattr(block, "mime_type", None), getattr(block, "data", None))
+            )
+        elif kind == "resource_link":
+            parts.append(f"[resource link: {getattr(block, 'uri', '')}]")
         else:
             parts.append(f"[{kind} content]")
     if not parts and getattr(result, "structured_content", None) is not None:
@@ -57,7 +102,8 @@ class MCPServer:
     """One MCP server's tools. ``command`` starts a stdio server (with ``env`` and
     ``cwd``); ``url`` reaches a streamable-HTTP one (with ``headers``). ``prefix`` is put
     before each tool's name (``prefix_name``) to keep two servers' tools apart;
-    ``timeout`` bounds one call (seconds)."""
+    ``timeout`` bounds one call and ``start_timeout`` a connection (seconds); after the
+    server dies, a call reconnects with up to ``reconnects`` attempts (0.5, 1, 2 s apart)."""
 
     def __init__(
         self,
@@ -70,6 +116,7 @@ class MCPServer:
         prefix: str | None = None,
         timeout: float = 60.0,
         start_timeout: float = 30.0,
+        reconnects: int = 3,
     ) -> None:
         if (command is None) == (url is None):
             raise ConfigurationError("an MCP server needs either command=[...] or url=...")
@@ -83,6 +130,8 @@ class MCPServer:
         self.prefix = prefix
         self.timeout = timeout
         self.start_timeout = start_timeout
+        self.reconnects = reconnects
+        self._closed = False
         self._session: Any = None
         self._tools: list[Tool] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -110,9 +159,39 @@ class MCPServer:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._tools is None:
+                self._closed = False
                 await self._start()
         assert self._tools is not None
         return self._tools
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and self._task is not None and not self._task.done()
+
+    async def _session_now(self) -> Any:
+        """The live session, reconnecting (bounded back-off) if the server died."""
+        if self.connected:
+            return self._session
+        if self._closed:
+            raise ToolExecutionError(f"{self!r} is closed")
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            last: BaseException | None = None
+            for attempt in range(self.reconnects + 1):
+                if self.connected:
+                    return self._session
+                if attempt:
+                    await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+                await self._halt()
+                try:
+                    await self._start()
+                except ToolExecutionError as e:
+                    last = e
+            raise ToolExecutionError(
+                f"{self!r} stopped and could not be reconnected after {self.reconnects} "
+                f"attempts: {last}"
+            )
 
     async def _start(self) -> None:
         _import_mcp()
@@ -121,14 +200,14 @@ class MCPServer:
         try:
             await asyncio.wait_for(self._ready.wait(), self.start_timeout)
         except TimeoutError:
-            await self.aclose()
+            await self._halt(grace=0)  # the timeout is the whole wait: no grace after it
             raise ToolExecutionError(
                 f"{self!r} did not answer within {self.start_timeout:g} s"
             ) from None
         if self._error is not None:
-            err, self._error = self._error, None
-            await self.aclose()
-            raise ToolExecutionError(f"cannot start {self!r}: {err}") from err
+            err, self._error = _cause(self._error), None
+            await self._halt(grace=0)
+            raise ToolExecutionError(f"cannot start {self!r}: {type(err).__name__}: {err}") from err
 
     async def _serve(self) -> None:
         from mcp import ClientSession
@@ -184,10 +263,17 @@ class MCPServer:
         schema = dict(getattr(t, "input_schema", None) or {"type": "object", "properties": {}})
 
         async def call(**arguments: Any) -> str:
-            session = self._session
-            if session is None:
-                raise ToolExecutionError(f"{self!r} is closed")
-            result = await session.call_tool(name, arguments, read_timeout_seconds=self.timeout)
+            session = await self._session_now()
+            try:
+                result = await session.call_tool(name, arguments, read_timeout_seconds=self.timeout)
+            except Exception as e:
+                if self.connected and not _connection_lost(e):
+                    raise  # the server answered with an error of the protocol: as it is
+                await self._halt(grace=0)  # the next call reconnects
+                raise ToolExecutionError(
+                    f"{self!r} stopped during the call ({type(_cause(e)).__name__}: "
+                    f"{_cause(e)}); it is reconnected on the next call"
+                ) from None
             text = _text(result)
             if getattr(result, "is_error", False):
                 raise ToolExecutionError(text or "the server reported an error")
@@ -198,14 +284,23 @@ class MCPServer:
         )
 
     async def aclose(self) -> None:
-        """Disconnect (a stdio server's process ends)."""
+        """Disconnect (a stdio server's process ends); no reconnection after this."""
+        self._closed = True
         self._tools = None
+        await self._halt()
+
+    async def _halt(self, grace: float = 10.0) -> None:
+        """End the connection task: let it close its transports within ``grace``
+        seconds, then cancel it."""
         if self._stop is not None:
             self._stop.set()
+        self._session = None
         task, self._task = self._task, None
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), 10)
+                if grace <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(asyncio.shield(task), grace)
             except (TimeoutError, Exception):
                 task.cancel()
                 with contextlib.suppress(BaseException):

@@ -34,7 +34,7 @@ from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from ponder.errors import ConfigurationError
+from ponder.errors import ConfigurationError, ToolExecutionError
 from ponder.types import ToolCall, ToolSpec
 
 __all__ = ["Tool", "ToolResult", "ToolSource", "tool", "tools_by_name"]
@@ -252,6 +252,9 @@ class Tool:
                 value = await asyncio.wait_for(asyncio.to_thread(self.fn, **kwargs), self.timeout)
         except TimeoutError:
             return result(f"Error: {self.name} did not finish within {self.timeout:g} s.", True)
+        except ToolExecutionError as e:  # the tool's own words (an MCP server's error): once
+            said = str(e)
+            return result(said if said.lower().startswith("error") else f"Error: {said}", True)
         except Exception as e:
             return result(f"Error: {self.name} raised {type(e).__name__}: {e}", True)
         return result(_text(value))
