@@ -54,6 +54,9 @@ async def test_an_invalid_reply_is_repaired_once_and_the_turn_is_paid() -> None:
     assert shown[-2].role == "assistant"
     assert "answer: Input should be a valid integer" in shown[-1].content
     assert "confidence: Input should be less than or equal to 1" in shown[-1].content
+    # the repair quotes what the model wrote, so it can see which value is wrong
+    assert '(you wrote "forty-two")' in shown[-1].content
+    assert "(you wrote 2)" in shown[-1].content
 
 
 async def test_a_reply_that_never_validates_is_none_or_a_clear_error() -> None:

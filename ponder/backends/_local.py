@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import re
@@ -271,7 +272,7 @@ class LocalEngine:
             from llama_cpp.llama_grammar import json_schema_to_gbnf
 
             try:
-                g = json_schema_to_gbnf(text)
+                g = json_schema_to_gbnf(json.dumps(_bounded_ints(schema), sort_keys=True))
             except (ValueError, RuntimeError, KeyError, TypeError) as e:
                 raise ConfigurationError(
                     f"cannot turn this JSON schema into a grammar: {e}"
@@ -326,6 +327,36 @@ class LocalEngine:
             choices.append(Choice(i, text, "tool_calls" if calls else o.finish, tool_calls=calls))
         generated = sum(o.tokens for o in outs)
         return choices, Usage(prompt_tokens=prompt, completion_tokens=generated)
+
+
+_MAX_ENUMERATED = 1000  # widest integer range spelled out in a grammar
+
+
+def _bounded_ints(node: Any) -> Any:
+    """``schema`` with every integer that has both bounds (``ge``/``le`` in pydantic) and
+    a span of at most 1,000 values turned into the enum of those values: llama-cpp-python's
+    JSON-schema grammar ignores ``minimum``/``maximum``, an enum it enforces."""
+    if isinstance(node, list):
+        return [_bounded_ints(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _bounded_ints(v) for k, v in node.items()}
+    if out.get("type") == "integer" and "enum" not in out:
+        lo, hi = out.get("minimum"), out.get("maximum")
+        if isinstance(out.get("exclusiveMinimum"), int | float):
+            lo = int(out["exclusiveMinimum"]) + 1
+        if isinstance(out.get("exclusiveMaximum"), int | float):
+            hi = int(out["exclusiveMaximum"]) - 1
+        if isinstance(lo, int | float) and isinstance(hi, int | float):
+            first, last = math.ceil(lo), math.floor(hi)
+            if 0 <= last - first <= _MAX_ENUMERATED:
+                kept = {k: v for k, v in out.items() if k not in _BOUNDS}
+                kept["enum"] = list(range(first, last + 1))
+                return kept
+    return out
+
+
+_BOUNDS = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
 def _num(value: object, default: float) -> float:

@@ -74,9 +74,19 @@ def validate_output(output: type[T], text: str) -> tuple[T | None, str | None]:
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(x) for x in err['loc']) or 'the value'}: {err['msg']}"
+            + (f" (you wrote {_shown(err['input'])})" if "input" in err else "")
             for err in e.errors()[:10]
         )
         return None, problems
+
+
+def _shown(value: Any) -> str:
+    """The offending value as the model wrote it (JSON), cut short."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _instruction(schema: dict[str, Any]) -> str:
