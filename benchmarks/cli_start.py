@@ -26,7 +26,7 @@ from typing import Any
 GOAL = 0.5  # seconds, for --help and validate (issue: CLI start)
 
 WORKFLOW = """name: start
-models: [local:smollm2]
+models: {m: local:smollm2}
 layers:
   - generate: {n: 2}
   - vote: {}
@@ -34,8 +34,12 @@ layers:
 
 
 def _ponder() -> list[str]:
+    """The installed ``ponder`` command (next to this interpreter, as in a venv)."""
+    beside = Path(sys.executable).parent / "ponder"
+    if beside.is_file():
+        return [str(beside)]
     exe = shutil.which("ponder")
-    return [exe] if exe else [sys.executable, "-m", "ponder.apps.cli"]
+    return [exe] if exe else [sys.executable, "-c", "from ponder.apps.cli import run; run()"]
 
 
 def _median_cmd(args: list[str], repeats: int) -> tuple[float, int]:

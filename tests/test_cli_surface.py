@@ -179,3 +179,38 @@ def test_an_archon_key_one_letter_off_is_named(
     assert (
         "layers[0][0].modle: unknown key 'modle'; did you mean 'model'?" in capsys.readouterr().err
     )
+
+
+def test_validate_and_help_import_no_graph_runtime(tmp_path: Path) -> None:
+    """CLI start: --help and validate never load LangGraph (about a second of imports);
+    it loads when a graph is compiled. benchmarks/cli_start.py measures the time."""
+    import subprocess
+    import sys
+
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: x\nmodels: {m: local:smollm2}\nlayers:\n  - generate: {n: 2}\n  - vote: {}\n"
+    )
+    probe = (
+        "import sys\n"
+        "from ponder.apps.cli import main\n"
+        f"assert main(['validate', {str(wf)!r}]) == 0\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('langgraph', 'langchain_core') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "HEAVY []" in done.stdout, done.stdout[-500:]
+
+
+def test_the_graph_runtime_names_its_ends_as_langgraph_does() -> None:
+    from langgraph.graph import END, START
+
+    from ponder.graphs import _runtime
+
+    assert (_runtime.START, _runtime.END) == (START, END)

@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 import orjson
 from pydantic import Field, field_validator
 from tenacity import (
@@ -33,6 +32,9 @@ from tenacity import (
 from ponder.agents._components import _Config, register_component
 from ponder.agents._state import Candidate, Pool
 from ponder.errors import BadRequestError, ParseError, ServerError, TransportError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["RewardRankConfig", "RewardRanker"]
 
@@ -84,6 +86,8 @@ class RewardRanker:
 
     async def _score(self, session: aiohttp.ClientSession, url: str, query: str,
                      texts: list[str]) -> list[float]:  # fmt: skip
+        import aiohttp
+
         cfg = self.config
         body = {"model": cfg.reward_model, "text_1": query, "text_2": texts}
         headers = {"Content-Type": "application/json"}
@@ -128,6 +132,8 @@ class RewardRanker:
         url = _expand(cfg.url).rstrip("/")
         size = cfg.batch_size
         batches = [cands[i : i + size] for i in range(0, len(cands), size)]
+        import aiohttp  # loaded on first use: importing ponder.agents stays light
+
         timeout = aiohttp.ClientTimeout(total=cfg.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             scores = await asyncio.gather(

@@ -21,16 +21,23 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypedDict, TypeVar
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.config import get_stream_writer
-from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict
 
 from ponder.errors import ConfigurationError, PonderError
 
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.graph import StateGraph
+
 __all__ = ["CompiledGraph", "Event", "Graph", "GraphError", "GraphResult"]
+
+# LangGraph's names for the graph's two ends (langgraph.graph.START and END; a test pins
+# them). LangGraph itself loads only when a graph is compiled, so building and validating
+# a graph (ponder validate) does not pay for importing it.
+START = "__start__"
+END = "__end__"
 
 S = TypeVar("S", bound=BaseModel)
 NodeFn = Callable[[S], Awaitable[S]]
@@ -297,6 +304,8 @@ class Graph(Generic[S]):
                 if t != END and br.source not in preds[t]:
                     preds[t].append(br.source)
         succ = self._successors()
+        from langgraph.graph import StateGraph
+
         builder: StateGraph[Any] = StateGraph(_State)
         runners: dict[str, _NodeRunner[S]] = {}
         for name, fn in self.nodes.items():
@@ -364,6 +373,12 @@ _RUNNING: contextvars.ContextVar[set[asyncio.Task[Any]] | None] = contextvars.Co
 )
 
 
+def _stream_writer() -> Callable[[Any], None]:
+    from langgraph.config import get_stream_writer
+
+    return get_stream_writer()
+
+
 def _no_events(_event: Any) -> None:
     return None
 
@@ -405,7 +420,7 @@ class _NodeRunner(Generic[S]):
             running.add(task)
         try:
             name = self.name
-            write = (_WRITER.get() or get_stream_writer()) if _EMIT.get() else _no_events
+            write = (_WRITER.get() or _stream_writer()) if _EMIT.get() else _no_events
             pool, update, visits = self._input(state)
             if pool is None:
                 return self._failed(write, update, visits, "every input failed upstream")
@@ -520,6 +535,8 @@ class CompiledGraph(Generic[S]):
         # with a checkpointer, each step's checkpoint is written before the next step
         # starts: a crash (SIGKILL) never loses a finished step (LangGraph's default,
         # "async", writes it while the next step already runs)
+        from langgraph.checkpoint.base import BaseCheckpointSaver
+
         saver = self.graph.checkpointer
         if thread_id is None or not isinstance(saver, BaseCheckpointSaver):
             return {}
