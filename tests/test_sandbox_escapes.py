@@ -522,7 +522,10 @@ def _per_run_limits() -> None:
         )
     cg = _sandbox._RunCgroup.make(SandboxLimits())
     if cg is None:
-        pytest.fail("running as root, the sandbox must get a cgroup for per-run limits")
+        why = "no cgroup can be made here (read-only or delegated cgroupfs)"
+        if os.environ.get("CI"):  # this project's CI makes them: a regression, not a host
+            pytest.fail(f"running as root, the sandbox must get a cgroup: {why}")
+        pytest.skip(f"{why}; the documented per-process limits apply")
     cg.remove()
 
 
