@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ponder.agents import Candidate, ExecutionVote, Pool, Provenance, RunTests
@@ -132,3 +134,44 @@ async def test_the_execution_vote_groups_by_behaviour_and_cannot_be_joined_by_pr
     shares = [cand.scores["behaviour_share"] for cand in out.candidates]
     # the forger broke its own channel: it abstains rather than joining a group
     assert shares == [0.5, 0.5, 0.25, 0.0]
+
+
+def _processes_with(token: str) -> list[int]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if token.encode() in (d / "cmdline").read_bytes():
+                    found.append(int(d.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_nothing_of_a_timed_out_check_outlives_it() -> None:
+    """Both sandboxes are killed whole when the exchange times out (as root, through the
+    run's cgroup as well as bubblewrap's die-with-parent)."""
+    import asyncio
+    import secrets
+
+    token = f"ponder-checked-{secrets.token_hex(6)}"
+    spin = f"import time\nwhile True:\n    time.sleep(0.05)  # {token}\n"
+    run = await run_checked(
+        # the audit hook off first (its globals are a few frames up), as an attacker would
+        "import subprocess, sys\n"
+        "f = sys._getframe(0)\n"
+        "while f is not None and '_DENY' not in f.f_globals:\n"
+        "    f = f.f_back\n"
+        "f.f_globals['_DENY'].clear()\n"
+        f"subprocess.Popen([sys.executable, '-c', {spin!r}], start_new_session=True)\n"
+        "while True:\n    pass\n",
+        ["assert f(1) == 2"],
+        SandboxLimits(timeout=3, cpu_seconds=10),
+    )
+    assert run.error is not None
+    assert "did not finish" in run.error  # it loaded, spawned, and spun to the timeout
+    for _ in range(50):
+        if not await asyncio.to_thread(_processes_with, token):
+            break
+        await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(_processes_with, token) == []

@@ -461,7 +461,21 @@ class _RunCgroup:
         except (OSError, ValueError):
             return False
 
+    def kill_all(self) -> None:
+        """SIGKILL every process left in the run's cgroup. bubblewrap's die-with-parent
+        can miss a sandbox killed while it starts; the cgroup misses nothing."""
+        for path in {*self.dirs.values()}:
+            if (path / "cgroup.kill").exists():  # cgroup v2
+                with contextlib.suppress(OSError):
+                    (path / "cgroup.kill").write_text("1")
+                continue
+            with contextlib.suppress(OSError):
+                for pid in (path / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+
     def remove(self) -> None:
+        self.kill_all()
         for path in {*self.dirs.values()}:
             _remove_cgroup(path)
 
