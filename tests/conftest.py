@@ -28,6 +28,29 @@ def _no_remote_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         yield
 
 
+def processes_with(token: str) -> list[int]:
+    """Host pids whose command line holds ``token`` (what a sandbox left behind)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if token.encode() in (d / "cmdline").read_bytes():
+                    found.append(int(d.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def os_sandbox() -> None:
+    """Tests of untrusted code need the OS sandbox: its absence fails them, loudly."""
+    from ponder.tools import sandbox_unavailable_reason
+
+    why = sandbox_unavailable_reason()
+    if why is not None:
+        pytest.fail(f"the OS sandbox must run on CI: {why} (./dev test installs bubblewrap)")
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings.load(cache_path=tmp_path / "cache.sqlite", retry_initial=0.01, retry_max=0.05)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import pytest
 import pytest_asyncio
+from conftest import processes_with
 from pydantic import BaseModel
 
 from ponder import GenerateParams, Message, Model
@@ -669,18 +670,6 @@ def test_call_objects_one_per_line_are_parallel_calls_never_the_answer() -> None
     assert parse_tool_calls(prose, 0) == (prose, ())
 
 
-def _mcp_children(token: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if token.encode() in (d / "cmdline").read_bytes():
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
-
-
 async def test_a_killed_mcp_server_is_reconnected_and_its_errors_are_wrapped_once(
     tmp_path: Path,
 ) -> None:
@@ -706,7 +695,7 @@ async def test_a_killed_mcp_server_is_reconnected_and_its_errors_are_wrapped_onc
         assert err.error
         assert err.content.lower().count("error") == 1  # the server's own words, once
         assert "convert" in err.content
-        for pid in await asyncio.to_thread(_mcp_children, token):
+        for pid in await asyncio.to_thread(processes_with, token):
             os.kill(pid, signal.SIGKILL)
         # the first call after the death may find the connection closed: a clear error
         # (the call may have been in flight); the next one reconnects

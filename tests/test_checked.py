@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import processes_with
 
 from ponder.agents import Candidate, ExecutionVote, Pool, Provenance, RunTests
 from ponder.eval._datasets import CodeScorer, Item
-from ponder.tools import SandboxLimits, run_checked, sandbox_unavailable_reason
+from ponder.tools import SandboxLimits, run_checked
 
 LIM = SandboxLimits(timeout=20)
 TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]
@@ -38,11 +37,7 @@ FORGERIES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _os_sandbox() -> None:
-    why = sandbox_unavailable_reason()
-    if why is not None:
-        pytest.fail(f"the OS sandbox must run on CI: {why}")
+pytestmark = pytest.mark.usefixtures("os_sandbox")
 
 
 async def test_right_code_passes_and_wrong_code_fails_each_test() -> None:
@@ -136,18 +131,6 @@ async def test_the_execution_vote_groups_by_behaviour_and_cannot_be_joined_by_pr
     assert shares == [0.5, 0.5, 0.25, 0.0]
 
 
-def _processes_with(token: str) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if token.encode() in (d / "cmdline").read_bytes():
-                    found.append(int(d.name))
-            except OSError:
-                continue
-    return found
-
-
 async def test_nothing_of_a_timed_out_check_outlives_it() -> None:
     """Both sandboxes are killed whole when the exchange times out (as root, through the
     run's cgroup as well as bubblewrap's die-with-parent)."""
@@ -171,7 +154,7 @@ async def test_nothing_of_a_timed_out_check_outlives_it() -> None:
     assert run.error is not None
     assert "did not finish" in run.error  # it loaded, spawned, and spun to the timeout
     for _ in range(50):
-        if not await asyncio.to_thread(_processes_with, token):
+        if not await asyncio.to_thread(processes_with, token):
             break
         await asyncio.sleep(0.1)
-    assert await asyncio.to_thread(_processes_with, token) == []
+    assert await asyncio.to_thread(processes_with, token) == []

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import processes_with
 
 from ponder.errors import ToolExecutionError
-from ponder.tools import SandboxLimits, run_python, sandbox_unavailable_reason, seccomp_filter
+from ponder.tools import SandboxLimits, run_python, seccomp_filter
 
 LIMITS = SandboxLimits(timeout=10, cpu_seconds=5, memory_mb=512)
 
@@ -46,11 +47,7 @@ SYSCALL = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _os_sandbox() -> None:
-    why = sandbox_unavailable_reason()
-    if why is not None:
-        pytest.fail(f"the OS sandbox must run on CI: {why} (./dev test installs bubblewrap)")
+pytestmark = pytest.mark.usefixtures("os_sandbox")
 
 
 async def attack(body: str, **kw: Any) -> dict[str, list[str]]:
@@ -92,15 +89,7 @@ def failed(result: dict[str, list[str]], *names: str) -> None:
 
 
 def host_processes_with(token: str) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if token.encode() in (d / "cmdline").read_bytes():
-                    found.append(int(d.name))
-            except OSError:
-                continue
-    return found
+    return processes_with(token)
 
 
 @pytest.fixture
