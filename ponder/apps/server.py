@@ -43,8 +43,10 @@ from ponder.apps._serve_settings import ServeSettings
 from ponder.apps._service import answer_texts
 from ponder.backends import Budget
 from ponder.engine import RedisBudget
+from ponder.errors import ParseError, PonderError
 from ponder.graphs import Event, GraphResult
-from ponder.workflows import Workflow, load_workflow
+from ponder.types import Message, ToolCall, ToolSpec
+from ponder.workflows import ToolTurn, Workflow, load_workflow, tool_turn, typed_answer
 
 __all__ = [
     "ChatRequest",
@@ -76,6 +78,25 @@ class ChatMessage(BaseModel):
             return self.content
         return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
 
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """An assistant turn's tool calls (OpenAI's shape); ValueError if malformed."""
+        raw = (self.model_extra or {}).get("tool_calls")
+        if not raw:
+            return ()
+        if not isinstance(raw, list):
+            raise ValueError("tool_calls must be a list")  # noqa: TRY004 (a 422)
+        calls = []
+        for c in raw:
+            fn = c.get("function") if isinstance(c, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise ValueError(  # noqa: TRY004 (the request's 422)
+                    "each tool call needs 'id' and 'function': {'name', 'arguments'}"
+                )
+            args = fn.get("arguments")
+            calls.append(ToolCall(id=str(c.get("id") or ""), name=fn["name"],
+                                  arguments=args if isinstance(args, str) else "{}"))  # fmt: skip
+        return tuple(calls)
+
 
 class ChatRequest(BaseModel):
     """The parts of an OpenAI chat request Ponder uses; sampling options are accepted and
@@ -91,42 +112,140 @@ class ChatRequest(BaseModel):
     user: str | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
-        """The first field a workflow cannot honour (a client's tools, a response format,
-        a tool turn), and what to do, or None. Such a field is refused, never ignored."""
+        """The first field a workflow cannot honour, and what to do, or None. Such a
+        field is refused, never ignored. (A client's ``tools``, ``tool_choice``, tool
+        turns and ``response_format`` are honoured: :meth:`client_tools`.)"""
         extra = self.model_extra or {}
-        for name in ("tools", "functions"):
-            if extra.get(name):
+        for name in ("functions", "function_call"):
+            if extra.get(name) is not None:
                 return name, (
-                    "this server runs workflows, which do not take a client's tools yet; "
-                    "send the request without them (a workflow's agent steps have their own)"
+                    "the legacy functions API is not supported; send the same functions as "
+                    "'tools' (type 'function') and 'tool_choice'"
                 )
-        for name in ("tool_choice", "function_call"):
-            if extra.get(name) not in (None, "none", "auto"):
-                return name, "no tools are offered, so no tool can be chosen; leave it out"
         fmt = extra.get("response_format")
-        if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-            return "response_format", (
-                "workflows answer in text; typed answers (json_object, json_schema) are not "
-                "supported here yet: leave it out, or ask for JSON in the prompt"
-            )
-        for i, m in enumerate(self.messages):
-            if m.role == "tool" or (m.model_extra or {}).get("tool_calls"):
-                return f"messages[{i}]", (
-                    "tool calls and tool results cannot continue a workflow's conversation; "
-                    "send plain user and assistant turns"
+        if fmt is not None:
+            kind = fmt.get("type") if isinstance(fmt, dict) else None
+            if kind not in ("text", "json_object", "json_schema"):
+                return "response_format", (
+                    "give {'type': 'text'}, {'type': 'json_object'} or "
+                    "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}"
                 )
+            if kind == "json_schema":
+                js = fmt.get("json_schema")
+                if not isinstance(js, dict) or not isinstance(js.get("schema"), dict):
+                    return "response_format.json_schema", (
+                        "it needs a 'schema' object (a JSON Schema), as OpenAI's API does"
+                    )
         return None
+
+    def answer_format(self) -> tuple[bool, dict[str, Any] | None]:
+        """(whether a JSON answer is wanted, its schema or None for any JSON object)."""
+        fmt = (self.model_extra or {}).get("response_format")
+        if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+            return False, None
+        if fmt["type"] == "json_object":
+            return True, None
+        return True, dict(fmt["json_schema"]["schema"])
+
+    def client_tools(self) -> tuple[tuple[ToolSpec, ...], str | None, bool | None]:
+        """The client's tools, tool choice and ``parallel_tool_calls``, validated; raises
+        :class:`ApiError` (400) naming the field that is malformed."""
+        extra = self.model_extra or {}
+        raw = extra.get("tools")
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list):
+            raise ApiError(
+                400,
+                "tools: must be a list of {'type': 'function', 'function': "
+                "{'name', 'description', 'parameters'}}",
+                code="invalid_tools",
+            )
+        specs: list[ToolSpec] = []
+        for i, t in enumerate(raw):
+            fn = t.get("function") if isinstance(t, dict) else None
+            if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict):
+                raise ApiError(400, f"tools[{i}]: each tool must be {{'type': 'function', "
+                               "'function': {...}}", code="invalid_tools")  # fmt: skip
+            try:
+                specs.append(ToolSpec(name=fn.get("name"), description=fn.get("description")
+                                      or "", parameters=fn.get("parameters")
+                                      or {"type": "object", "properties": {}}))  # fmt: skip
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(x) for x in first["loc"])
+                raise ApiError(
+                    400, f"tools[{i}].function.{where}: {first['msg']}", code="invalid_tools"
+                ) from None
+        names = {s.name for s in specs}
+        choice = extra.get("tool_choice")
+        if isinstance(choice, dict):
+            fn = choice.get("function")
+            choice = fn.get("name") if isinstance(fn, dict) else None
+            if not isinstance(choice, str):
+                raise ApiError(400, "tool_choice: give 'auto', 'none', 'required' or "
+                               "{'type': 'function', 'function': {'name': ...}}",
+                               code="invalid_tool_choice")  # fmt: skip
+        if choice is not None and not isinstance(choice, str):
+            raise ApiError(400, "tool_choice: must be a string or an object",
+                           code="invalid_tool_choice")  # fmt: skip
+        if choice not in (None, "auto", "none", "required") and choice not in names:
+            raise ApiError(
+                400,
+                f"tool_choice: {choice!r} is not among the tools ({', '.join(sorted(names))})",
+                code="invalid_tool_choice",
+            )
+        if choice == "required" and not specs:
+            raise ApiError(400, "tool_choice: 'required' needs tools", code="invalid_tool_choice")
+        parallel = extra.get("parallel_tool_calls")
+        return tuple(specs), choice, parallel if isinstance(parallel, bool) else None
+
+    def tool_turns(self) -> bool:
+        """Whether the conversation holds tool calls or results (a client's tool loop)."""
+        return any(m.role == "tool" or m.tool_calls() for m in self.messages)
+
+    def to_messages(self) -> list[Message]:
+        """The conversation as Ponder messages (a tool loop's calls and results kept)."""
+        out: list[Message] = []
+        try:
+            for m in self.messages:
+                role = "system" if m.role == "developer" else m.role
+                if role == "tool":
+                    call_id = (m.model_extra or {}).get("tool_call_id")
+                    out.append(Message.tool(str(call_id or ""), m.text()))
+                else:
+                    out.append(Message(role=role, content=m.text(), tool_calls=m.tool_calls()))
+        except ValidationError as e:
+            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return out
 
     def to_pool(self) -> Pool:
         system = "\n\n".join(m.text() for m in self.messages if m.role in ("system", "developer"))
-        turns = [m for m in self.messages if m.role in ("user", "assistant")]
-        if not turns or turns[-1].role != "user":
+        turns = [m for m in self.messages if m.role in ("user", "assistant", "tool")]
+        last_user = max((i for i, m in enumerate(turns) if m.role == "user"), default=None)
+        if last_user is None:
+            raise ValueError("the conversation needs a message from the user")
+        after = turns[last_user + 1 :]
+        if any(m.role == "assistant" and not m.tool_calls() for m in after):
             raise ValueError("the last non-system message must come from the user")
-        history = "\n".join(f"{m.role}: {m.text()}" for m in turns[:-1])
-        query = turns[-1].text()
+        history = "\n".join(_line(m) for m in turns[:last_user])
+        query = turns[last_user].text()
         if history:
             query = f"Earlier in this conversation:\n{history}\n\n{query}"
+        if after:  # a tool loop: the calls made for this question, and what they returned
+            done = "\n".join(_line(m) for m in after)
+            query = f"{query}\n\nTools were called for this question:\n{done}"
         return Pool(query=query, system=system or None)
+
+
+def _line(m: ChatMessage) -> str:
+    calls = m.tool_calls()
+    if calls:
+        said = f"{m.text()} " if m.text() else ""
+        return f"assistant: {said}called " + ", ".join(f"{c.name}({c.arguments})" for c in calls)
+    if m.role == "tool":
+        return f"tool result: {m.text()}"
+    return f"{m.role}: {m.text()}"
 
 
 class ApiError(Exception):
@@ -858,6 +977,9 @@ class PonderServer:
             if refused is not None:  # refused, never silently ignored
                 field, why = refused
                 raise ApiError(400, f"unsupported field {field}: {why}", code="unsupported_field")
+            tools, choice, parallel = req.client_tools()
+            toolish = bool(tools) or req.tool_turns()
+            messages = req.to_messages() if toolish else []
             pool = req.to_pool()
         except ValidationError as e:
             first = e.errors()[0]
@@ -874,9 +996,17 @@ class PonderServer:
                 f"no workflow named {req.model!r}; GET /v1/models lists them ({known})",
                 code="model_not_found",
             )
+        if toolish and req.n != 1:
+            raise ApiError(400, "unsupported field n: a tool conversation has one candidate per "
+                           "turn; leave n out", code="unsupported_field")  # fmt: skip
         await self.limits.check_budget(who)
+        turn = ToolTurn(())
+        if tools and choice != "none":
+            turn = await self._tool_turn(req, messages, tools, choice, parallel, who)
+            if turn.calls:
+                return self._tool_calls(req, turn, who)
         if req.stream:
-            return self._stream(request, req, pool, who)
+            return self._stream(request, req, pool, who, turn.spend)
         created = int(time.time())
         result: GraphResult[Pool] | None = None
         record: RunRecord | None = None
@@ -893,12 +1023,134 @@ class PonderServer:
         assert result is not None
         assert record is not None
         return _FastJSON(
-            await self._completion(req, result, record, who, created),
+            await self._completion(req, result, record, who, created, turn.spend),
             headers={"X-Ponder-Run-Id": record.id},
         )
 
+    def _key_budgets(self, who: str) -> tuple[Budget | RedisBudget, ...]:
+        b = self.limits.budget(who)
+        return (b,) if b is not None else ()
+
+    async def _tool_turn(
+        self,
+        req: ChatRequest,
+        messages: list[Message],
+        tools: tuple[ToolSpec, ...],
+        choice: str | None,
+        parallel: bool | None,
+        who: str,
+    ) -> ToolTurn:
+        """The workflow's lead step samples this turn with the client's tools."""
+        try:
+            async with self._slots:
+                return await tool_turn(
+                    self.workflows[req.model],
+                    messages,
+                    tools,
+                    choice,
+                    parallel_tool_calls=parallel,
+                    budgets=self._key_budgets(who),
+                )
+        except ParseError as e:
+            raise ApiError(502, str(e), type_="server_error", code="no_tool_call") from e
+        except PonderError as e:
+            if await self.limits.exhausted(who):
+                raise self.limits._quota_error() from e
+            log.warning("tool turn of %s failed: %s", req.model, e)
+            raise ApiError(
+                502, f"the tool turn failed: {type(e).__name__}: {e}", type_="server_error"
+            ) from e
+
+    def _tool_calls(self, req: ChatRequest, turn: ToolTurn, who: str) -> Response:
+        """The turn's tool calls, in OpenAI's shape (streamed as deltas when asked)."""
+        rec = self._record(who, req.model)
+        rec.add({"kind": "tool_calls", "node": None, "iteration": None, "data": {
+            "calls": [c.model_dump() for c in turn.calls], "support": turn.support,
+            "samples": turn.samples, "tokens": turn.spend.total_tokens,
+            "cost": turn.spend.cost}})  # fmt: skip
+        rec.finish()
+        created = int(time.time())
+        calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in turn.calls
+        ]
+        ponder = {"run_id": rec.id, "support": turn.support, "samples": turn.samples,
+                  "cost": turn.spend.cost}  # fmt: skip
+        if not req.stream:
+            body = {
+                "id": rec.id,
+                "object": "chat.completion",
+                "created": created,
+                "model": req.model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "tool_calls": calls},
+                    "finish_reason": "tool_calls",
+                }],
+                "usage": usage_dict(turn.spend),
+                "ponder": ponder,
+            }  # fmt: skip
+            return _FastJSON(body, headers={"X-Ponder-Run-Id": rec.id})
+        usage_wanted = bool((req.stream_options or {}).get("include_usage"))
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+            body = {"id": rec.id, "object": "chat.completion.chunk", "created": created,
+                    "model": req.model, "choices": choices, **extra}  # fmt: skip
+            return f"data: {json.dumps(body)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            yield chunk([{"index": 0, "delta": {"role": "assistant", "content": None},
+                          "finish_reason": None}], ponder={"run_id": rec.id})  # fmt: skip
+            for i, c in enumerate(calls):
+                yield chunk([{"index": 0, "delta": {"tool_calls": [{"index": i, **c}]},
+                              "finish_reason": None}])  # fmt: skip
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], ponder=ponder)
+            if usage_wanted:
+                yield chunk([], usage=usage_dict(turn.spend))
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Ponder-Run-Id": rec.id},
+        )
+
+    async def _formatted(
+        self, req: ChatRequest, pool: Pool, texts: list[str], who: str
+    ) -> tuple[list[str], Spend]:
+        """``texts`` written as the JSON the client's ``response_format`` asks for."""
+        wanted, schema = req.answer_format()
+        if not wanted:
+            return texts, Spend()
+        wf = self.workflows[req.model]
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(
+                        typed_answer(wf, pool.query, t, schema, budgets=self._key_budgets(who))
+                    )
+                    for t in texts
+                ]
+        except* PonderError as eg:
+            e = eg.exceptions[0]
+            raise ApiError(
+                502, f"the answer could not be written in the requested format: {e}",
+                type_="server_error", code="invalid_output",
+            ) from e  # fmt: skip
+        done = [t.result() for t in tasks]
+        spend = Spend()
+        for _, s in done:
+            spend = spend + s
+        return [text for text, _ in done], spend
+
     async def _completion(
-        self, req: ChatRequest, result: GraphResult[Pool], rec: RunRecord, who: str, created: int
+        self,
+        req: ChatRequest,
+        result: GraphResult[Pool],
+        rec: RunRecord,
+        who: str,
+        created: int,
+        before: Spend | None = None,
     ) -> dict[str, Any]:
         out = result.output
         texts = answer_texts(out, req.n)
@@ -909,6 +1161,8 @@ class PonderServer:
             raise ApiError(
                 502, f"the workflow produced no answer ({why}); run {rec.id}", type_="server_error"
             )
+        texts, formatting = await self._formatted(req, out, texts, who)
+        spend = out.spend + formatting + (before or Spend())
         return {
             "id": rec.id,
             "object": "chat.completion",
@@ -922,18 +1176,21 @@ class PonderServer:
                 }
                 for i, t in enumerate(texts)
             ],
-            "usage": usage_dict(out.spend),
+            "usage": usage_dict(spend),
             "ponder": {
                 "run_id": rec.id,
                 "final": out.final,
-                "cost": out.spend.cost,
-                "saved_cost": out.spend.saved_cost,
+                "cost": spend.cost,
+                "saved_cost": spend.saved_cost,
             },
         }
 
-    def _stream(self, request: Request, req: ChatRequest, pool: Pool, who: str) -> Response:
+    def _stream(
+        self, request: Request, req: ChatRequest, pool: Pool, who: str, before: Spend
+    ) -> Response:
         created = int(time.time())
         usage_wanted = bool((req.stream_options or {}).get("include_usage"))
+        typed = req.answer_format()[0]  # the JSON is written after the run: nothing live
 
         def chunk(rid: str, choices: list[dict[str, Any]], **extra: Any) -> str:
             body = {
@@ -952,7 +1209,11 @@ class PonderServer:
             streamed = False
             try:
                 run = self.execute(
-                    req.model, pool, who, tracing.extract(request.headers), live=req.n == 1
+                    req.model,
+                    pool,
+                    who,
+                    tracing.extract(request.headers),
+                    live=req.n == 1 and not typed,
                 )
                 async for rec, e, res in _until_disconnect(request, run):
                     if e["kind"] == "token":  # the answer, as the last step writes it
@@ -998,6 +1259,12 @@ class PonderServer:
                 }
                 yield f"data: {json.dumps({'error': err})}\n\n"
                 return
+            try:
+                texts, formatting = await self._formatted(req, out, texts, who)
+            except ApiError as e:
+                yield f"data: {json.dumps({'error': {'message': e.message, 'type': e.type}})}\n\n"
+                return
+            spend = out.spend + formatting + before
             for i, text in enumerate(texts):
                 if streamed and i == 0:
                     continue  # already sent, as it was written
@@ -1009,10 +1276,10 @@ class PonderServer:
             yield chunk(
                 rid,
                 [{"index": i, "delta": {}, "finish_reason": "stop"} for i in range(len(texts))],
-                ponder={"final": out.final, "cost": out.spend.cost},
+                ponder={"final": out.final, "cost": spend.cost},
             )
             if usage_wanted:
-                yield chunk(rid, [], usage=usage_dict(out.spend))
+                yield chunk(rid, [], usage=usage_dict(spend))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(

@@ -51,6 +51,7 @@ __all__ = [
     "majority_vote_accuracy",
     "problem_expression",
     "respond",
+    "schema_reply",
     "tool_reply",
 ]
 
@@ -720,3 +721,62 @@ def tool_reply(
         if args is not None:
             return "", (name, args), None
     return None
+
+
+# -- typed answers ------------------------------------------------------------------------
+
+_BOXED_LAST = re.compile(r"\\boxed\{([^{}]*)\}")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def schema_reply(user: str, schema: dict[str, Any]) -> str:
+    """The stand-in as a formatter (``response_format``): the answer in ``user`` (its last
+    ``\\boxed{}``, else its last number, else its last line) as JSON that matches
+    ``schema``. The first string or number field of an object takes the answer, the
+    others a plain value of their type, so the reply validates against simple schemas."""
+    boxed = _BOXED_LAST.findall(user)
+    numbers = _NUMBER.findall(user)
+    lines = [ln for ln in user.splitlines() if ln.strip()]
+    answer = boxed[-1] if boxed else numbers[-1] if numbers else (lines[-1] if lines else "")
+    placed = [False]
+
+    def number(integer: bool) -> float | int:
+        try:
+            x = float(answer.replace(",", ""))
+        except ValueError:
+            return 0
+        return int(x) if integer or x.is_integer() else x
+
+    def value(s: Any) -> Any:
+        if not isinstance(s, dict):
+            return None
+        if "const" in s:
+            return s["const"]
+        if s.get("enum"):
+            return s["enum"][0]
+        for key in ("anyOf", "oneOf", "allOf"):
+            if s.get(key):
+                return value(s[key][0])
+        kind = s.get("type", "object")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind in ("string", "number", "integer") and not placed[0]:
+            placed[0] = True
+            return answer if kind == "string" else number(kind == "integer")
+        if kind == "string":
+            return ""
+        if kind in ("number", "integer"):
+            return s.get("minimum", 0)
+        if kind == "boolean":
+            return True
+        if kind == "array":
+            return [value(s.get("items", {}))] if s.get("minItems") else []
+        if kind == "null":
+            return None
+        props = s.get("properties") or {}
+        want = list(s.get("required") or props)
+        return {k: value(props.get(k, {})) for k in want}
+
+    if not (schema.get("properties") or schema.get("type") not in (None, "object")):
+        return json.dumps({"answer": answer})  # any JSON object
+    return json.dumps(value(schema))

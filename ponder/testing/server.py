@@ -43,6 +43,7 @@ from ponder.testing.oracle import (
     ProblemBank,
     respond,
     reward_scores,
+    schema_reply,
     tool_reply,
 )
 
@@ -216,6 +217,7 @@ class _Request:
         self.tools: dict[str, dict[str, Any]] = {}  # offered tools: name -> JSON Schema
         self.tool_choice: str | None = None
         self.results: list[str] = []  # tool results since the last user turn
+        self.schema: dict[str, Any] | None = None  # response_format's schema ({} = any JSON)
 
 
 class _BadRequest(Exception):
@@ -397,6 +399,8 @@ class StandinServer:
         self.stats.faults[name] = self.stats.faults.get(name, 0) + 1
 
     def _sample(self, req: _Request, j: int, rng: random.Random) -> _Sample:
+        if req.schema is not None:  # a formatter: the answer it was given, as the schema's JSON
+            return _Sample(_TOKEN.findall(schema_reply(req.user, req.schema)), "stop", [])
         if req.tools or req.results:
             turn = tool_reply(self.bank, req.user, req.tools, req.results, req.tool_choice)
             if turn is not None and turn[1] is not None:
@@ -589,6 +593,11 @@ class StandinServer:
         if chat:
             req.results = results
             req.tools, req.tool_choice = _openai_tools(body)
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+            js = fmt.get("json_schema") if fmt["type"] == "json_schema" else None
+            schema = (js or {}).get("schema") if isinstance(js, dict) else fmt.get("schema")
+            req.schema = schema if isinstance(schema, dict) else {"type": "object"}
         return req
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,7 @@ from ponder.workflows._build import (
     WorkflowError,
     parse_condition,
 )
+from ponder.workflows._client import ToolTurn, tool_turn, typed_answer
 from ponder.workflows._rebind import parse_bindings, rebind
 from ponder.workflows._sdk import GraphBuilder, Pipeline, step
 from ponder.workflows._spec import (
@@ -34,6 +35,7 @@ __all__ = [
     "NodeSpec",
     "Pipeline",
     "Problem",
+    "ToolTurn",
     "Workflow",
     "WorkflowError",
     "WorkflowSpec",
@@ -45,5 +47,7 @@ __all__ = [
     "rebind",
     "spec_to_yaml",
     "step",
+    "tool_turn",
+    "typed_answer",
     "workflow_schema",
 ]
