@@ -10,9 +10,13 @@ arithmetic problems and formats answers as a schema's JSON.
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import operator
+import socket
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +29,7 @@ from test_serve import BANK, KEY, ORACLE, question, serving, vote_workflow
 from ponder.apps._serve_settings import ServeSettings
 from ponder.apps.server import PonderServer
 from ponder.testing import StandinConfig, StandinServer
+from ponder.workflows import Workflow, WorkflowSpec
 
 CALCULATOR: Any = {
     "type": "function",
@@ -258,3 +263,74 @@ async def test_a_third_party_agent_framework(
     assert used
     assert calculate(used[0]) == expected(6)
     assert "\\boxed{" in str(result.final_output)
+
+
+# -- an MCP server that dies and comes back, under a running ponder serve -------------------
+
+
+async def start_mcp(port: int) -> asyncio.subprocess.Process:
+    """tests/mcp_server.py over streamable HTTP on ``port``, once it accepts connections."""
+    script = Path(__file__).parent / "mcp_server.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), "http", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(400):
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return proc
+        except OSError:
+            await asyncio.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"the MCP server did not start on port {port}")
+
+
+async def test_a_restarted_mcp_server_is_reconnected_under_serve() -> None:
+    """A workflow whose agents call a real MCP server (streamable HTTP), served: the
+    server is killed (runs meanwhile get answers or a clear error, and serve keeps
+    serving), then started again on its port, and the next run's tools work again."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    mcp = await start_mcp(port)
+    try:
+        async with StandinServer(StandinConfig(time_scale=0, oracle=ORACLE)) as s:
+            spec = WorkflowSpec.model_validate({
+                "name": "mcp",
+                "models": {"m": f"vllm:m@{s.base_url}"},
+                "layers": [{"generate": {"n": 2, "tools": [
+                    {"mcp": {"url": f"http://127.0.0.1:{port}/mcp", "prefix": "units",
+                             "start_timeout": 10}}]}}, "vote"],
+            })  # fmt: skip
+            server = PonderServer({"mcp": Workflow(spec)}, ServeSettings(api_keys=[KEY]))
+            async with (
+                serving(server) as base,
+                openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0) as client,
+            ):
+
+                async def ask(i: int) -> tuple[int, str]:
+                    try:
+                        r = await client.chat.completions.create(
+                            model="mcp", messages=[{"role": "user", "content": question(i)}]
+                        )
+                    except openai.APIStatusError as e:
+                        return e.status_code, str(e)
+                    return 200, r.choices[0].message.content or ""
+
+                status, text = await ask(7)
+                assert (status, f"\\boxed{{{expected(7)}}}" in text) == (200, True), text
+                mcp.kill()
+                await mcp.wait()
+                status, text = await ask(8)  # the tool is down: no answer from it
+                assert status in (200, 502), text
+                assert f"\\boxed{{{expected(8)}}}" not in text
+                assert "is closed" not in text
+                mcp = await start_mcp(port)
+                status, text = await ask(9)
+                assert (status, f"\\boxed{{{expected(9)}}}" in text) == (200, True), text
+    finally:
+        if mcp.returncode is None:
+            mcp.kill()
+            await mcp.wait()
