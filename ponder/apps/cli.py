@@ -9,11 +9,12 @@ import difflib
 import functools
 import inspect
 import json
+import logging
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import typer.main
@@ -23,6 +24,9 @@ from rich.table import Table
 import ponder
 from ponder._internal import loop as _loop
 from ponder.errors import PonderError
+
+if TYPE_CHECKING:
+    from ponder.apps.server import PonderServer
 
 app = typer.Typer(
     name="ponder",
@@ -410,6 +414,23 @@ def serve(
             "for the Slack app)"
         ) from None
 
+    server = _served(workflows)
+    _check_port(host, port, "ponder serve")
+    print(f"ponder serve: {', '.join(sorted(server.workflows))} on http://{host}:{port}/",
+          flush=True)  # fmt: skip
+    uvicorn.run(
+        server.app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(server.settings.graceful_shutdown_seconds),
+        **server.uvicorn_options(),
+    )
+
+
+def _served(workflows: str) -> PonderServer:
+    """The server of ``ponder serve`` and ``ponder mcp``: a folder's (or one file's)
+    workflows, with the PONDER_SERVE_* settings (keys, limits, budgets)."""
     from ponder.apps._serve_settings import ServeSettings
     from ponder.apps.server import PonderServer, load_workflows
     from ponder.workflows import load_workflow
@@ -420,16 +441,43 @@ def serve(
     else:
         wf = load_workflow(path)
         found = {wf.spec.name or path.stem: wf}
-    settings = ServeSettings()
-    server = PonderServer(found, settings)
-    _check_port(host, port, "ponder serve")
-    print(f"ponder serve: {', '.join(sorted(found))} on http://{host}:{port}/", flush=True)
+    return PonderServer(found, ServeSettings())
+
+
+@app.command("mcp")
+def mcp_command(
+    workflows: Annotated[
+        str, typer.Option("--workflows", help="A directory of workflow files (or one file).")
+    ],
+    port: Annotated[
+        int | None, typer.Option(help="Serve streamable HTTP on this port (default: stdio).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind (with --port).")] = "127.0.0.1",
+) -> None:
+    """Serve workflows as MCP tools: over stdio (for Claude Desktop, IDE agents), or over
+    streamable HTTP at /mcp with --port, with ponder serve's keys, limits and budgets."""
+    try:
+        import uvicorn
+
+        from ponder.apps.mcp_server import build_mcp, mcp_http_app
+    except ImportError as e:
+        raise ponder.ConfigurationError(
+            f"ponder mcp needs the mcp and web extras: pip install 'ponder[mcp,web]' ({e})"
+        ) from None
+    server = _served(workflows)
+    if port is None:
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING)  # stdout is the protocol
+        build_mcp(server).run("stdio")
+        return
+    _check_port(host, port, "ponder mcp")
+    print(f"ponder mcp: {', '.join(sorted(server.workflows))} on http://{host}:{port}/mcp",
+          flush=True)  # fmt: skip
     uvicorn.run(
-        server.app,
+        mcp_http_app(server, host),
         host=host,
         port=port,
         log_level="warning",
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+        timeout_graceful_shutdown=int(server.settings.graceful_shutdown_seconds),
         **server.uvicorn_options(),
     )
 
