@@ -743,3 +743,63 @@ async def test_an_mcp_server_that_never_answers_stops_at_start_timeout() -> None
     with pytest.raises(ToolExecutionError, match=r"did not answer within 1 s"):
         await srv.tools()
     assert not srv.connected
+
+
+# -- tools and typed answers compose ----------------------------------------------------------
+
+
+class Measured(BaseModel):
+    value: int
+    unit: str
+
+
+def typed_agent(json_reply: str) -> Callable[[Sequence[Message], GenerateParams, int], object]:
+    """Calls the calculator, answers in prose, then writes ``json_reply`` when asked for
+    the typed answer (the model layer validates it against the schema it sent)."""
+
+    def respond(msgs: Sequence[Message], p: GenerateParams, _i: int) -> object:
+        last = msgs[-1]
+        if last.role == "user" and "JSON" in last.content:
+            assert p.json_schema is not None  # the schema is sent as a constraint
+            return json_reply
+        if last.role == "user" and not p.json_schema and any(m.role == "tool" for m in msgs):
+            return json_reply  # a repair turn
+        if last.role == "tool":
+            return f"It is \\boxed{{{last.content}}} metres."
+        return calc("2 + 2")
+
+    return respond
+
+
+async def test_tools_then_a_typed_answer() -> None:
+    run = await run_agent(
+        FakeModel(typed_agent('{"value": 4, "unit": "m"}')),  # type: ignore[arg-type]
+        "how long, in metres, are 2 m and 2 m?",
+        [calculator_tool()],
+        output=Measured,
+    )
+    assert run.value == Measured(value=4, unit="m")
+    assert run.stopped == "answered"
+    assert [len(s.tool_uses) for s in run.steps] == [1, 0, 0]  # call, prose, JSON
+    assert run.text == "It is \\boxed{4} metres."
+
+
+async def test_generate_with_tools_and_output_gives_typed_candidates() -> None:
+    from ponder.agents import Generate, GenerateConfig
+
+    good = Generate(
+        FakeModel(typed_agent('{"value": 4, "unit": "m"}')),  # type: ignore[arg-type]
+        GenerateConfig(n=2, tools=("calculator",), output=Measured),
+    )
+    pool = await good(Pool(query="2 m and 2 m?"))
+    assert [c.value for c in pool.candidates] == [{"value": 4, "unit": "m"}] * 2
+    assert pool.candidates[0].answer == '{"unit": "m", "value": 4}'
+    assert pool.candidates[0].trajectory[0].tool_uses[0].result == "4"
+    bad = Generate(
+        FakeModel(typed_agent('{"value": "four"}')),  # type: ignore[arg-type]
+        GenerateConfig(n=1, tools=("calculator",), output=Measured),
+    )
+    pool = await bad(Pool(query="2 m and 2 m?"))
+    (cand,) = pool.candidates
+    assert cand.value is None
+    assert cand.error == "the agent's answer is not a valid Measured"

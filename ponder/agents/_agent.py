@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from ponder import tracing
 from ponder.agents import _components
@@ -48,6 +48,10 @@ AGENT_SYSTEM = (
     "final answer as \\boxed{ANSWER}."
 )
 _FINAL = "Stop calling tools now: give your final answer as \\boxed{ANSWER}."
+_TYPED = (
+    "Now write your final answer as JSON matching this schema, using what the tools "
+    "returned. Reply with the JSON only.\n{schema}"
+)
 
 Stopped = Literal["answered", "max_steps", "max_tokens", "timeout", "loop"]
 
@@ -60,6 +64,8 @@ class AgentRun:
     steps: list[AgentStep] = field(default_factory=list)
     stopped: Stopped = "answered"
     spend: Spend = field(default_factory=Spend)
+    #: with ``output=``: the final answer as a validated object (None if none validated)
+    value: BaseModel | None = None
 
     @property
     def tool_calls(self) -> int:
@@ -110,6 +116,7 @@ async def run_agent(
     repeat_limit: int = 2,
     on_step: Callable[[AgentStep], object] | None = None,
     on_text: Callable[[str], object] | None = None,
+    output: type[BaseModel] | None = None,
 ) -> AgentRun:
     """Let ``model`` call ``tools`` until it answers.
 
@@ -122,6 +129,12 @@ async def run_agent(
     more, without tools, for its final answer. ``on_step`` sees each turn as it ends;
     ``on_text`` receives the final answer's text: as it is generated when the model is
     asked without tools, at the end of the turn when it answered a turn with tools.
+
+    With ``output`` (a pydantic model), tools and typed answers compose: once the model
+    has answered, one more turn asks for that answer as ``output``'s JSON (constrained
+    where the backend can, validated, repaired once, as ``generate(output=...)``), and
+    ``AgentRun.value`` holds the object (None, with the reason in the last step's text,
+    when no reply validated).
     """
     if max_steps < 1:
         raise ConfigurationError("max_steps must be at least 1")
@@ -185,6 +198,18 @@ async def run_agent(
         run.stopped = "max_steps"
         return True
 
+    async def typed(kind: type[BaseModel]) -> None:
+        """The answer as a ``kind`` object: one more turn, without tools."""
+        schema = json.dumps(kind.model_json_schema(), sort_keys=True)
+        if run.text and (not messages or messages[-1].role != "assistant"):
+            messages.append(Message.assistant(run.text))
+        messages.append(Message.user(_TYPED.format(schema=schema)))
+        c = await model.generate(messages, base.model_copy(update={"n": 1}), output=kind)
+        run.spend = run.spend + _spend(c)
+        ch = c.choices[0]
+        run.value = ch.parsed if isinstance(ch.parsed, kind) else None
+        record(AgentStep(text=ch.text))
+
     def record(step: AgentStep) -> None:
         run.steps.append(step)
         if on_step is not None:
@@ -201,6 +226,8 @@ async def run_agent(
                 messages.append(Message.user(_FINAL))
                 run.text, _ = await turn(base.model_copy(update={"n": 1}), live=True)
                 record(AgentStep(text=run.text))
+            if output is not None and run.stopped in ("answered", "max_steps", "loop"):
+                await typed(output)
     except TimeoutError:
         run.stopped = "timeout"
     return run
@@ -223,6 +250,11 @@ class AgentConfig(_Config):
     tool_choice: str | None = None
     parallel_tool_calls: bool | None = None
     answer_kind: AnswerKind = "auto"
+    output: type[BaseModel] | None = Field(
+        None,
+        description="Typed final answers (Python): after its tool use, each run's answer is "
+        "validated as this pydantic model (Candidate.value; the answer is its JSON).",
+    )
     replace: bool = Field(False, description="Replace the pool's candidates instead of adding.")
     layer: int = 0
 
@@ -274,9 +306,12 @@ class Agent:
             max_steps=cfg.max_steps,
             max_tokens=cfg.max_tokens,
             time_limit=cfg.time_limit,
-            on_text=sink,
+            on_text=sink if cfg.output is None else None,  # the answer is the JSON
+            output=cfg.output,
         )
         prefix = _origin(self.name, cfg, self.model.id, cfg.layer)
+        if cfg.output is not None:
+            return self._typed(prefix, index, r), r.spend
         cand = Candidate.read(
             id=prefix + str(index),
             text=r.text,
@@ -289,6 +324,21 @@ class Agent:
         if r.stopped != "answered" and cand.answer is None:
             cand = cand.model_copy(update={"error": f"the agent stopped ({r.stopped})"})
         return cand, r.spend
+
+    def _typed(self, prefix: str, index: int, r: AgentRun) -> Candidate:
+        cfg = self.config
+        assert cfg.output is not None
+        prov = _sample_provenance(self.name, self.model, cfg.layer, cfg.seed, index)
+        common: dict[str, Any] = {"id": prefix + str(index), "text": r.text, "provenance": prov,
+                                  "trajectory": tuple(r.steps), "spend": r.spend}  # fmt: skip
+        if r.value is None:
+            why = f"the agent stopped ({r.stopped}) before a typed answer"
+            if r.stopped not in ("timeout", "max_tokens"):
+                why = f"the agent's answer is not a valid {cfg.output.__name__}"
+            return Candidate(**common, error=why, finish_reason=r.stopped)
+        value = r.value.model_dump(mode="json")
+        return Candidate(**common, answer=json.dumps(value, sort_keys=True), value=value,
+                         finish_reason="stop")  # fmt: skip
 
     async def __call__(self, pool: Pool) -> Pool:
         results = await asyncio.gather(*(self.run(pool, i) for i in range(self.config.n)))
@@ -309,7 +359,7 @@ def _generate_agent(model: Model, cfg: GenerateConfig) -> Agent:
     config = AgentConfig(
         tools=cfg.tools, n=cfg.n, max_steps=cfg.max_steps, temperature=cfg.temperature,
         turn_max_tokens=cfg.max_tokens, seed=cfg.seed, answer_kind=cfg.answer_kind,
-        layer=cfg.layer, slot=cfg.slot,
+        layer=cfg.layer, slot=cfg.slot, output=cfg.output,
         **({"system": cfg.system} if cfg.system != GENERATOR_SYSTEM else {}),
     )  # fmt: skip
     return Agent(model, config)
