@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, m
 from ponder.errors import ConfigurationError
 
 __all__ = [
+    "Attachment",
     "Choice",
     "Completion",
     "FinishReason",
@@ -39,6 +40,25 @@ class ToolCall(BaseModel):
     id: str
     name: str
     arguments: str = "{}"
+
+
+class Attachment(BaseModel):
+    """Binary content a tool returned (an MCP server's image, audio or blob resource),
+    kept typed beside the text the model reads: ``kind``, ``mime_type``, the bytes as
+    base64 ``data`` (JSON-safe, as checkpoints need) and the resource's ``uri``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["image", "audio", "blob"]
+    mime_type: str = "application/octet-stream"
+    data: str = Field("", description="The content, base64-encoded.")
+    uri: str | None = None
+
+    def content(self) -> bytes:
+        """The decoded bytes."""
+        import base64
+
+        return base64.b64decode(self.data)
 
 
 def _empty_object() -> dict[str, JsonValue]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Image, MCPServer
 
 from ponder.tools import calculate
 
@@ -34,6 +34,23 @@ def evaluate(expression: str) -> str:
         expression: for example (3 + 4) * 2
     """
     return calculate(expression)
+
+
+#: a 1x1 PNG: the bytes of a real image, as an MCP image content block
+PIXEL = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+@app.tool(structured_output=False)
+def swatch(name: str) -> list[object]:
+    """A colour swatch, as an image.
+
+    Args:
+        name: the colour's name
+    """
+    return [f"swatch {name}:", Image(data=PIXEL, format="png")]
 
 
 if __name__ == "__main__":

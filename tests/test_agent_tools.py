@@ -465,7 +465,7 @@ async def test_mcp_tools_over_stdio_check_arguments_and_report_errors() -> None:
 
     async with MCPServer(command=[sys.executable, str(MCP_SERVER)], prefix="units") as srv:
         tools = {t.name: t for t in await srv.tools()}
-        assert sorted(tools) == ["units_convert", "units_evaluate"]
+        assert sorted(tools) == ["units_convert", "units_evaluate", "units_swatch"]
         convert = tools["units_convert"]
         assert convert.spec.description.startswith("Convert a length to metres.")
         assert convert.spec.parameters["required"] == ["value", "unit"]
@@ -719,7 +719,7 @@ async def test_an_mcp_server_that_cannot_start_says_why() -> None:
 def test_binary_mcp_content_is_described_not_dumped() -> None:
     from types import SimpleNamespace
 
-    from ponder.tools._mcp import _text
+    from ponder.tools._mcp import _output
 
     blob = SimpleNamespace(uri="file:///a.png", mime_type="image/png", blob="iVBORw0K" * 100)
     result = SimpleNamespace(content=[
@@ -727,12 +727,40 @@ def test_binary_mcp_content_is_described_not_dumped() -> None:
         SimpleNamespace(type="resource", resource=blob),
         SimpleNamespace(type="image", mime_type="image/jpeg", data="AAAA" * 10),
     ])  # fmt: skip
-    text = _text(result)
-    assert text.splitlines() == [
+    out = _output(result)
+    assert out.text.splitlines() == [
         "here:",
         "[binary resource file:///a.png: image/png, 600 bytes]",
         "[image: image/jpeg, 30 bytes]",
     ]
+    assert [(a.kind, a.mime_type, a.uri) for a in out.attachments] == [
+        ("blob", "image/png", "file:///a.png"),
+        ("image", "image/jpeg", None),
+    ]
+    assert out.attachments[1].content() == bytes(30)
+
+
+async def test_an_mcp_image_reaches_the_agents_trajectory_typed() -> None:
+    """A real server's image block: the model reads a description, the trajectory keeps
+    the image's bytes as a typed attachment."""
+    import sys
+
+    sys.path.insert(0, str(MCP_SERVER.parent))
+    from mcp_server import PIXEL
+
+    def respond(msgs: Sequence[Message], _p: GenerateParams, i: int) -> object:
+        if msgs[-1].role == "tool":
+            return "Here is the swatch."
+        return ToolCall(id="s1", name="units_swatch", arguments='{"name": "red"}')
+
+    async with MCPServer(command=[sys.executable, str(MCP_SERVER)], prefix="units",
+                         env={"PYTHONPATH": str(MCP_SERVER.parent.parent)}) as srv:  # fmt: skip
+        run = await run_agent(FakeModel(respond), "show red", [srv])  # type: ignore[arg-type]
+    (use,) = run.steps[0].tool_uses
+    assert use.result.splitlines() == ["swatch red:", f"[image: image/png, {len(PIXEL)} bytes]"]
+    (image,) = use.attachments
+    assert (image.kind, image.mime_type) == ("image", "image/png")
+    assert image.content() == PIXEL
 
 
 async def test_an_mcp_server_that_never_answers_stops_at_start_timeout() -> None:

@@ -181,7 +181,8 @@ async def run_agent(
             seen[sig] = seen.get(sig, 0) + 1
             uses = tuple(
                 ToolUse(id=r.call.id, name=r.call.name, arguments=r.call.arguments,
-                        result=r.content, error=r.error, seconds=r.seconds)
+                        result=r.content, error=r.error, seconds=r.seconds,
+                        attachments=r.attachments)
                 for r in results
             )  # fmt: skip
             run.text = text

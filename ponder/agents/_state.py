@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.agents._answers import AnswerKind, extract_answer
-from ponder.types import Usage
+from ponder.types import Attachment, Usage
 
 __all__ = ["Candidate", "Pool", "Provenance", "Spend", "VoteResult", "merge_pools"]
 
@@ -112,6 +112,9 @@ class ToolUse(BaseModel):
     result: str
     error: bool = False
     seconds: float = 0.0
+    attachments: tuple[Attachment, ...] = Field(
+        (), description="Binary content the tool returned (images, audio, blobs), typed."
+    )
 
 
 class AgentStep(BaseModel):

@@ -21,7 +21,7 @@ from ponder.tools._sandbox import (
     sandbox_unavailable_reason,
     seccomp_filter,
 )
-from ponder.tools._tool import Tool, ToolResult, ToolSource, tool, tools_by_name
+from ponder.tools._tool import Tool, ToolOutput, ToolResult, ToolSource, tool, tools_by_name
 
 __all__ = [
     "TOOLS",
@@ -30,6 +30,7 @@ __all__ = [
     "RunResult",
     "SandboxLimits",
     "Tool",
+    "ToolOutput",
     "ToolResult",
     "ToolSource",
     "allow_weak_sandbox",

@@ -22,10 +22,11 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from ponder.errors import ConfigurationError, ToolExecutionError
-from ponder.tools._tool import Tool
+from ponder.tools._tool import Tool, ToolOutput
+from ponder.types import Attachment
 
 __all__ = ["MCPServer"]
 
@@ -68,8 +69,17 @@ def _binary(kind: str, mime: str | None, data: str | None, uri: object = None) -
     return f"[{kind}{where}: {mime or 'application/octet-stream'}, {size:,} bytes]"
 
 
-def _text(result: Any) -> str:
-    parts = []
+def _output(result: Any) -> ToolOutput:
+    """An MCP result as the text the model reads and its binary blocks, typed."""
+    parts: list[str] = []
+    attachments: list[Attachment] = []
+
+    def binary(kind: Literal["image", "audio", "blob"], label: str, mime: str | None,
+               data: str | None, uri: object = None) -> None:  # fmt: skip
+        parts.append(_binary(label, mime, data, uri))
+        attachments.append(Attachment(kind=kind, mime_type=mime or "application/octet-stream",
+                                      data=data or "", uri=str(uri) if uri else None))  # fmt: skip
+
     for block in getattr(result, "content", None) or ():
         kind = getattr(block, "type", "")
         if kind == "text":
@@ -80,13 +90,11 @@ def _text(result: Any) -> str:
             if isinstance(text, str):
                 parts.append(text)
             else:  # a blob: never a Python repr of its base64
-                mime = getattr(res, "mime_type", None)
-                parts.append(_binary("binary resource", mime, getattr(res, "blob", None),
-                                     getattr(res, "uri", None)))  # fmt: skip
+                binary("blob", "binary resource", getattr(res, "mime_type", None),
+                       getattr(res, "blob", None), getattr(res, "uri", None))  # fmt: skip
         elif kind in ("image", "audio"):
-            parts.append(
-                _binary(kind, getattr(block, "mime_type", None), getattr(block, "data", None))
-            )
+            binary("image" if kind == "image" else "audio", kind,
+                   getattr(block, "mime_type", None), getattr(block, "data", None))  # fmt: skip
         elif kind == "resource_link":
             parts.append(f"[resource link: {getattr(block, 'uri', '')}]")
         else:
@@ -94,8 +102,12 @@ def _text(result: Any) -> str:
     if not parts and getattr(result, "structured_content", None) is not None:
         import json
 
-        return json.dumps(result.structured_content)
-    return "\n".join(parts)
+        return ToolOutput(json.dumps(result.structured_content))
+    return ToolOutput("\n".join(parts), tuple(attachments))
+
+
+def _text(result: Any) -> str:
+    return _output(result).text
 
 
 class MCPServer:
@@ -262,7 +274,7 @@ class MCPServer:
         shown = f"{self.prefix}_{name}" if self.prefix else name
         schema = dict(getattr(t, "input_schema", None) or {"type": "object", "properties": {}})
 
-        async def call(**arguments: Any) -> str:
+        async def call(**arguments: Any) -> ToolOutput:
             session = await self._session_now()
             try:
                 result = await session.call_tool(name, arguments, read_timeout_seconds=self.timeout)
@@ -274,10 +286,10 @@ class MCPServer:
                     f"{self!r} stopped during the call ({type(_cause(e)).__name__}: "
                     f"{_cause(e)}); it is reconnected on the next call"
                 ) from None
-            text = _text(result)
+            out = _output(result)
             if getattr(result, "is_error", False):
-                raise ToolExecutionError(text or "the server reported an error")
-            return text
+                raise ToolExecutionError(out.text or "the server reported an error")
+            return out
 
         return Tool.from_schema(
             shown, t.description or "", schema, call, timeout=self.timeout + 5.0

@@ -35,9 +35,9 @@ from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ponder.errors import ConfigurationError, ToolExecutionError
-from ponder.types import ToolCall, ToolSpec
+from ponder.types import Attachment, ToolCall, ToolSpec
 
-__all__ = ["Tool", "ToolResult", "ToolSource", "tool", "tools_by_name"]
+__all__ = ["Tool", "ToolOutput", "ToolResult", "ToolSource", "tool", "tools_by_name"]
 
 #: Longest tool result handed back to the model (characters); the rest is cut, and said so.
 MAX_RESULT_CHARS = 16_000
@@ -60,6 +60,18 @@ class ToolResult:
     content: str
     error: bool = False
     seconds: float = 0.0
+    #: binary content (images, audio, blobs), typed; ``content`` describes it for the model
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """What a tool function may return to give binary content besides its text: the
+    text the model reads and the typed ``attachments`` (kept in the result and in the
+    agent's trajectory)."""
+
+    text: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Example)s?:?\s*$")
@@ -234,11 +246,13 @@ class Tool:
         for the model to read (cancellation still propagates)."""
         start = time.perf_counter()
 
-        def result(content: str, error: bool = False) -> ToolResult:
+        def result(
+            content: str, error: bool = False, attachments: tuple[Attachment, ...] = ()
+        ) -> ToolResult:
             if len(content) > MAX_RESULT_CHARS:
                 cut = len(content) - MAX_RESULT_CHARS
                 content = content[:MAX_RESULT_CHARS] + f"\n[... {cut} more characters cut]"
-            return ToolResult(call, content, error, time.perf_counter() - start)
+            return ToolResult(call, content, error, time.perf_counter() - start, attachments)
 
         try:
             kwargs = self.validate(call.arguments)
@@ -257,6 +271,8 @@ class Tool:
             return result(said if said.lower().startswith("error") else f"Error: {said}", True)
         except Exception as e:
             return result(f"Error: {self.name} raised {type(e).__name__}: {e}", True)
+        if isinstance(value, ToolOutput):
+            return result(value.text, attachments=value.attachments)
         return result(_text(value))
 
 
