@@ -121,3 +121,20 @@ async def test_first_finish_keeps_the_fastest_and_cancels_the_rest(settings: Set
         # the slow stragglers were not waited for: their connections were closed
         assert s.stats.cancelled == s.stats.faults["slow"] >= 1
         assert s.stats.completed + s.stats.cancelled == 8
+
+
+async def test_one_search_component_twice_at_once_gives_each_run_its_own_notes(
+    model: Model,
+) -> None:
+    """A component serves every run of a compiled workflow; per-call counts live in the
+    call (the 'N step scores did not parse' note once summed across concurrent runs)."""
+    babble = ProcessRewardModel(FakeModel(["I like all the steps."]))
+    search = BeamSearch(model, babble, BeamSearchConfig(step=StepConfig(max_steps=4)))
+    p = BANK.problem(IDS[2])
+    alone = await search(Pool(query=p.question))
+    together = await asyncio.gather(*(search(Pool(query=p.question)) for _ in range(3)))
+    noted = [n for n in alone.notes if "did not parse" in n]
+    assert noted
+    for run in together:
+        assert [n for n in run.notes if "did not parse" in n] == noted
+        assert run.final == alone.final

@@ -258,3 +258,19 @@ async def test_an_agents_tool_calls_are_spans(spans: InMemorySpanExporter) -> No
     assert len(by_name(found, "chat ")) == 2
     assert tool_span.parent is not None
     assert tool_span.parent.span_id == root.context.span_id
+
+
+async def test_a_slot_view_made_after_a_traced_call_reports_its_own_slot(
+    standin: StandinServer, spans: InMemorySpanExporter
+) -> None:
+    """A view copies the base model's memos; the span attributes that name the slot must
+    not come along (a view made after the base's first traced call reported slot 0)."""
+    from ponder import Model
+    from ponder.backends._model import SLOT_STRIDE
+
+    async with Model(f"vllm:strong@{standin.base_url}", cache=False) as base:
+        await base.generate(Q, max_tokens=4)
+        await base.for_slot(2).generate(Q, max_tokens=4)
+    calls = by_name(spans.get_finished_spans(), "chat ")
+    offsets = [c.attributes.get("ponder.slot_offset") if c.attributes else None for c in calls]
+    assert offsets == [None, 2 * SLOT_STRIDE]

@@ -90,7 +90,6 @@ class ProcessRewardModel:
         self.model = model
         self.system = system
         self.seed = seed
-        self.unparsed = 0
 
     async def score(self, query: str, partial: str) -> tuple[list[float] | None, Spend]:
         out = await self.model.generate(
@@ -99,10 +98,7 @@ class ProcessRewardModel:
             seed=self.seed,
             max_tokens=256,
         )
-        scores = parse_step_scores(out.text)
-        if scores is None:
-            self.unparsed += 1
-        return scores, _spend(out)
+        return parse_step_scores(out.text), _spend(out)
 
 
 @dataclass
@@ -138,6 +134,7 @@ class _Stepper:
         self.step = step
         self.spend = Spend()
         self._calls = 0
+        self.unparsed = 0  # this run's step scores that did not parse (the PRM is shared)
 
     async def expand(self, query: str, node: _Node, k: int) -> list[_Node]:
         """``k`` one-step continuations of ``node`` (one request with ``n=k``)."""
@@ -171,6 +168,7 @@ class _Stepper:
         async def one(n: _Node) -> None:
             scores, spend = await self.prm.score(query, self.step.start + n.text)
             self.spend = self.spend + spend
+            self.unparsed += scores is None
             n.steps = scores if scores is not None else [0.5] * n.depth
 
         await asyncio.gather(*(one(n) for n in nodes))
@@ -191,9 +189,7 @@ class _Stepper:
                 )
             )
         final = cands[0].answer if cands else None
-        notes = note + (
-            f"; {self.prm.unparsed} step scores did not parse" if self.prm.unparsed else ""
-        )
+        notes = note + (f"; {self.unparsed} step scores did not parse" if self.unparsed else "")
         out = pool.with_candidates([*pool.candidates, *cands], self.spend)
         return out.model_copy(update={"final": final}).noted(notes)
 

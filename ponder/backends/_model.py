@@ -280,6 +280,7 @@ class Model:
         # model for every limit, with its own accounting or sample slot
         view = copy.copy(self)
         view.__dict__.update(changes)
+        view.__dict__.pop("_span_static", None)  # it names the slot: the view builds its own
         view._own_cache = False
         return view
 
