@@ -831,3 +831,31 @@ async def test_generate_with_tools_and_output_gives_typed_candidates() -> None:
     (cand,) = pool.candidates
     assert cand.value is None
     assert cand.error == "the agent's answer is not a valid Measured"
+
+
+def test_a_turn_of_repeated_calls_cut_by_the_token_limit_is_one_call() -> None:
+    """Seen on qwen0.5b: after a tool result it wrote the same call line again and again
+    until max_tokens cut the last one; that is one call, never the answer."""
+    from ponder.backends._local import parse_tool_calls
+
+    line = '{"name": "convert_time", "arguments": {"time": "09:30", "target": "Asia/Tokyo"}}'
+    text, calls = parse_tool_calls("\n".join([line] * 4 + ['{"name": "convert_time", "argu']))
+    assert text == ""
+    assert [(c.name, json.loads(c.arguments)["time"]) for c in calls] == [("convert_time", "09:30")]
+    fenced = "```json\n" + line + "\n" + line.replace("09:30", "10:00") + "\n```"
+    assert len(parse_tool_calls(fenced)[1]) == 2  # two different calls stay two
+    assert parse_tool_calls('{"name": "f", "argu')[1] == ()  # nothing complete: no call
+
+
+async def test_a_reply_that_only_looks_like_a_call_is_never_the_answer() -> None:
+    def respond(msgs: Sequence[Message], _p: GenerateParams, i: int) -> object:
+        if msgs[-1].role == "tool":
+            return "The sum is \\boxed{4}."
+        if "could not be read" in msgs[-1].content:
+            return calc("2 + 2")
+        return '{"name": "calculator", "arguments": {"expression": "2 +'  # cut off
+
+    run = await run_agent(FakeModel(respond), "2 + 2?", [calculator_tool()])  # type: ignore[arg-type]
+    assert run.text == "The sum is \\boxed{4}."
+    assert run.stopped == "answered"
+    assert [len(s.tool_uses) for s in run.steps] == [0, 1, 0]  # unreadable, call, answer

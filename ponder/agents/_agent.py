@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -47,7 +48,19 @@ AGENT_SYSTEM = (
     "or fact you are not sure of, then read their results. When you are done, give the "
     "final answer as \\boxed{ANSWER}."
 )
-_FINAL = "Stop calling tools now: give your final answer as \\boxed{ANSWER}."
+_FINAL = (
+    "Stop calling tools now. Using the tool results above, answer the question in one "
+    "sentence, with the answer itself inside \\boxed{}."
+)
+_UNREADABLE = (
+    "Your reply looks like a tool call, but it could not be read as one. Call a tool with "
+    "one complete JSON object (its name and arguments), or answer the question with the "
+    "answer itself inside \\boxed{}."
+)
+#: a reply that starts like a call object, fenced or not, is an attempt at a call
+_CALL_ATTEMPT = re.compile(
+    r'^\s*(?:```(?:json)?\s*)?(?:<tool_call>\s*)?[\[{]\s*"(?:name|function)"'
+)
 _TYPED = (
     "Now write your final answer as JSON matching this schema, using what the tools "
     "returned. Reply with the JSON only.\n{schema}"
@@ -167,6 +180,13 @@ async def run_agent(
                 run.stopped = "max_tokens"
                 return False
             text, calls = await turn(with_tools, live=False)
+            if not calls and _CALL_ATTEMPT.match(text):
+                # only calls, none readable: never the answer; the model is told and tries
+                # again (this turn counts against max_steps)
+                record(AgentStep(text=text))
+                messages.append(Message.assistant(text))
+                messages.append(Message.user(_UNREADABLE))
+                continue
             if not calls:
                 # a turn that may call tools is read whole (a call is never shown as
                 # text); the answer it turned out to be still reaches the live sink

@@ -405,20 +405,33 @@ def parse_tool_calls(text: str, index: int = 0) -> tuple[str, tuple[ToolCall, ..
     calls = [c for k, v in enumerate(candidates) if (c := _as_call(v, k, index)) is not None]
     if not calls:
         return text, ()
-    return head, tuple(calls)
+    # the same call written again and again (a small model's loop) is one call
+    unique: dict[tuple[str, str], ToolCall] = {}
+    for c in calls:
+        unique.setdefault((c.name, _canonical(c.arguments)), c)
+    return head, tuple(unique.values())
+
+
+def _canonical(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True)
+    except ValueError:
+        return arguments
 
 
 def _json_lines(body: str) -> list[Any] | None:
     """Every non-empty line a JSON value (small models write one call object per line),
-    or None."""
+    or None. A last line cut off mid-object (the reply hit its token limit while the model
+    repeated itself) and a closing fence are dropped."""
+    lines = [ln.strip().rstrip(",") for ln in body.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("```")]
     out = []
-    for line in body.splitlines():
-        line = line.strip().rstrip(",")
-        if not line:
-            continue
+    for k, line in enumerate(lines):
         try:
             out.append(json.loads(line))
         except ValueError:
+            if k == len(lines) - 1 and k > 0 and line.startswith("{"):
+                break  # cut off: the complete lines before it stand
             return None
     return out or None
 
