@@ -326,3 +326,26 @@ async def test_concurrent_calls_report_only_their_own_requests_and_cost() -> Non
     assert [o.requests for o in outs] == [1] * 5
     assert sum(o.cost for o in outs) == pytest.approx(m.meter.cost)
     assert all(o.cost == pytest.approx(outs[0].cost) for o in outs)
+
+
+# -- the fake model ---------------------------------------------------------------------
+
+
+async def test_a_fake_scripts_faults_and_says_when_its_script_is_not_used_up() -> None:
+    from ponder import RateLimitError, ServerError
+    from ponder.backends import RetryPolicy
+
+    quick = RetryPolicy(max_retries=2, initial=0.001, maximum=0.002)
+    m = FakeModel([RateLimitError("slow down"), "4"], cycle=False, retry=quick)
+    assert m.ref.provider == "fake"  # its own provider id, not vllm's
+    assert (await m.generate("2+2?")).text == "4"  # the scripted 429 was retried
+    assert m.meter.retries == 1
+    m.assert_complete()
+    with pytest.raises(ConfigurationError, match="asked for reply 3, but its script has 2"):
+        await m.generate("again?")
+    short = FakeModel(["a", "b", ServerError("boom")], cycle=False)
+    await short.generate("one")
+    with pytest.raises(AssertionError, match="used 1 of its 3 scripted replies; the next"):
+        short.assert_complete()
+    looping = FakeModel(["x"])  # cycle=True: the script starts again
+    assert (await looping.generate("q", n=3)).texts == ["x", "x", "x"]

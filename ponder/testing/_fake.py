@@ -12,15 +12,25 @@ from ponder.backends._cache import ResponseCache
 from ponder.backends._model import Model
 from ponder.backends._policies import Budget, PriceTable, RetryPolicy
 from ponder.backends._pool import Endpoint
-from ponder.backends._providers import Quirks
+from ponder.backends._providers import PROVIDERS, Provider, Quirks, register_provider
 from ponder.errors import ConfigurationError
 from ponder.settings import Settings
 from ponder.types import Choice, GenerateParams, Message, StreamChunk, ToolCall, Usage
 
 __all__ = ["FakeCall", "FakeModel", "block_remote_models"]
 
-#: What a fake answers: a text, or a tool call (or several) for that turn.
-Reply = str | ToolCall | Sequence[ToolCall]
+#: What a fake answers: a text, a tool call (or several) for that turn, or an exception
+#: raised as that request's fault (e.g. ``RateLimitError(...)``: the retries still apply).
+Reply = str | ToolCall | Sequence[ToolCall] | BaseException
+
+#: the fake's own provider id (it used to borrow ``vllm``): native n, prefill and tools
+FAKE_PROVIDER = "fake"
+if FAKE_PROVIDER not in PROVIDERS:
+    register_provider(Provider(
+        FAKE_PROVIDER, "openai", "http://127.0.0.1:9/v1",
+        quirks=Quirks(supports_n=True, prefill="native"),
+        description="ponder.testing.FakeModel: scripted replies, no network",
+    ))  # fmt: skip
 
 #: ``fn(messages, params, sample_index) -> reply`` for a function-driven fake.
 Responder = Callable[[Sequence[Message], GenerateParams, int], Reply]
@@ -58,6 +68,8 @@ class _FakeWire:
         for i in range(n):
             out = self.respond(messages, params, self._sample)
             self._sample += 1
+            if isinstance(out, BaseException):
+                raise out
             if not isinstance(out, str):  # a tool call (or several): that turn's answer
                 calls = (out,) if isinstance(out, ToolCall) else tuple(out)
                 completion_tokens += sum(len(c.arguments.split()) + 1 for c in calls)
@@ -98,11 +110,15 @@ class _FakeWire:
 class FakeModel(Model):
     """A :class:`ponder.Model` that answers locally, with every policy still applied.
 
-    ``outputs`` is a list of replies returned in order (cycling at the end) or a function
-    ``fn(messages, params, sample_index) -> reply``; a reply is a text, or a
+    ``outputs`` is a list of replies returned in order, or a function
+    ``fn(messages, params, sample_index) -> reply``; a reply is a text, a
     :class:`ponder.types.ToolCall` (or a list of them: parallel calls) for a turn that
-    calls tools. Token counts are whitespace words.
-    ``calls`` records what was requested, so tests can assert on prompts and ``n``.
+    calls tools, or an exception the request raises (a scripted fault: ``RateLimitError``
+    and ``ServerError`` are retried as from a real server). With ``cycle=True`` (the
+    default) a list starts again at its end; with ``cycle=False`` a request past its end
+    raises, and :meth:`assert_complete` checks that every scripted reply was used.
+    Token counts are whitespace words. ``calls`` records what was requested, so tests can
+    assert on prompts and ``n``.
 
     >>> m = FakeModel(["4"])
     >>> m.generate_sync("2+2?").text
@@ -121,20 +137,27 @@ class FakeModel(Model):
         retry: RetryPolicy | None = None,
         prices: PriceTable | None = None,
         defaults: GenerateParams | None = None,
+        cycle: bool = True,
     ) -> None:
+        self._script: list[Reply] | None = None
         if callable(outputs):
             respond: Responder = outputs
         else:
-            texts = list(outputs)
-            if not texts:
+            script = self._script = list(outputs)
+            if not script:
                 raise ConfigurationError("FakeModel needs at least one output")
 
             def respond(_m: Sequence[Message], _p: GenerateParams, i: int) -> Reply:
-                return texts[i % len(texts)]
+                if i >= len(script) and not cycle:
+                    raise ConfigurationError(
+                        f"FakeModel {name!r} was asked for reply {i + 1}, but its script "
+                        f"has {len(script)}; add replies, or pass cycle=True"
+                    )
+                return script[i % len(script)]
 
         self._fake = _FakeWire(respond, delay)
         super().__init__(
-            f"vllm:{name}@http://127.0.0.1:9/v1",
+            f"{FAKE_PROVIDER}:{name}@http://127.0.0.1:9/v1",
             settings=Settings.load(cache=False),
             cache=cache,
             budget=budget,
@@ -148,6 +171,23 @@ class FakeModel(Model):
     @property
     def calls(self) -> list[FakeCall]:
         return self._fake.calls
+
+    @property
+    def replies_used(self) -> int:
+        """Replies (samples) handed out so far."""
+        return self._fake._sample
+
+    def assert_complete(self) -> None:
+        """Raise AssertionError unless every reply of the script was used (a test whose
+        code made fewer model calls than it scripted learns so)."""
+        if self._script is None:
+            return
+        used, scripted = self._fake._sample, len(self._script)
+        if used < scripted:
+            raise AssertionError(
+                f"FakeModel used {used} of its {scripted} scripted replies; the next unused "
+                f"one is {self._script[used]!r}"
+            )
 
 
 @contextmanager
