@@ -324,3 +324,28 @@ def test_eval_with_a_judge_and_a_dead_judge(
     wrong = [r for r in rows if not r["correct"]]
     assert wrong
     assert all("scorer failed: TransportError" in r["error"] for r in wrong)
+
+
+async def test_items_in_flight_default_to_the_endpoints_slots(
+    standin: StandinServer, tmp_path: Path
+) -> None:
+    """No --concurrency: the endpoints decide (each endpoint's slots, summed); every
+    item still runs once, and a plain callable falls back to 8."""
+    from ponder.eval import admission
+
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "vote3",
+            "models": {
+                "a": {"ref": f"vllm:strong@{standin.base_url}", "max_concurrency": 24},
+                "b": {"ref": "vllm:weak@http://127.0.0.1:9/v1", "max_concurrency": 40},
+            },
+            "layers": [{"generate": {"model": "a", "n": 3}}, {"vote": {}}],
+        }
+    )
+    wf = Workflow(spec, settings=Settings.load(cache=False))
+    assert admission(wf) == 64
+    assert admission(lambda q: q) == 8
+    ds = load_dataset("bank:arithmetic:30")
+    rows = await evaluate(_workflow(standin.base_url), ds, tmp_path / "r.jsonl")
+    assert sorted(r["id"] for r in rows) == sorted(it.id for it in ds.items)

@@ -128,7 +128,10 @@ def eval_(
         ),
     ],
     out: Annotated[str | None, typer.Option(help="Results JSONL (resumed if it exists).")] = None,
-    concurrency: Annotated[int, typer.Option(help="Items in flight.")] = 8,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Items in flight (default: as many as the endpoints have slots)."),
+    ] = None,
     plot: Annotated[str | None, typer.Option(help="Write an accuracy-vs-cost PNG.")] = None,
     ray: Annotated[bool, typer.Option("--ray", help="Run the items as Ray tasks.")] = False,
     ray_address: Annotated[

@@ -22,6 +22,7 @@ from ponder.eval._datasets import (
 from ponder.eval._game24 import Game24Puzzle, check_24, extract_expression, load_game24
 from ponder.eval._harness import (
     EvalSummary,
+    admission,
     coverage_curve,
     evaluate,
     evaluate_ray,
@@ -45,6 +46,7 @@ __all__ = [
     "JudgeStats",
     "LLMJudge",
     "Scorer",
+    "admission",
     "calibrate_cascade",
     "check_24",
     "coverage_curve",
