@@ -4,7 +4,20 @@ Every field can be set with an environment variable ``PONDER_<FIELD>`` (for exam
 ``PONDER_MAX_CONCURRENCY=64``). API keys also accept the providers' usual variable names
 (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``TOGETHER_API_KEY``, ``VLLM_API_KEY``,
 ``GEMINI_API_KEY``, ``GROQ_API_KEY``).
-Nothing else in Ponder reads ``os.environ``: pass a :class:`Settings` down instead.
+Model calls, caches, retries and budgets read only a :class:`Settings` passed down. The
+other places that read the environment, each for a standard variable of its own domain:
+
+* ``ponder.tracing``: the OpenTelemetry ``OTEL_*`` variables and
+  ``PONDER_TRACE_CONTENT``;
+* ``ponder._internal.loop``: ``PONDER_LOOP`` (the event loop, chosen before any
+  settings exist);
+* ``ponder.workflows``: ``${VAR}`` references in a workflow file, where the file asks;
+* the reward-model wire: its configured ``api_key_env``;
+* Bedrock: ``AWS_REGION``/``AWS_DEFAULT_REGION``; fixtures: ``XDG_DATA_HOME``;
+* ``ponder eval --ray``: hands the driver's ``PONDER_*`` to its workers (the only
+  place that writes them, in the worker); embedding retrieval sets
+  ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` (no hub is reachable); an MCP stdio
+  server gets the environment plus its ``env``.
 """
 
 from __future__ import annotations
