@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,6 +25,8 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "as_messages",
+    "call_signature",
+    "canonical_arguments",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -59,6 +62,21 @@ class Attachment(BaseModel):
         import base64
 
         return base64.b64decode(self.data)
+
+
+def canonical_arguments(arguments: str) -> str:
+    """A call's JSON arguments with sorted keys and one spacing (invalid JSON as it is),
+    so two spellings of one call compare equal."""
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True)
+    except ValueError:
+        return arguments
+
+
+def call_signature(calls: Sequence[ToolCall]) -> str:
+    """What a set of calls asks for, order and argument spelling aside (ids ignored): the
+    same signature means the same calls (repeats in an agent loop, votes on a turn)."""
+    return json.dumps(sorted((c.name, canonical_arguments(c.arguments)) for c in calls))
 
 
 def _empty_object() -> dict[str, JsonValue]:

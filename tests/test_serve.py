@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import ClassVar
 
 import httpx
 import openai
 import pytest
 import pytest_asyncio
-import uvicorn
 from pydantic import BaseModel
 
 from ponder import Settings
@@ -41,27 +39,9 @@ def vote_workflow(url: str, name: str = "vote", n: int = 5) -> Workflow:
     return Workflow(spec, settings=Settings.load(cache=False))
 
 
-@asynccontextmanager
-async def serving(server: PonderServer) -> AsyncIterator[str]:
+def serving(server: PonderServer) -> AbstractAsyncContextManager[str]:
     """``server`` under a real uvicorn on a free loopback port."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        server.app, log_level="warning", lifespan="on", **server.uvicorn_options()
-    )
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve(sockets=[sock]))
-    for _ in range(1000):
-        if uv.started:
-            break
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        await task
-        sock.close()
+    return server.running()
 
 
 @pytest_asyncio.fixture

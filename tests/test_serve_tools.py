@@ -9,10 +9,8 @@ arithmetic problems and formats answers as a schema's JSON.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
-import operator
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -29,43 +27,11 @@ from test_serve import BANK, KEY, ORACLE, question, serving, vote_workflow
 from ponder.apps._serve_settings import ServeSettings
 from ponder.apps.server import PonderServer
 from ponder.testing import StandinConfig, StandinServer
+from ponder.tools import calculate, calculator_tool
 from ponder.workflows import Workflow, WorkflowSpec
 
-CALCULATOR: Any = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression.",
-        "parameters": {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    },
-}
-_OPS: dict[type, Any] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.USub: operator.neg,
-}
-
-
-def calculate(expression: str) -> str:
-    """The client's side of the tool: a safe arithmetic evaluator."""
-
-    def ev(n: ast.AST) -> float:
-        if isinstance(n, ast.Constant) and isinstance(n.value, int | float):
-            return n.value
-        if isinstance(n, ast.BinOp):
-            return float(_OPS[type(n.op)](ev(n.left), ev(n.right)))
-        if isinstance(n, ast.UnaryOp):
-            return float(_OPS[type(n.op)](ev(n.operand)))
-        raise ValueError(f"not arithmetic: {ast.dump(n)}")
-
-    value = ev(ast.parse(expression, mode="eval").body)
-    return str(int(value)) if value == int(value) else str(value)
+# the client's tool: Ponder's calculator, offered in OpenAI's shape and run by the client
+CALCULATOR: Any = {"type": "function", "function": calculator_tool().spec.model_dump()}
 
 
 def expected(i: int) -> str:

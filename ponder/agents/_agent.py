@@ -39,7 +39,7 @@ from ponder.agents._state import AgentStep, Candidate, Pool, Spend, ToolUse
 from ponder.backends import Model
 from ponder.errors import ConfigurationError
 from ponder.tools import Tool, ToolResult, ToolSource, gather_tools, resolve_tools
-from ponder.types import GenerateParams, Message, ToolCall
+from ponder.types import GenerateParams, Message, ToolCall, call_signature
 
 __all__ = ["AGENT_SYSTEM", "Agent", "AgentConfig", "AgentRun", "run_agent"]
 
@@ -83,16 +83,6 @@ class AgentRun:
     @property
     def tool_calls(self) -> int:
         return sum(len(s.tool_uses) for s in self.steps)
-
-
-def _signature(calls: Sequence[ToolCall]) -> str:
-    def norm(args: str) -> str:
-        try:
-            return json.dumps(json.loads(args), sort_keys=True)
-        except ValueError:
-            return args
-
-    return json.dumps(sorted((c.name, norm(c.arguments)) for c in calls))
 
 
 async def _call(tools: Mapping[str, Tool], call: ToolCall) -> ToolResult:
@@ -197,7 +187,7 @@ async def run_agent(
                 return False
             messages.append(Message(role="assistant", content=text, tool_calls=calls))
             results = await asyncio.gather(*(_call(by_name, c) for c in calls))
-            sig = _signature(calls)
+            sig = call_signature(calls)
             seen[sig] = seen.get(sig, 0) + 1
             uses = tuple(
                 ToolUse(id=r.call.id, name=r.call.name, arguments=r.call.arguments,

@@ -43,7 +43,7 @@ from ponder.apps._serve_settings import ServeSettings
 from ponder.apps._service import answer_texts
 from ponder.backends import Budget
 from ponder.engine import RedisBudget
-from ponder.errors import ParseError, PonderError
+from ponder.errors import ConfigurationError, ParseError, PonderError
 from ponder.graphs import Event, GraphResult
 from ponder.types import Message, ToolCall, ToolSpec
 from ponder.workflows import ToolTurn, Workflow, load_workflow, tool_turn, typed_answer
@@ -172,10 +172,8 @@ class ChatRequest(BaseModel):
                                       or "", parameters=fn.get("parameters")
                                       or {"type": "object", "properties": {}}))  # fmt: skip
             except ValidationError as e:
-                first = e.errors()[0]
-                where = ".".join(str(x) for x in first["loc"])
                 raise ApiError(
-                    400, f"tools[{i}].function.{where}: {first['msg']}", code="invalid_tools"
+                    400, f"tools[{i}].function.{_first_error(e)}", code="invalid_tools"
                 ) from None
         names = {s.name for s in specs}
         choice = extra.get("tool_choice")
@@ -236,6 +234,12 @@ class ChatRequest(BaseModel):
             done = "\n".join(_line(m) for m in after)
             query = f"{query}\n\nTools were called for this question:\n{done}"
         return Pool(query=query, system=system or None)
+
+
+def _first_error(e: ValidationError) -> str:
+    """``where: what`` of a validation error's first problem (``messages.0.role: ...``)."""
+    first = e.errors()[0]
+    return f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
 
 
 def _line(m: ChatMessage) -> str:
@@ -833,6 +837,37 @@ class PonderServer:
         """How a key is named in limits, budgets and run records (never the key itself)."""
         return f"key:{token[:6]}…{uuid.uuid5(uuid.NAMESPACE_OID, token).hex[:8]}"
 
+    @asynccontextmanager
+    async def running(self, host: str = "127.0.0.1") -> AsyncIterator[str]:
+        """This server under uvicorn on a free port of ``host``, inside the running event
+        loop (tests, notebooks, examples): yields its base URL, stops it on exit.
+
+        >>> async with server.running() as base:          # doctest: +SKIP
+        ...     client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k")
+        """
+        import socket
+
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="on",
+                                **self.uvicorn_options())  # fmt: skip
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            while not server.started:  # uvicorn exposes a flag, not an event
+                if task.done():
+                    task.result()  # it failed to start: raise why
+                    raise ConfigurationError("the server stopped before it started")
+                await asyncio.sleep(0.01)
+            yield f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        finally:
+            server.should_exit = True
+            await task
+            sock.close()
+
     def uvicorn_options(self) -> dict[str, Any]:
         """How uvicorn must run this app: X-Forwarded-For believed only from the configured
         proxies (uvicorn's default believes any loopback peer, which would let a local
@@ -982,10 +1017,8 @@ class PonderServer:
             messages = req.to_messages() if toolish else []
             pool = req.to_pool()
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
             raise ApiError(
-                422, f"invalid request: {where}: {first['msg']}", code="invalid_request"
+                422, f"invalid request: {_first_error(e)}", code="invalid_request"
             ) from e
         except ValueError as e:
             raise ApiError(422, f"invalid request: {e}", code="invalid_request") from e

@@ -39,6 +39,7 @@ from ponder.types import (
     ToolCall,
     ToolSpec,
     Usage,
+    canonical_arguments,
 )
 
 if TYPE_CHECKING:
@@ -408,15 +409,8 @@ def parse_tool_calls(text: str, index: int = 0) -> tuple[str, tuple[ToolCall, ..
     # the same call written again and again (a small model's loop) is one call
     unique: dict[tuple[str, str], ToolCall] = {}
     for c in calls:
-        unique.setdefault((c.name, _canonical(c.arguments)), c)
+        unique.setdefault((c.name, canonical_arguments(c.arguments)), c)
     return head, tuple(unique.values())
-
-
-def _canonical(arguments: str) -> str:
-    try:
-        return json.dumps(json.loads(arguments), sort_keys=True)
-    except ValueError:
-        return arguments
 
 
 def _json_lines(body: str) -> list[Any] | None:

@@ -32,7 +32,7 @@ from ponder.agents._components import _spend
 from ponder.backends import Model
 from ponder.backends._scope import BudgetLike
 from ponder.errors import ParseError
-from ponder.types import Message, ToolCall, ToolSpec
+from ponder.types import Message, ToolCall, ToolSpec, call_signature
 from ponder.workflows._build import Workflow
 
 __all__ = ["ToolTurn", "lead", "tool_turn", "typed_answer"]
@@ -68,16 +68,6 @@ def lead(wf: Workflow) -> tuple[Model, GenerateConfig]:
                 name = comp.model or (comp.models[0] if comp.models else first)
                 return models[name], config
     return models[first], GenerateConfig(n=1, temperature=None)
-
-
-def _signature(calls: Sequence[ToolCall]) -> str:
-    def norm(args: str) -> str:
-        try:
-            return json.dumps(json.loads(args), sort_keys=True)
-        except ValueError:
-            return args
-
-    return json.dumps(sorted((c.name, norm(c.arguments)) for c in calls))
 
 
 async def tool_turn(
@@ -118,7 +108,7 @@ async def tool_turn(
     first: dict[str, tuple[ToolCall, ...]] = {}
     for ch in c.choices:
         if ch.tool_calls:
-            sig = _signature(ch.tool_calls)
+            sig = call_signature(ch.tool_calls)
             ballots[sig] += 1
             first.setdefault(sig, ch.tool_calls)
         elif tool_choice in (None, "auto"):
