@@ -24,6 +24,17 @@ SMOKE: dict[str, list[str]] = {
     "techniques.py": ["--problems", "4"],
     "local.py": ["--models", "smollm2", "--ns", "1,2", "--tokens", "8", "--trials", "1"],
     "cli_start.py": ["--repeats", "1"],
+    "agents_small.py": [
+        "--model",
+        "local:smollm2",
+        "--prompts",
+        "1",
+        "--typed",
+        "0",
+        "--no-server",
+        "--out",
+        "agents.json",
+    ],
 }
 #: smoke-run with the real Qwen 0.5B model, and their outputs checked, in test_fixtures.py
 ELSEWHERE = {"real_model.py", "real_model_pipelines.py", "real_model_pal.py"}
@@ -36,7 +47,7 @@ def test_every_benchmark_script_has_a_smoke_run() -> None:
 
 @pytest.mark.parametrize("script", sorted(SMOKE))
 def test_the_benchmark_runs_at_a_tiny_setting(script: str, tmp_path: Path) -> None:
-    if script == "local.py":
+    if script in ("local.py", "agents_small.py"):
         pytest.importorskip("llama_cpp", reason="the local extra is not installed")
     if not (BENCH / script).is_file():
         pytest.fail(f"benchmarks/{script} is missing")
