@@ -70,6 +70,10 @@ async def test_chat_page_streams_an_answer_and_shows_the_pipeline(
     assert " tok · " in stats[0]
     assert stats[0].endswith(" s")
     assert await page.locator('#graph path[data-edge="layer1->layer2"]').count() == 1
+    # the workflow list refreshed (the key field losing focus does it, even mid-run) keeps
+    # the graph of the run it shows
+    await page.evaluate("loadModels()")  # awaits the refreshed list
+    assert await page.locator("#graph .gnode.done").count() == 2
     # the vote's histogram, its winner the final answer, and the candidates behind it
     assert await page.locator("#votes .bar").count() >= 1
     win = await page.locator("#votes .bar.win .label").inner_text()
