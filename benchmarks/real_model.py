@@ -129,7 +129,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-async def collect(args: argparse.Namespace, known_tokens: dict[str, float]) -> list[dict[str, Any]]:
+async def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     ds, items = problems(args.problems, args.seed, args.task)
     settings = Settings.load(cache_path=Path(args.cache))
     gen_cfg = GenerateConfig(
@@ -142,8 +142,8 @@ async def collect(args: argparse.Namespace, known_tokens: dict[str, float]) -> l
             pool = await Generate(model, gen_cfg)(Pool(query=item["question"]))
             answers = [c.answer for c in pool.candidates]
             right = [ds.score_answer(a, item) >= 1.0 if a is not None else False for a in answers]
-            billed = pool.spend.completion_tokens  # 0 when every sample came from the cache
-            per_sample = billed / len(answers) if billed else known_tokens.get(item["question"], 0)
+            # generated now or when the cache was filled: the same on a cold and a warm cache
+            per_sample = pool.spend.all_completion_tokens / len(answers)
             adaptive = await AdaptiveVote(
                 Generate(model, gen_cfg),
                 AdaptiveVoteConfig(
@@ -177,11 +177,7 @@ async def collect(args: argparse.Namespace, known_tokens: dict[str, float]) -> l
 def main() -> None:
     args = parse_args()
     out_path = Path(args.out)
-    known: dict[str, float] = {}
-    if out_path.is_file():  # token counts of samples that now come from the cache
-        old = json.loads(out_path.read_text())
-        known = {p["question"]: p["tokens_per_sample"] for p in old.get("per_problem", [])}
-    per_problem = asyncio.run(collect(args, known))
+    per_problem = asyncio.run(collect(args))
     rng = random.Random(0)
     mean_tok = statistics.fmean(p["tokens_per_sample"] for p in per_problem) or 1.0
     rows: dict[str, list[float]] = {

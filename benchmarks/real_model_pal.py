@@ -33,11 +33,20 @@ from typing import Any
 from real_model import boot, plurality, problems
 
 from ponder import Model, Settings
-from ponder.agents import Pool, ProgramAided, ProgramConfig
+from ponder.agents import (
+    Generate,
+    GenerateConfig,
+    Pool,
+    ProgramAided,
+    ProgramConfig,
+    Vote,
+    VoteConfig,
+)
 
 HERE = Path(__file__).parent
 COT = {"arithmetic": HERE / "results" / "real_model.json",
        "word": HERE / "results" / "real_model_word.json"}  # fmt: skip
+MIXED = "mixed vote: {} PAL + {} CoT"
 
 
 def sc(p: dict[str, Any], k: int) -> float:
@@ -62,6 +71,13 @@ async def run_task(
     settings = Settings.load(cache_path=Path(args.cache))
     max_tokens = 384 if task == "word" else 256
     cfg = ProgramConfig(n=args.samples, temperature=0.7, max_tokens=max_tokens, seed=0)
+    n_prog, n_cot = args.mix
+    # the mixed vote: the first programs and chain-of-thought samples of the rows above
+    # (the same seeds, so served from the shared response cache), one plurality over all
+    mix_prog = ProgramConfig(n=n_prog, temperature=0.7, max_tokens=max_tokens, seed=0)
+    mix_cot = GenerateConfig(
+        n=n_cot, temperature=0.7, max_tokens=max_tokens, seed=0, answer_kind="number"
+    )
     per: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     async with Model(args.model, settings=settings) as model:
@@ -69,9 +85,11 @@ async def run_task(
             pool = await ProgramAided(model, cfg)(Pool(query=item["question"]))
             answers = [c.answer for c in pool.candidates]
             right = [a is not None and ds.score_answer(a, item) >= 1.0 for a in answers]
-            billed = pool.spend.completion_tokens
-            known = args.known.get((task, item["question"]), 0.0)
             winner = plurality(answers)
+            mixed = await ProgramAided(model, mix_prog)(Pool(query=item["question"]))
+            mixed = await Vote(VoteConfig(answer_kind="number"))(
+                await Generate(model, mix_cot)(mixed)
+            )
             per.append(
                 {
                     "question": item["question"],
@@ -79,8 +97,12 @@ async def run_task(
                     "answers": answers,
                     "right": right,
                     "errors": [c.error for c in pool.candidates],
-                    "tokens_per_sample": billed / len(answers) if billed else known,
+                    "tokens_per_sample": pool.spend.all_completion_tokens / len(answers),
                     "vote_right": winner is not None and ds.score_answer(winner, item) >= 1.0,
+                    "mixed_final": mixed.final,
+                    "mixed_right": mixed.final is not None
+                    and ds.score_answer(mixed.final, item) >= 1.0,
+                    "mixed_tokens": mixed.spend.all_completion_tokens,
                 }
             )
             print(f"[{task} {i + 1}/{len(items)}] {sum(right)}/{len(right)} programs right, "
@@ -92,6 +114,10 @@ async def run_task(
         f"PAL + execution vote@{args.samples}": (
             [float(p["vote_right"]) for p in per],
             tok * args.samples,
+        ),
+        MIXED.format(*args.mix): (
+            [float(p["mixed_right"]) for p in per],
+            statistics.fmean(p["mixed_tokens"] for p in per),
         ),
     }
     if cot is not None:
@@ -109,11 +135,19 @@ async def run_task(
                       "ci95": [lo, hi], "tokens_per_problem": cost})  # fmt: skip
     paired = {}
     vote = rows[f"PAL + execution vote@{args.samples}"][0]
+    mixed = rows[MIXED.format(*args.mix)][0]
     for other in ("CoT self-consistency@16", "CoT self-consistency@8", "CoT, one sample"):
         if other in rows:
-            d = [a - b for a, b in zip(vote, rows[other][0], strict=True)]
-            lo, hi = boot(d, rng)
-            paired[f"PAL vote minus {other}"] = {"diff": statistics.fmean(d), "ci95": [lo, hi]}
+            for name, accs in (("PAL vote", vote), ("mixed vote", mixed)):
+                d = [a - b for a, b in zip(accs, rows[other][0], strict=True)]
+                lo, hi = boot(d, rng)
+                paired[f"{name} minus {other}"] = {"diff": statistics.fmean(d), "ci95": [lo, hi]}
+    held = range(args.dev, len(per))  # the problems the mix was not chosen on
+    if "CoT self-consistency@16" in rows and len(held) > 0:
+        d = [mixed[i] - rows["CoT self-consistency@16"][0][i] for i in held]
+        lo, hi = boot(d, rng)
+        paired[f"mixed vote minus CoT self-consistency@16, held-out problems {args.dev + 1}-"
+               f"{len(per)}"] = {"diff": statistics.fmean(d), "ci95": [lo, hi]}  # fmt: skip
     return {"task": task, "problems": len(per), "table": table, "paired": paired,
             "per_problem": per}  # fmt: skip
 
@@ -125,15 +159,21 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--model", default="local:qwen0.5b")
-    ap.add_argument("--cache", default=str(HERE / ".cache" / "real_model_pal.sqlite"))
+    ap.add_argument(
+        "--mix",
+        default="4,12",
+        help="programs,CoT samples of the mixed vote (chosen on the first --dev word problems)",
+    )
+    ap.add_argument("--dev", type=int, default=20, help="problems the mix was chosen on")
+    ap.add_argument(
+        "--cache",
+        default=str(HERE / ".cache" / "real_model.sqlite"),
+        help="real_model.py's response cache: the mixed vote reuses its samples",
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "real_model_pal.json"))
     args = ap.parse_args()
+    args.mix = tuple(int(x) for x in args.mix.split(","))
     out_path = Path(args.out)
-    args.known = {}
-    if out_path.is_file():  # token counts of programs that now come from the cache
-        for t in json.loads(out_path.read_text()).get("tasks", []):
-            for p in t["per_problem"]:
-                args.known[(t["task"], p["question"])] = p["tokens_per_sample"]
     results = []
     for task in args.tasks.split(","):
         cot = json.loads(COT[task].read_text()) if COT[task].is_file() else None

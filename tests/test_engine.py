@@ -156,6 +156,9 @@ async def test_a_cached_rerun_reports_the_tokens_and_cost_it_saved(
     assert again.spend.cached_tokens == first.spend.total_tokens
     assert again.spend.saved_cost == pytest.approx(first.spend.cost)
     assert again.spend.all_tokens == first.spend.all_tokens
+    # the generated tokens a technique costs read the same on a cold and a warm cache
+    assert again.spend.cached_completion_tokens == first.spend.completion_tokens > 0
+    assert again.spend.all_completion_tokens == first.spend.all_completion_tokens
 
 
 # -- atomic budgets ------------------------------------------------------------------------

@@ -158,10 +158,13 @@ def test_the_program_aided_benchmark_runs_a_tiny_subset(tmp_path: Path) -> None:
     need_qwen()
     out = tmp_path / "pal.json"
     bench("real_model_pal.py", "--tasks", "arithmetic", "--problems", "2", "--samples", "2",
-          "--cache", str(tmp_path / "c.sqlite"), "--out", str(out),
+          "--mix", "1,1", "--cache", str(tmp_path / "c.sqlite"), "--out", str(out),
           cwd=ROOT / "benchmarks")  # fmt: skip
     (task,) = json.loads(out.read_text())["tasks"]
     names = [r["technique"] for r in task["table"]]
-    assert names == ["PAL, one sample", "PAL + execution vote@2", "CoT, one sample",
+    assert names == ["PAL, one sample", "PAL + execution vote@2",
+                     "mixed vote: 1 PAL + 1 CoT", "CoT, one sample",
                      "CoT self-consistency@8", "CoT self-consistency@16"]  # fmt: skip
     assert all(len(p["answers"]) == 2 for p in task["per_problem"])
+    # the mixed vote's tokens: its program and sample, whether generated now or cached
+    assert all(p["mixed_tokens"] > 0 for p in task["per_problem"])

@@ -39,8 +39,9 @@ class Spend:
 
     ``prompt_tokens``, ``completion_tokens`` and ``cost`` are what was generated (and
     billed) now; ``cached_tokens`` is what samples served from the response cache had
-    used when they were generated, and ``saved_cost`` what they would have cost, so two
-    runs compare the same whatever the cache held."""
+    used when they were generated (prompt and completion; ``cached_completion_tokens``
+    the completion part), and ``saved_cost`` what they would have cost, so two runs
+    compare the same whatever the cache held."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -48,6 +49,7 @@ class Spend:
     cost: float = 0.0
     cached_tokens: int = 0
     saved_cost: float = 0.0
+    cached_completion_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -59,6 +61,12 @@ class Spend:
         """Tokens of the whole work, generated now or served from the cache."""
         return self.prompt_tokens + self.completion_tokens + self.cached_tokens
 
+    @property
+    def all_completion_tokens(self) -> int:
+        """Tokens the model wrote for the whole work, now or served from the cache (the
+        "generated tokens" a technique costs, the same on a cold and a warm cache)."""
+        return self.completion_tokens + self.cached_completion_tokens
+
     def __add__(self, other: Spend) -> Spend:
         return Spend(
             self.prompt_tokens + other.prompt_tokens,
@@ -67,6 +75,7 @@ class Spend:
             self.cost + other.cost,
             self.cached_tokens + other.cached_tokens,
             self.saved_cost + other.saved_cost,
+            self.cached_completion_tokens + other.cached_completion_tokens,
         )
 
     def __sub__(self, other: Spend) -> Spend:
@@ -77,6 +86,7 @@ class Spend:
             self.cost - other.cost,
             self.cached_tokens - other.cached_tokens,
             self.saved_cost - other.saved_cost,
+            self.cached_completion_tokens - other.cached_completion_tokens,
         )
 
     @classmethod
@@ -95,6 +105,7 @@ class Spend:
             cost,
             cached.total_tokens if cached is not None else 0,
             saved,
+            cached.completion_tokens if cached is not None else 0,
         )
 
 
