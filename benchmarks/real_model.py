@@ -120,6 +120,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--cache", default=str(HERE / ".cache" / "real_model.sqlite"))
     ap.add_argument("--out", default=None, help="results/real_model[_word].json")
     ap.add_argument("--plot", default=None, help="write accuracy-vs-tokens PNG here")
+    ap.add_argument(
+        "--concurrent",
+        type=int,
+        default=3,
+        help="problems in flight: their samples share the engine's batch (a problem's "
+        "last long samples would otherwise decode nearly alone)",
+    )
     args = ap.parse_args()
     if args.max_tokens is None:
         args.max_tokens = 384 if args.task == "word" else 256
@@ -135,10 +142,18 @@ async def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     gen_cfg = GenerateConfig(
         n=args.samples, temperature=0.7, max_tokens=args.max_tokens, seed=0, answer_kind="number"
     )
-    per_problem: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    async with Model(args.model, settings=settings) as model:
-        for i, item in enumerate(items):
+    gate = asyncio.Semaphore(args.concurrent)
+    finished = 0
+    # samples of every problem in flight decode in one batch (docs/local.md, "Batching")
+    settings = settings.model_copy(
+        update={"local_max_sequences": args.samples * args.concurrent,
+                "local_kv_cells": args.samples * args.concurrent * (args.max_tokens + 512)}
+    )  # fmt: skip
+
+    async def one(model: Model, item: dict[str, Any]) -> dict[str, Any]:
+        nonlocal finished
+        async with gate:
             pool = await Generate(model, gen_cfg)(Pool(query=item["question"]))
             answers = [c.answer for c in pool.candidates]
             right = [ds.score_answer(a, item) >= 1.0 if a is not None else False for a in answers]
@@ -153,24 +168,22 @@ async def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                     answer_kind="number",
                 ),
             )(Pool(query=item["question"]))
-            a_right = adaptive.final is not None and ds.score_answer(adaptive.final, item) >= 1.0
-            per_problem.append(
-                {
-                    "question": item["question"],
-                    "answer": item["answer"],
-                    "answers": answers,
-                    "right": right,
-                    "tokens_per_sample": per_sample,
-                    "adaptive_right": a_right,
-                    "adaptive_samples": len(adaptive.candidates),
-                }
-            )
-            done = time.perf_counter() - t0
-            print(
-                f"[{i + 1}/{len(items)}] {sum(right)}/{len(right)} samples right, {done:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+        a_right = adaptive.final is not None and ds.score_answer(adaptive.final, item) >= 1.0
+        finished += 1
+        print(f"[{finished}/{len(items)}] {sum(right)}/{len(right)} samples right, "
+              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+        return {
+            "question": item["question"],
+            "answer": item["answer"],
+            "answers": answers,
+            "right": right,
+            "tokens_per_sample": per_sample,
+            "adaptive_right": a_right,
+            "adaptive_samples": len(adaptive.candidates),
+        }
+
+    async with Model(args.model, settings=settings) as model:
+        per_problem = list(await asyncio.gather(*(one(model, item) for item in items)))
     return per_problem
 
 
