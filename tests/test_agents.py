@@ -369,6 +369,14 @@ async def test_generate_ensembles_models_and_records_provenance() -> None:
 
 
 def test_registry_names_components_and_refuses_unknown_ones() -> None:
+    import ponder.agents
+    from ponder.agents._components import BUILTIN_MODULES
+
+    # every built-in is where the lazy registry looks for it, and nothing is missing
+    registry = ponder.agents.COMPONENTS
+    agents = {n: i.cls.__module__ for n, i in registry.items() if i.cls.__module__.startswith(
+        "ponder.agents.")}  # fmt: skip
+    assert agents == BUILTIN_MODULES
     assert get_component("vote").cls is Vote
     assert get_component("adaptive_vote").cls is AdaptiveVote
     with pytest.raises(ConfigurationError, match="unknown component 'nope'"):

@@ -14,12 +14,22 @@ from __future__ import annotations
 import asyncio
 import difflib
 import functools
+import importlib
 import json
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal, Protocol, TypeVar, overload, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    Protocol,
+    TypeVar,
+    overload,
+    runtime_checkable,
+)
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,9 +40,11 @@ from ponder.agents._answers import (
 )
 from ponder.agents._state import Candidate, Pool, Provenance, Spend, VoteResult
 from ponder.agents._vote import leader_settled_probability, vote, vote_values
-from ponder.backends import Model
 from ponder.errors import ConfigurationError
 from ponder.types import Choice, Completion, GenerateParams, Message
+
+if TYPE_CHECKING:  # at run time components only call the models they are given
+    from ponder.backends import Model
 
 __all__ = [
     "COMPONENTS",
@@ -49,7 +61,9 @@ __all__ = [
     "Ranker",
     "Refine",
     "Vote",
+    "find_component",
     "get_component",
+    "load_components",
     "register_component",
     "unregister_component",
 ]
@@ -117,7 +131,7 @@ class Component(Protocol):
 
 
 Arity = Literal["none", "one", "many"]
-Builder = Callable[[Any, list[Model], "Model | None"], Any]
+Builder = Callable[[Any, "list[Model]", "Model | None"], Any]
 
 
 @dataclass(frozen=True)
@@ -139,7 +153,44 @@ class ComponentInfo:
 
 
 COMPONENTS: dict[str, ComponentInfo] = {}
-"""The one component registry: name -> :class:`ComponentInfo` (YAML reads it)."""
+"""The one component registry: name -> :class:`ComponentInfo` (YAML reads it).
+
+Built-in components register when their module is first imported; ``ponder.agents.COMPONENTS``
+and :func:`load_components` import them all, :func:`get_component` just the one it needs."""
+
+# where each built-in component is defined (tests/test_agents.py keeps this true)
+BUILTIN_MODULES: dict[str, str] = {
+    **dict.fromkeys(
+        ("adaptive_vote", "best_of_n", "check", "critique", "fuse", "generate", "rank",
+         "refine", "verify", "vote"),
+        "ponder.agents._components",
+    ),
+    "agent": "ponder.agents._agent",
+    **dict.fromkeys(("beam_search", "first_finish", "mcts", "particle_filter"),
+                    "ponder.agents._search"),
+    **dict.fromkeys(("cascade", "confidence_vote", "early_rejection", "speculative_reasoning"),
+                    "ponder.agents._adaptive"),
+    **dict.fromkeys(("execution_vote", "judge_tests", "run_tests", "write_tests"),
+                    "ponder.agents._code"),
+    "program": "ponder.agents._program",
+    "reward_rank": "ponder.agents._reward",
+}  # fmt: skip
+
+
+def load_components() -> dict[str, ComponentInfo]:
+    """Import every built-in component's module; the full registry."""
+    for module in sorted(set(BUILTIN_MODULES.values())):
+        importlib.import_module(module)
+    return COMPONENTS
+
+
+def find_component(name: str) -> ComponentInfo | None:
+    """The registry entry of ``name``, importing only its built-in module; None if unknown."""
+    info = COMPONENTS.get(name)
+    if info is None and name in BUILTIN_MODULES:
+        importlib.import_module(BUILTIN_MODULES[name])
+        info = COMPONENTS.get(name)
+    return info
 
 
 def _default_builder(cls: type[Any], models: Arity) -> Builder:
@@ -207,13 +258,18 @@ def unregister_component(name: str) -> None:
 
 def get_component(name: str) -> ComponentInfo:
     """The registry entry of ``name``; unknown names get a suggestion."""
-    try:
-        return COMPONENTS[name]
-    except KeyError:
-        known = ", ".join(sorted(COMPONENTS))
-        close = difflib.get_close_matches(name, list(COMPONENTS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigurationError(f"unknown component {name!r}{hint} (known: {known})") from None
+    info = find_component(name)
+    if info is None:
+        raise ConfigurationError(unknown_component(name))
+    return info
+
+
+def unknown_component(name: str) -> str:
+    """The message for an unknown component: the nearest name and every known one."""
+    known = load_components()
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown component {name!r}{hint} (known: {', '.join(sorted(known))})"
 
 
 def _spend(c: Completion) -> Spend:
@@ -232,6 +288,8 @@ def _messages(system: str | None, user: str) -> tuple[Message, ...]:
 
 
 AGENT_FACTORY: Callable[[Model, GenerateConfig], Any] | None = None
+"""Builds the agent behind each sample of ``generate`` with tools (set by _agent.py)."""
+
 """Builds the agent that one model's samples are when ``generate`` has tools (set by the
 agent module, which imports this one)."""
 
@@ -312,14 +370,15 @@ class Generate:
     name: ClassVar[str] = "generate"
 
     def __init__(self, models: Model | Sequence[Model], config: GenerateConfig | None = None):
-        self.models = [models] if isinstance(models, Model) else list(models)
+        self.models = list(models) if isinstance(models, Sequence) else [models]
         if not self.models:
             raise ConfigurationError("Generate needs at least one model")
         self.config = config or GenerateConfig()
         self._agents: list[Any] = []
-        if self.config.tools:  # each sample an agent run (ponder.agents._agent sets the hook)
-            if AGENT_FACTORY is None:
-                raise ConfigurationError("generate with tools needs ponder.agents imported")
+        if self.config.tools:  # each sample an agent run
+            if AGENT_FACTORY is None:  # ponder.agents._agent sets it; it imports this module
+                importlib.import_module("ponder.agents._agent")
+            assert AGENT_FACTORY is not None
             self._agents = [AGENT_FACTORY(m, self.config) for m in self.models]
 
     def sample(

@@ -7,44 +7,8 @@
 See docs/backends.md for model strings, providers, policies and adding a provider.
 """
 
-from ponder.backends._base import Wire
-from ponder.backends._cache import MemoryCache, ResponseCache, SQLiteCache, request_key
-from ponder.backends._model import Model, Prompt
-from ponder.backends._modelref import ModelRef
-from ponder.backends._policies import Budget, Price, PriceTable, RetryPolicy, UsageMeter
-from ponder.backends._pool import Endpoint, EndpointPool
-from ponder.backends._providers import (
-    PROVIDERS,
-    Provider,
-    Quirks,
-    get_provider,
-    register_provider,
-    with_quirks,
-)
-from ponder.backends._redis_cache import AsyncResponseCache, RedisCache
+import lazy_loader
 
-__all__ = [
-    "PROVIDERS",
-    "AsyncResponseCache",
-    "Budget",
-    "Endpoint",
-    "EndpointPool",
-    "MemoryCache",
-    "Model",
-    "ModelRef",
-    "Price",
-    "PriceTable",
-    "Prompt",
-    "Provider",
-    "Quirks",
-    "RedisCache",
-    "ResponseCache",
-    "RetryPolicy",
-    "SQLiteCache",
-    "UsageMeter",
-    "Wire",
-    "get_provider",
-    "register_provider",
-    "request_key",
-    "with_quirks",
-]
+# Names load on first use (PEP 562, from __init__.pyi): `ponder validate` and
+# `import ponder.backends` pay only for what they touch (benchmarks/cli_start.py).
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

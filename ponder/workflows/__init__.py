@@ -6,48 +6,8 @@
 >>> result.output.final                              # doctest: +SKIP
 """
 
-from ponder.workflows._archon import archon_to_spec, spec_to_yaml
-from ponder.workflows._build import (
-    Problem,
-    Workflow,
-    WorkflowError,
-    parse_condition,
-)
-from ponder.workflows._client import ToolTurn, tool_turn, typed_answer
-from ponder.workflows._rebind import parse_bindings, rebind
-from ponder.workflows._sdk import GraphBuilder, Pipeline, step
-from ponder.workflows._spec import (
-    BudgetSpec,
-    ComponentSpec,
-    EdgeSpec,
-    ModelSpec,
-    NodeSpec,
-    WorkflowSpec,
-)
-from ponder.workflows._yaml import load_spec, load_workflow, workflow_schema
+import lazy_loader
 
-__all__ = [
-    "BudgetSpec",
-    "ComponentSpec",
-    "EdgeSpec",
-    "GraphBuilder",
-    "ModelSpec",
-    "NodeSpec",
-    "Pipeline",
-    "Problem",
-    "ToolTurn",
-    "Workflow",
-    "WorkflowError",
-    "WorkflowSpec",
-    "archon_to_spec",
-    "load_spec",
-    "load_workflow",
-    "parse_bindings",
-    "parse_condition",
-    "rebind",
-    "spec_to_yaml",
-    "step",
-    "tool_turn",
-    "typed_answer",
-    "workflow_schema",
-]
+# Names load on first use (PEP 562, from __init__.pyi): `ponder validate` and
+# `import ponder.workflows` pay only for what they touch (benchmarks/cli_start.py).
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

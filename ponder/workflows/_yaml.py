@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
-from ponder.settings import Settings
-from ponder.workflows._build import Problem, Workflow, WorkflowError, check, pydantic_problems
+from ponder.workflows._check import Problem, WorkflowError, check, pydantic_problems
 from ponder.workflows._rebind import rebind
 from ponder.workflows._spec import WorkflowSpec
+
+if TYPE_CHECKING:  # the graph runtime loads only when a workflow is built
+    from ponder.settings import Settings
+    from ponder.workflows._build import Workflow
 
 __all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "load_spec", "load_workflow", "workflow_schema"]
 
@@ -272,6 +275,8 @@ def load_workflow(
     """A runnable :class:`Workflow` from a YAML or JSON file; ``models`` rebinds its model
     names (glob patterns) to other references (``{"*": "vllm:M@http://h:8000/v1"}``)."""
     spec = rebind(load_spec(path), models)
+    from ponder.workflows._build import Workflow
+
     return Workflow(spec, settings=settings, checkpoint=checkpoint, source=str(path))
 
 
