@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from ponder import tracing
-from ponder.agents import _components
 from ponder.agents._answers import AnswerKind
 from ponder.agents._components import (
     GENERATOR_SYSTEM,
@@ -293,6 +292,18 @@ class Agent:
                 "an agent needs at least one tool (tools: [calculator, python, ...])"
             )
 
+    @classmethod
+    def for_generate(cls, model: Model, cfg: GenerateConfig) -> Agent:
+        """The agent behind ``generate`` with tools: each of its samples is a run of it
+        (``generate`` finds this class through the component registry, as ``agent``)."""
+        config = AgentConfig(
+            tools=cfg.tools, n=cfg.n, max_steps=cfg.max_steps, temperature=cfg.temperature,
+            turn_max_tokens=cfg.max_tokens, seed=cfg.seed, answer_kind=cfg.answer_kind,
+            layer=cfg.layer, slot=cfg.slot, output=cfg.output,
+            **({"system": cfg.system} if cfg.system != GENERATOR_SYSTEM else {}),
+        )  # fmt: skip
+        return cls(model, config)
+
     def _params(self, index: int) -> GenerateParams:
         cfg = self.config
         return GenerateParams.build(
@@ -363,17 +374,3 @@ class Agent:
         base = () if self.config.replace else pool.candidates
         out = pool.with_candidates(base + tuple(cands), spend)
         return out.model_copy(update={"notes": (*out.notes, note)})
-
-
-def _generate_agent(model: Model, cfg: GenerateConfig) -> Agent:
-    """``generate`` with tools: each of its samples is a run of this agent."""
-    config = AgentConfig(
-        tools=cfg.tools, n=cfg.n, max_steps=cfg.max_steps, temperature=cfg.temperature,
-        turn_max_tokens=cfg.max_tokens, seed=cfg.seed, answer_kind=cfg.answer_kind,
-        layer=cfg.layer, slot=cfg.slot, output=cfg.output,
-        **({"system": cfg.system} if cfg.system != GENERATOR_SYSTEM else {}),
-    )  # fmt: skip
-    return Agent(model, config)
-
-
-_components.AGENT_FACTORY = _generate_agent

@@ -287,9 +287,6 @@ def _messages(system: str | None, user: str) -> tuple[Message, ...]:
     return ((Message.system(system),) if system else ()) + (Message.user(user),)
 
 
-AGENT_FACTORY: Callable[[Model, GenerateConfig], Any] | None = None
-"""Builds the agent behind each sample of ``generate`` with tools (set by _agent.py)."""
-
 """Builds the agent that one model's samples are when ``generate`` has tools (set by the
 agent module, which imports this one)."""
 
@@ -375,11 +372,9 @@ class Generate:
             raise ConfigurationError("Generate needs at least one model")
         self.config = config or GenerateConfig()
         self._agents: list[Any] = []
-        if self.config.tools:  # each sample an agent run
-            if AGENT_FACTORY is None:  # ponder.agents._agent sets it; it imports this module
-                importlib.import_module("ponder.agents._agent")
-            assert AGENT_FACTORY is not None
-            self._agents = [AGENT_FACTORY(m, self.config) for m in self.models]
+        if self.config.tools:  # each sample a run of the registered `agent` component
+            agent = get_component("agent").cls
+            self._agents = [agent.for_generate(m, self.config) for m in self.models]
 
     def sample(
         self, pool: Pool, n: int, start: int = 0
