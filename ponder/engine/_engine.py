@@ -15,6 +15,7 @@ own with ``async with Engine(settings) as engine``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Sequence
@@ -85,7 +86,11 @@ class Run:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        SCOPE.reset(self._tokens.pop())
+        token = self._tokens.pop()
+        # an async generator resumed by another task exits in a copy of the context it
+        # entered in: the copy is dropped with its value, so there is nothing to reset
+        with contextlib.suppress(ValueError):
+            SCOPE.reset(token)
 
     async def __aenter__(self) -> Run:
         return self.__enter__()

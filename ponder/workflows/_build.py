@@ -30,7 +30,7 @@ from ponder.agents import (
     merge_pools,
 )
 from ponder.backends import Budget, Model, ModelRef
-from ponder.backends._scope import SCOPE, BudgetLike
+from ponder.backends._scope import BudgetLike
 from ponder.engine import Engine, engine_for
 from ponder.graphs import CompiledGraph, Event, GraphResult
 from ponder.settings import Settings
@@ -592,26 +592,18 @@ class Workflow:
             engine = self._engine()
             graph = await self._compiled(stack, engine)
             run = engine.run(self._budget(), *budgets, name=self.spec.name)
-            token = SCOPE.set(run.scope)  # the graph's tasks start inside: they inherit it
-            try:
+            with run:  # the graph's tasks start inside the run: they inherit its scope
                 pairs = graph.aevents(self._pool(question), thread_id=thread_id)
-            finally:
-                with contextlib.suppress(ValueError):
-                    SCOPE.reset(token)
             name = f"ponder.run {self.spec.name or 'workflow'}"
             span = tracing.start(name, self._run_attrs(question, thread_id))
             try:
                 async with aclosing(pairs):
                     while True:
-                        token = SCOPE.set(run.scope)
                         try:
-                            with tracing.attached(span):
+                            with run, tracing.attached(span):
                                 pair = await anext(pairs)
                         except StopAsyncIteration:
                             break
-                        finally:
-                            with contextlib.suppress(ValueError):
-                                SCOPE.reset(token)
                         if pair[1] is not None and span is not None:
                             span.set_attributes(
                                 {**self._result_attrs(pair[1]), **_budget_left(run.budgets)}
