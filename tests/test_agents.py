@@ -370,7 +370,7 @@ async def test_generate_ensembles_models_and_records_provenance() -> None:
 
 def test_registry_names_components_and_refuses_unknown_ones() -> None:
     import ponder.agents
-    from ponder.agents._components import BUILTIN_MODULES
+    from ponder.agents._base import BUILTIN_MODULES
 
     # every built-in is where the lazy registry looks for it, and nothing is missing
     registry = ponder.agents.COMPONENTS

@@ -399,7 +399,7 @@ def test_an_endpoint_pool_reports_in_flight_without_private_attributes() -> None
 
 async def test_a_bug_in_a_component_is_not_turned_into_a_failure_string() -> None:
     from ponder.agents import register_component, unregister_component
-    from ponder.agents._components import _Config
+    from ponder.agents._base import _Config
 
     class BuggyConfig(_Config):
         pass

@@ -17,7 +17,7 @@ _load, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)
 
 def __getattr__(name: str) -> Any:
     if name == "COMPONENTS":  # the registry as users read it: every built-in registered
-        from ponder.agents._components import load_components
+        from ponder.agents._base import load_components
 
         return load_components()
     return _load(name)

@@ -27,6 +27,17 @@ from ._answers import (
     extract_answer,
     normalize_answer,
 )
+from ._base import (
+    COMPONENTS,
+    LIVE_TEXT,
+    Component,
+    ComponentInfo,
+    find_component,
+    get_component,
+    load_components,
+    register_component,
+    unregister_component,
+)
 from ._code import (
     ExecutionVote,
     ExecutionVoteConfig,
@@ -42,21 +53,21 @@ from ._code import (
     split_tests,
 )
 from ._components import (
-    COMPONENTS,
-    LIVE_TEXT,
     AdaptiveVote,
     AdaptiveVoteConfig,
+    Generate,
+    GenerateConfig,
+    Vote,
+    VoteConfig,
+)
+from ._judges import (
     BestOfN,
     BestOfNConfig,
     CheckConfig,
-    Component,
-    ComponentInfo,
     Critic,
     FilterConfig,
     Fuser,
     FuserConfig,
-    Generate,
-    GenerateConfig,
     JudgeConfig,
     ModelVerifier,
     ProgrammaticVerifier,
@@ -65,17 +76,10 @@ from ._components import (
     Refine,
     RefineConfig,
     VerifierConfig,
-    Vote,
-    VoteConfig,
     check_in_order,
-    find_component,
-    get_component,
-    load_components,
     parse_critiques,
     parse_ranking,
     parse_verdict,
-    register_component,
-    unregister_component,
 )
 from ._program import PROGRAM_SYSTEM, ProgramAided, ProgramConfig, extract_program
 from ._reward import RewardRankConfig, RewardRanker

@@ -27,13 +27,9 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.agents._answers import AnswerKind
-from ponder.agents._components import (
-    Generate,
-    GenerateConfig,
-    ModelVerifier,
-    _Config,
-    register_component,
-)
+from ponder.agents._base import _Config, register_component
+from ponder.agents._components import Generate, GenerateConfig
+from ponder.agents._judges import ModelVerifier
 from ponder.agents._search import START, STEP_SYSTEM, ProcessRewardModel
 from ponder.agents._state import Candidate, Pool, Provenance, Spend
 from ponder.agents._vote import leader_settled_probability, vote

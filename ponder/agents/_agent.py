@@ -24,16 +24,15 @@ from pydantic import BaseModel, Field
 
 from ponder import tracing
 from ponder.agents._answers import AnswerKind
-from ponder.agents._components import (
-    GENERATOR_SYSTEM,
+from ponder.agents._base import (
     LIVE_TEXT,
-    GenerateConfig,
     _Config,
     _origin,
     _sample_provenance,
     _spend,
     register_component,
 )
+from ponder.agents._components import GENERATOR_SYSTEM, GenerateConfig
 from ponder.agents._state import AgentStep, Candidate, Pool, Spend, ToolUse
 from ponder.backends import Model
 from ponder.errors import ConfigurationError

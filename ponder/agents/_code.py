@@ -17,15 +17,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ponder.agents._answers import extract_answer
-from ponder.agents._components import (
-    FilterConfig,
-    JudgeConfig,
-    _Config,
-    _messages,
-    _spend,
-    check_in_order,
-    register_component,
-)
+from ponder.agents._base import _Config, _messages, _spend, register_component
+from ponder.agents._judges import FilterConfig, JudgeConfig, check_in_order
 from ponder.agents._state import Candidate, Pool, Spend
 from ponder.backends import Model
 from ponder.tools import SandboxLimits, run_checked

@@ -19,7 +19,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from ponder.agents._answers import AnswerKind, normalize_answer
-from ponder.agents._components import (
+from ponder.agents._base import (
     _Config,
     _messages,
     _origin,

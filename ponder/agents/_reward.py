@@ -29,7 +29,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from ponder.agents._components import _Config, register_component
+from ponder.agents._base import _Config, register_component
 from ponder.agents._state import Candidate, Pool
 from ponder.errors import BadRequestError, ParseError, ServerError, TransportError
 

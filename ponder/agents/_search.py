@@ -20,13 +20,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ponder.agents._answers import AnswerKind
-from ponder.agents._components import (
-    GENERATOR_SYSTEM,
-    _Config,
-    _messages,
-    _spend,
-    register_component,
-)
+from ponder.agents._base import _Config, _messages, _spend, register_component
+from ponder.agents._components import GENERATOR_SYSTEM
 from ponder.agents._state import Candidate, Pool, Provenance, Spend
 from ponder.agents._vote import vote
 from ponder.backends import Model

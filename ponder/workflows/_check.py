@@ -20,12 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ponder.agents._components import (
-    COMPONENTS,
-    ComponentInfo,
-    find_component,
-    unknown_component,
-)
+from ponder.agents._base import COMPONENTS, ComponentInfo, find_component, unknown_component
 from ponder.agents._state import Pool, merge_pools
 from ponder.agents._vote import vote
 from ponder.backends._modelref import ModelRef

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from ponder.agents import GenerateConfig, Spend
-from ponder.agents._components import _spend
+from ponder.agents._base import _spend
 from ponder.backends import Model
 from ponder.backends._scope import BudgetLike
 from ponder.errors import ParseError
