@@ -3,7 +3,8 @@
 Every field can be set with an environment variable ``PONDER_<FIELD>`` (for example
 ``PONDER_MAX_CONCURRENCY=64``). API keys also accept the providers' usual variable names
 (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``TOGETHER_API_KEY``, ``VLLM_API_KEY``,
-``GEMINI_API_KEY``, ``GROQ_API_KEY``).
+``GEMINI_API_KEY``, ``GROQ_API_KEY``); a provider you register names its own variable
+(``Provider(api_key_env="ACME_API_KEY")``) and :meth:`Settings.env_key` reads it.
 Model calls, caches, retries and budgets read only a :class:`Settings` passed down. The
 other places that read the environment, each for a standard variable of its own domain:
 
@@ -150,6 +151,16 @@ class Settings(BaseSettings):
                 "groq_api_key",
             )
         )
+
+    def env_key(self, variable: str) -> str | None:
+        """An API key from the environment variable ``PONDER_<variable>`` or ``variable``,
+        read now: the key of a provider registered with its own ``api_key_env`` and no
+        field here (``ponder.backends.register_provider``)."""
+        for name in (f"PONDER_{variable}", variable):
+            value = os.environ.get(name)
+            if value:
+                return value
+        return None
 
     def api_key(self, field: str) -> str | None:
         """The secret value of the API-key field ``field`` (e.g. ``"openai_api_key"``)."""

@@ -349,3 +349,31 @@ async def test_a_fake_scripts_faults_and_says_when_its_script_is_not_used_up() -
         short.assert_complete()
     looping = FakeModel(["x"])  # cycle=True: the script starts again
     assert (await looping.generate("q", n=3)).texts == ["x", "x", "x"]
+
+
+async def test_a_registered_provider_with_its_own_key_variable_needs_one_edit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A keyed OpenAI-compatible provider is one register_provider call: its key comes
+    from its own environment variable, through Settings, and a missing key names it."""
+    from ponder import AuthenticationError
+    from ponder.backends import PROVIDERS
+    from ponder.testing import StandinConfig, StandinServer
+
+    register_provider(Provider("acme", "openai", None, api_key_env="ACME_API_KEY",
+                               key_required=True))  # fmt: skip
+    try:
+        async with StandinServer(StandinConfig(api_key="sk-acme")) as server:
+            ref = f"acme:m@{server.base_url}"
+            monkeypatch.delenv("ACME_API_KEY", raising=False)
+            with pytest.raises(MissingAPIKeyError, match="ACME_API_KEY"):
+                Model(ref, settings=Settings.load(cache=False))
+            monkeypatch.setenv("ACME_API_KEY", "sk-wrong")
+            async with Model(ref, settings=Settings.load(cache=False)) as m:
+                with pytest.raises(AuthenticationError):
+                    await m.generate("What is 2+2?")
+            monkeypatch.setenv("ACME_API_KEY", "sk-acme")
+            async with Model(ref, settings=Settings.load(cache=False)) as m:
+                assert (await m.generate("What is 2+2?")).text
+    finally:
+        PROVIDERS.pop("acme", None)

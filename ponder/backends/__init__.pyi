@@ -12,6 +12,7 @@ from ._providers import (
     Provider,
     Quirks,
     get_provider,
+    provider_key,
     register_provider,
     with_quirks,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "UsageMeter",
     "Wire",
     "get_provider",
+    "provider_key",
     "register_provider",
     "request_key",
     "with_quirks",

@@ -28,7 +28,7 @@ from ponder.backends._cache import ResponseCache, SQLiteCache, request_key
 from ponder.backends._modelref import ModelRef
 from ponder.backends._policies import Budget, PriceTable, Reservation, RetryPolicy, UsageMeter
 from ponder.backends._pool import Endpoint, EndpointPool, RateLimiter
-from ponder.backends._providers import Provider, Quirks, get_provider
+from ponder.backends._providers import PROVIDERS, Provider, Quirks, get_provider, provider_key
 from ponder.backends._redis_cache import AsyncResponseCache, RedisCache
 from ponder.backends._scope import SCOPE, BudgetLike
 from ponder.errors import (
@@ -129,7 +129,7 @@ def _share(choices: list[Choice], usage: Usage) -> list[Choice]:
 def _embedded_default(settings: Settings) -> str:
     """``local:smollm2`` when nothing is configured; said once per process."""
     global _announced
-    if settings.has_api_key():
+    if any(provider_key(p, settings) for p in PROVIDERS.values() if p.key_required):
         raise ConfigurationError(
             "no model given and no default: pass a model reference such as "
             "'openai:gpt-4o-mini', or set PONDER_DEFAULT_MODEL"
@@ -196,8 +196,8 @@ class Model:
         key: str | None = None
         if self.ref.api_key is not None:
             key = self.ref.api_key.get_secret_value()
-        elif self.provider.api_key_setting:
-            key = self.settings.api_key(self.provider.api_key_setting)
+        else:
+            key = provider_key(self.provider, self.settings)
         if key is None and self.provider.key_required and wire is None:
             raise MissingAPIKeyError(self.provider.name, self.provider.api_key_env or "API key")
         register_secret(key)  # never in an error, event, log or span from here on

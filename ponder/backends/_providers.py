@@ -6,11 +6,14 @@ Adding a provider is one :class:`Provider` value passed to :func:`register_provi
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ponder.errors import ConfigurationError
 
-__all__ = ["PROVIDERS", "Provider", "Quirks", "get_provider", "register_provider"]
+if TYPE_CHECKING:
+    from ponder.settings import Settings
+
+__all__ = ["PROVIDERS", "Provider", "Quirks", "get_provider", "provider_key", "register_provider"]
 
 PrefillMode = Literal["none", "continue_final_message", "trailing_assistant", "native"]
 
@@ -48,9 +51,12 @@ class Quirks:
 class Provider:
     """A place that serves models.
 
-    ``api_key_setting`` names the :class:`ponder.Settings` field holding the key, and
-    ``api_key_env`` the environment variable users set; ``key_required`` says whether a
-    request without a key is refused before it is sent.
+    ``api_key_env`` is the environment variable users set for the key (read through
+    :meth:`ponder.Settings.env_key`, also as ``PONDER_<variable>``); the built-ins also
+    name the :class:`ponder.Settings` field holding it (``api_key_setting``), so a key
+    can be passed as a setting. ``key_required`` says whether a request without a key is
+    refused before it is sent. One ``register_provider(Provider(...))`` adds a keyed
+    provider; nothing else changes.
     """
 
     name: str
@@ -77,6 +83,16 @@ _ANTHROPIC_QUIRKS = Quirks(
 _VLLM_QUIRKS = Quirks(supports_n=True, max_n=1024, prefill="continue_final_message")
 
 PROVIDERS: dict[str, Provider] = {}
+
+
+def provider_key(provider: Provider, settings: Settings) -> str | None:
+    """The API key ``settings`` hold for ``provider``: its Settings field, else its
+    environment variable; None when neither is set."""
+    if provider.api_key_setting:
+        key = settings.api_key(provider.api_key_setting)
+        if key is not None:
+            return key
+    return settings.env_key(provider.api_key_env) if provider.api_key_env else None
 
 
 def register_provider(provider: Provider, *, replace_existing: bool = False) -> Provider:
