@@ -7,7 +7,7 @@ the same problems), so every row compares techniques on the very same samples.
 
     python benchmarks/real_model_pipelines.py                      # ~60 min the first time
     python benchmarks/real_model_pipelines.py --problems 2 --puzzles 1 --code 1   # smoke
-    python benchmarks/real_model_pipelines.py --replot --plot docs/real-model.png  # no calls
+    python benchmarks/real_model_pipelines.py --replot --plot /tmp/pipelines.png  # no calls
 
 Rows (each with a 95% bootstrap interval over problems, 2,000 resamples):
 
