@@ -29,7 +29,6 @@ from ._answers import (
 )
 from ._base import (
     COMPONENTS,
-    LIVE_TEXT,
     Component,
     ComponentInfo,
     find_component,
@@ -110,7 +109,6 @@ from ._vote import VoteResult, leader_settled_probability, vote, vote_values
 __all__ = [
     "AGENT_SYSTEM",
     "COMPONENTS",
-    "LIVE_TEXT",
     "MCTS",
     "PROGRAM_SYSTEM",
     "AdaptiveVote",

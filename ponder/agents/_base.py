@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # at run time components only call the models they are given
 
 __all__ = [
     "COMPONENTS",
-    "LIVE_TEXT",
     "Component",
     "ComponentInfo",
     "find_component",
@@ -233,7 +232,8 @@ def _messages(system: str | None, user: str) -> tuple[Message, ...]:
 
 
 LIVE_TEXT: ContextVar[Callable[[str], object] | None] = ContextVar("ponder_live_text", default=None)
-"""Where the step that writes the final answer sends its text as it is generated (set by a
+"""(Private to Ponder: the workflow runner sets it.) Where the step that writes the
+final answer sends its text as it is generated (set by a
 workflow run with live answers, for its last step only); None: no live answer."""
 
 

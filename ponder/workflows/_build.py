@@ -22,13 +22,13 @@ from pydantic import BaseModel
 from ponder import tracing
 from ponder._internal import loop
 from ponder.agents import (
-    LIVE_TEXT,
     Candidate,
     ComponentInfo,
     Pool,
     Spend,
     merge_pools,
 )
+from ponder.agents._base import LIVE_TEXT
 from ponder.backends import Budget, Model, ModelRef
 from ponder.backends._scope import BudgetLike
 from ponder.engine import Engine, engine_for
