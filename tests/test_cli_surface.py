@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import ponder
-from ponder.apps.cli import _command, main
+from ponder.apps.cli import main
+from ponder.apps.cli._app import _command
 
 
 def commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
