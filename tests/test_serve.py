@@ -17,8 +17,9 @@ from pydantic import BaseModel
 
 from ponder import Settings
 from ponder.agents import Pool, register_component, unregister_component
+from ponder.apps._api import ApiError
 from ponder.apps._serve_settings import ServeSettings
-from ponder.apps.server import ApiError, PonderServer
+from ponder.apps.server import PonderServer
 from ponder.testing import StandinConfig, StandinServer
 from ponder.testing.oracle import OracleConfig, ProblemBank
 from ponder.workflows import Workflow, WorkflowSpec

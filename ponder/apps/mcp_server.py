@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ponder.agents import Pool
+from ponder.apps._api import ApiError
 from ponder.apps._service import answer_texts
-from ponder.apps.server import ApiError, PonderServer, _layout
+from ponder.apps.server import PonderServer, _layout
 from ponder.workflows import Workflow
 
 __all__ = ["WorkflowAnswer", "build_mcp", "mcp_http_app", "tool_name"]

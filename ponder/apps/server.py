@@ -22,11 +22,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -39,13 +39,21 @@ from starlette.staticfiles import StaticFiles
 from ponder import tracing
 from ponder._redact import register_secret
 from ponder.agents import Pool, Spend
+from ponder.apps._api import (
+    ApiError,
+    ChatRequest,
+    _first_error,
+    openapi_schema,
+    usage_dict,
+)
+from ponder.apps._limits import Limits
 from ponder.apps._serve_settings import ServeSettings
 from ponder.apps._service import answer_texts
 from ponder.backends import Budget
 from ponder.engine import RedisBudget
 from ponder.errors import ConfigurationError, ParseError, PonderError
 from ponder.graphs import Event, GraphResult
-from ponder.types import Message, ToolCall, ToolSpec
+from ponder.types import Message, ToolSpec
 from ponder.workflows import ToolTurn, Workflow, load_workflow, tool_turn, typed_answer
 
 __all__ = [
@@ -58,221 +66,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("ponder.serve")
-
-
-# -- requests ------------------------------------------------------------------------------
-
-
-class ChatMessage(BaseModel):
-    """One message; ``content`` may be a string or a list of text parts."""
-
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
-
-    def tool_calls(self) -> tuple[ToolCall, ...]:
-        """An assistant turn's tool calls (OpenAI's shape); ValueError if malformed."""
-        raw = (self.model_extra or {}).get("tool_calls")
-        if not raw:
-            return ()
-        if not isinstance(raw, list):
-            raise ValueError("tool_calls must be a list")  # noqa: TRY004 (a 422)
-        calls = []
-        for c in raw:
-            fn = c.get("function") if isinstance(c, dict) else None
-            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise ValueError(  # noqa: TRY004 (the request's 422)
-                    "each tool call needs 'id' and 'function': {'name', 'arguments'}"
-                )
-            args = fn.get("arguments")
-            calls.append(ToolCall(id=str(c.get("id") or ""), name=fn["name"],
-                                  arguments=args if isinstance(args, str) else "{}"))  # fmt: skip
-        return tuple(calls)
-
-
-class ChatRequest(BaseModel):
-    """The parts of an OpenAI chat request Ponder uses; sampling options are accepted and
-    left to the workflow (its YAML sets temperatures, n and budgets)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    n: int = Field(1, ge=1, le=8, description="Distinct candidates to return.")
-    stream_options: dict[str, Any] | None = None
-    user: str | None = None
-
-    def unsupported(self) -> tuple[str, str] | None:
-        """The first field a workflow cannot honour, and what to do, or None. Such a
-        field is refused, never ignored. (A client's ``tools``, ``tool_choice``, tool
-        turns and ``response_format`` are honoured: :meth:`client_tools`.)"""
-        extra = self.model_extra or {}
-        for name in ("functions", "function_call"):
-            if extra.get(name) is not None:
-                return name, (
-                    "the legacy functions API is not supported; send the same functions as "
-                    "'tools' (type 'function') and 'tool_choice'"
-                )
-        fmt = extra.get("response_format")
-        if fmt is not None:
-            kind = fmt.get("type") if isinstance(fmt, dict) else None
-            if kind not in ("text", "json_object", "json_schema"):
-                return "response_format", (
-                    "give {'type': 'text'}, {'type': 'json_object'} or "
-                    "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}"
-                )
-            if kind == "json_schema":
-                js = fmt.get("json_schema")
-                if not isinstance(js, dict) or not isinstance(js.get("schema"), dict):
-                    return "response_format.json_schema", (
-                        "it needs a 'schema' object (a JSON Schema), as OpenAI's API does"
-                    )
-        return None
-
-    def answer_format(self) -> tuple[bool, dict[str, Any] | None]:
-        """(whether a JSON answer is wanted, its schema or None for any JSON object)."""
-        fmt = (self.model_extra or {}).get("response_format")
-        if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
-            return False, None
-        if fmt["type"] == "json_object":
-            return True, None
-        return True, dict(fmt["json_schema"]["schema"])
-
-    def client_tools(self) -> tuple[tuple[ToolSpec, ...], str | None, bool | None]:
-        """The client's tools, tool choice and ``parallel_tool_calls``, validated; raises
-        :class:`ApiError` (400) naming the field that is malformed."""
-        extra = self.model_extra or {}
-        raw = extra.get("tools")
-        if raw is None:
-            raw = []
-        if not isinstance(raw, list):
-            raise ApiError(
-                400,
-                "tools: must be a list of {'type': 'function', 'function': "
-                "{'name', 'description', 'parameters'}}",
-                code="invalid_tools",
-            )
-        specs: list[ToolSpec] = []
-        for i, t in enumerate(raw):
-            fn = t.get("function") if isinstance(t, dict) else None
-            if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict):
-                raise ApiError(400, f"tools[{i}]: each tool must be {{'type': 'function', "
-                               "'function': {...}}", code="invalid_tools")  # fmt: skip
-            try:
-                specs.append(ToolSpec(name=fn.get("name"), description=fn.get("description")
-                                      or "", parameters=fn.get("parameters")
-                                      or {"type": "object", "properties": {}}))  # fmt: skip
-            except ValidationError as e:
-                raise ApiError(
-                    400, f"tools[{i}].function.{_first_error(e)}", code="invalid_tools"
-                ) from None
-        names = {s.name for s in specs}
-        choice = extra.get("tool_choice")
-        if isinstance(choice, dict):
-            fn = choice.get("function")
-            choice = fn.get("name") if isinstance(fn, dict) else None
-            if not isinstance(choice, str):
-                raise ApiError(400, "tool_choice: give 'auto', 'none', 'required' or "
-                               "{'type': 'function', 'function': {'name': ...}}",
-                               code="invalid_tool_choice")  # fmt: skip
-        if choice is not None and not isinstance(choice, str):
-            raise ApiError(400, "tool_choice: must be a string or an object",
-                           code="invalid_tool_choice")  # fmt: skip
-        if choice not in (None, "auto", "none", "required") and choice not in names:
-            raise ApiError(
-                400,
-                f"tool_choice: {choice!r} is not among the tools ({', '.join(sorted(names))})",
-                code="invalid_tool_choice",
-            )
-        if choice == "required" and not specs:
-            raise ApiError(400, "tool_choice: 'required' needs tools", code="invalid_tool_choice")
-        parallel = extra.get("parallel_tool_calls")
-        return tuple(specs), choice, parallel if isinstance(parallel, bool) else None
-
-    def tool_turns(self) -> bool:
-        """Whether the conversation holds tool calls or results (a client's tool loop)."""
-        return any(m.role == "tool" or m.tool_calls() for m in self.messages)
-
-    def to_messages(self) -> list[Message]:
-        """The conversation as Ponder messages (a tool loop's calls and results kept)."""
-        out: list[Message] = []
-        try:
-            for m in self.messages:
-                role = "system" if m.role == "developer" else m.role
-                if role == "tool":
-                    call_id = (m.model_extra or {}).get("tool_call_id")
-                    out.append(Message.tool(str(call_id or ""), m.text()))
-                else:
-                    out.append(Message(role=role, content=m.text(), tool_calls=m.tool_calls()))
-        except ValidationError as e:
-            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
-        return out
-
-    def to_pool(self) -> Pool:
-        system = "\n\n".join(m.text() for m in self.messages if m.role in ("system", "developer"))
-        turns = [m for m in self.messages if m.role in ("user", "assistant", "tool")]
-        last_user = max((i for i, m in enumerate(turns) if m.role == "user"), default=None)
-        if last_user is None:
-            raise ValueError("the conversation needs a message from the user")
-        after = turns[last_user + 1 :]
-        if any(m.role == "assistant" and not m.tool_calls() for m in after):
-            raise ValueError("the last non-system message must come from the user")
-        history = "\n".join(_line(m) for m in turns[:last_user])
-        query = turns[last_user].text()
-        if history:
-            query = f"Earlier in this conversation:\n{history}\n\n{query}"
-        if after:  # a tool loop: the calls made for this question, and what they returned
-            done = "\n".join(_line(m) for m in after)
-            query = f"{query}\n\nTools were called for this question:\n{done}"
-        return Pool(query=query, system=system or None)
-
-
-def _first_error(e: ValidationError) -> str:
-    """``where: what`` of a validation error's first problem (``messages.0.role: ...``)."""
-    first = e.errors()[0]
-    return f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
-
-
-def _line(m: ChatMessage) -> str:
-    calls = m.tool_calls()
-    if calls:
-        said = f"{m.text()} " if m.text() else ""
-        return f"assistant: {said}called " + ", ".join(f"{c.name}({c.arguments})" for c in calls)
-    if m.role == "tool":
-        return f"tool result: {m.text()}"
-    return f"{m.role}: {m.text()}"
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "code"}}``."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type_: str = "invalid_request_error",
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        body = {
-            "error": {"message": self.message, "type": self.type, "param": None, "code": self.code}
-        }
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -439,99 +232,6 @@ def _behind(pool: Pool) -> dict[str, Any]:
     return out
 
 
-# -- the OpenAPI description (for clients and for fuzzing with schemathesis) ---------------
-
-
-def openapi_schema(workflows: Mapping[str, Workflow]) -> dict[str, Any]:
-    """OpenAPI 3.1 description of the HTTP API (``GET /openapi.json``)."""
-    request = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas: dict[str, Any] = request.pop("$defs", {})
-    request["properties"]["model"]["enum"] = sorted(workflows)
-    schemas["ChatRequest"] = request
-    schemas["Error"] = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message", "type"],
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "param": {"type": ["string", "null"]},
-                    "code": {"type": ["string", "null"]},
-                },
-            }
-        },
-    }
-    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-
-    def errors(*codes: int) -> dict[str, Any]:
-        return {str(c): {"description": "error", **err} for c in codes}
-
-    sse: dict[str, Any] = {"text/event-stream": {}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Ponder", "version": "1"},
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/health": {
-                "get": {"security": [], "responses": {"200": {"description": "ok"}}},
-            },
-            "/v1/models": {
-                "get": {
-                    "responses": {
-                        "200": {
-                            "description": "the workflows",
-                            "content": {"application/json": {}},
-                        },
-                        **errors(401, 403, 429),
-                    }
-                }
-            },
-            "/v1/chat/completions": {
-                "post": {
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/ChatRequest"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "a completion, or its stream",
-                            "content": {"application/json": {}, **sse},
-                        },
-                        **errors(400, 401, 403, 404, 413, 415, 422, 429, 500, 502),
-                    },
-                }
-            },
-            "/v1/runs/{run_id}/events": {
-                "get": {
-                    "parameters": [
-                        {
-                            "name": "run_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {
-                        "200": {"description": "the run's events", "content": sse},
-                        **errors(401, 403, 404),
-                    },
-                }
-            },
-        },
-    }
-
-
 def _host_name(netloc: str) -> str:
     """``localhost`` from ``localhost:8000``; ``::1`` from ``[::1]:8000``."""
     netloc = netloc.strip().lower()
@@ -545,111 +245,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host in ("localhost", "testclient")  # Starlette's TestClient
-
-
-def usage_dict(spend: Spend) -> dict[str, Any]:
-    """OpenAI's usage object for a run: tokens generated now, and in
-    ``prompt_tokens_details.cached_tokens`` the tokens served from the response cache
-    (billed nothing; counted in neither prompt nor completion tokens)."""
-    return {
-        "prompt_tokens": spend.prompt_tokens,
-        "completion_tokens": spend.completion_tokens,
-        "total_tokens": spend.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": spend.cached_tokens},
-        "ponder_saved_cost": spend.saved_cost,
-    }
-
-
-# -- limits --------------------------------------------------------------------------------
-
-
-class Limits:
-    """Requests per minute and token budgets per client, in memory or shared via Redis."""
-
-    def __init__(self, settings: ServeSettings) -> None:
-        self.settings = settings
-        self._counts: dict[str, int] = {}
-        self._budgets: dict[str, Budget | RedisBudget] = {}
-        self._redis: Any = None
-        if settings.redis_url:
-            import redis.asyncio as aioredis
-
-            self._redis = aioredis.from_url(settings.redis_url, decode_responses=True)
-
-    async def hit(self, who: str) -> None:
-        window = int(time.time() // 60)
-        key = f"ponder:rl:{who}:{window}"
-        if self._redis is not None:
-            count = int(await self._redis.incr(key))
-            if count == 1:
-                await self._redis.expire(key, 120)
-        else:
-            if len(self._counts) > 10_000:
-                self._counts = {k: v for k, v in self._counts.items() if k.endswith(f":{window}")}
-            count = self._counts[key] = self._counts.get(key, 0) + 1
-        if count > self.settings.requests_per_minute:
-            wait = str(60 - int(time.time()) % 60)
-            raise ApiError(
-                429,
-                f"rate limit: {self.settings.requests_per_minute} requests per minute; "
-                f"retry after {wait} s",
-                type_="rate_limit_error",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": wait},
-            )
-
-    def budget(self, who: str) -> Budget | RedisBudget | None:
-        """The client's token budget, shared by all its concurrent requests (and, through
-        Redis, by every server process): each model call of its runs reserves on it before
-        it is sent, so concurrent requests cannot overshoot it by more than one call's
-        reservation."""
-        limit = self.settings.token_budget
-        if limit is None:
-            return None
-        b = self._budgets.get(who)
-        if b is None:
-            if self._redis is not None:
-                b = RedisBudget(self._redis, f"serve:{who}", max_tokens=limit)
-            else:
-                b = Budget(max_tokens=limit)
-            self._budgets[who] = b
-        return b
-
-    async def spent(self, who: str) -> int:
-        b = self.budget(who)
-        if b is None:
-            return 0
-        if isinstance(b, RedisBudget):
-            return await b.total_spent()
-        return b.spent.usage.total_tokens
-
-    async def exhausted(self, who: str) -> bool:
-        b = self.budget(who)
-        if b is None:
-            return False
-        if isinstance(b, RedisBudget):
-            return await b.exhausted() is not None
-        return b.exhausted() is not None
-
-    def _quota_error(self) -> ApiError:
-        return ApiError(
-            429,
-            f"token budget of {self.settings.token_budget} used up for this API key; ask for "
-            "a larger PONDER_SERVE_TOKEN_BUDGET",
-            type_="insufficient_quota",
-            code="insufficient_quota",
-        )
-
-    async def check_budget(self, who: str) -> None:
-        if await self.exhausted(who):
-            raise self._quota_error()
-
-    async def aclose(self) -> None:
-        for b in self._budgets.values():
-            if isinstance(b, RedisBudget):
-                await b.flush()
-        if self._redis is not None:
-            await self._redis.aclose()
 
 
 # -- the server ----------------------------------------------------------------------------
