@@ -70,6 +70,14 @@ def problems(n: int, seed: int, task: str = "arithmetic") -> tuple[Any, list[dic
     return ds, list(ds)
 
 
+def batched(settings: Settings, sequences: int, max_tokens: int) -> Settings:
+    """``settings`` whose local engine decodes ``sequences`` samples together: the samples
+    of every problem in flight share one batch (docs/local.md, "Batching")."""
+    return settings.model_copy(
+        update={"local_max_sequences": sequences, "local_kv_cells": sequences * (max_tokens + 512)}
+    )
+
+
 def plurality(answers: list[str | None]) -> str | None:
     counts = Counter(a for a in answers if a is not None)
     if not counts:
@@ -145,11 +153,7 @@ async def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     gate = asyncio.Semaphore(args.concurrent)
     finished = 0
-    # samples of every problem in flight decode in one batch (docs/local.md, "Batching")
-    settings = settings.model_copy(
-        update={"local_max_sequences": args.samples * args.concurrent,
-                "local_kv_cells": args.samples * args.concurrent * (args.max_tokens + 512)}
-    )  # fmt: skip
+    settings = batched(settings, args.samples * args.concurrent, args.max_tokens)
 
     async def one(model: Model, item: dict[str, Any]) -> dict[str, Any]:
         nonlocal finished

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from real_model import boot, plurality, problems
+from real_model import batched, boot, plurality, problems
 
 from ponder import Model, Settings
 from ponder.agents import (
@@ -87,11 +87,7 @@ async def run_task(
     t0 = time.perf_counter()
     gate = asyncio.Semaphore(args.concurrent)
     finished = 0
-    # the programs of every problem in flight decode in one batch (docs/local.md)
-    settings = settings.model_copy(
-        update={"local_max_sequences": args.samples * args.concurrent,
-                "local_kv_cells": args.samples * args.concurrent * (max_tokens + 512)}
-    )  # fmt: skip
+    settings = batched(settings, args.samples * args.concurrent, max_tokens)
 
     async def one(model: Model, item: dict[str, Any]) -> dict[str, Any]:
         nonlocal finished
