@@ -78,6 +78,21 @@ def batched(settings: Settings, sequences: int, max_tokens: int) -> Settings:
     )
 
 
+def graded(ds: Any, item: dict[str, Any], answers: list[str | None]) -> dict[str, Any]:
+    """A problem's row: its question and answer, the answers given and which of them are
+    right (reasoning-gym's own ``score_answer``)."""
+    right = [a is not None and ds.score_answer(a, item) >= 1.0 for a in answers]
+    return {"question": item["question"], "answer": item["answer"], "answers": answers,
+            "right": right}  # fmt: skip
+
+
+def progress(label: str, row: dict[str, Any], t0: float) -> None:
+    """One line per finished problem on stderr: ``[label] 7/16 right, 120 s``."""
+    right = row["right"]
+    print(f"[{label}] {sum(right)}/{len(right)} right, {time.perf_counter() - t0:.0f} s",
+          file=sys.stderr, flush=True)  # fmt: skip
+
+
 def plurality(answers: list[str | None]) -> str | None:
     counts = Counter(a for a in answers if a is not None)
     if not counts:
@@ -159,10 +174,9 @@ async def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
         nonlocal finished
         async with gate:
             pool = await Generate(model, gen_cfg)(Pool(query=item["question"]))
-            answers = [c.answer for c in pool.candidates]
-            right = [ds.score_answer(a, item) >= 1.0 if a is not None else False for a in answers]
+            row = graded(ds, item, [c.answer for c in pool.candidates])
             # generated now or when the cache was filled: the same on a cold and a warm cache
-            per_sample = pool.spend.all_completion_tokens / len(answers)
+            per_sample = pool.spend.all_completion_tokens / len(row["answers"])
             adaptive = await AdaptiveVote(
                 Generate(model, gen_cfg),
                 AdaptiveVoteConfig(
@@ -174,13 +188,9 @@ async def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
             )(Pool(query=item["question"]))
         a_right = adaptive.final is not None and ds.score_answer(adaptive.final, item) >= 1.0
         finished += 1
-        print(f"[{finished}/{len(items)}] {sum(right)}/{len(right)} samples right, "
-              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+        progress(f"{finished}/{len(items)}", row, t0)
         return {
-            "question": item["question"],
-            "answer": item["answer"],
-            "answers": answers,
-            "right": right,
+            **row,
             "tokens_per_sample": per_sample,
             "adaptive_right": a_right,
             "adaptive_samples": len(adaptive.candidates),

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from real_model import batched, boot, plurality, problems
+from real_model import batched, boot, graded, plurality, problems, progress
 
 from ponder import Model, Settings
 from ponder.agents import (
@@ -97,19 +97,14 @@ async def run_task(
             mixed = await Vote(VoteConfig(answer_kind="number"))(
                 await Generate(model, mix_cot)(mixed)
             )
-        answers = [c.answer for c in pool.candidates]
-        right = [a is not None and ds.score_answer(a, item) >= 1.0 for a in answers]
-        winner = plurality(answers)
+        row = graded(ds, item, [c.answer for c in pool.candidates])
+        winner = plurality(row["answers"])
         finished += 1
-        print(f"[{task} {finished}/{len(items)}] {sum(right)}/{len(right)} programs right, "
-              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+        progress(f"{task} {finished}/{len(items)}", row, t0)
         return {
-            "question": item["question"],
-            "answer": item["answer"],
-            "answers": answers,
-            "right": right,
+            **row,
             "errors": [c.error for c in pool.candidates],
-            "tokens_per_sample": pool.spend.all_completion_tokens / len(answers),
+            "tokens_per_sample": pool.spend.all_completion_tokens / len(row["answers"]),
             "vote_right": winner is not None and ds.score_answer(winner, item) >= 1.0,
             "mixed_final": mixed.final,
             "mixed_right": mixed.final is not None and ds.score_answer(mixed.final, item) >= 1.0,
