@@ -161,6 +161,43 @@ async def test_a_cached_rerun_reports_the_tokens_and_cost_it_saved(
     assert again.spend.all_completion_tokens == first.spend.all_completion_tokens
 
 
+# -- runs share components, never per-call state ------------------------------------------
+
+
+def _fingerprint(pool: Pool) -> tuple[Any, ...]:
+    """What one run made: its notes, ledger and candidates (ids, answers, scores, verdicts)."""
+    return (
+        pool.notes,
+        {k: (v.all_tokens, v.requests) for k, v in pool.ledger.items()},
+        [(c.id, c.answer, c.scores, c.verdicts, c.error) for c in pool.candidates],
+        pool.final,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "layers"),
+    [
+        ("arithmetic", [{"generate": {"n": 4}}, {"verify": {}}, {"vote": {"weight": "verifier"}}]),
+        ("multistep", [{"beam_search": {"beam_width": 2, "expansions": 2}}]),
+    ],
+)
+async def test_one_workflow_run_concurrently_gives_each_run_its_solo_result(
+    standin: StandinServer, kind: str, layers: list[Any]
+) -> None:
+    """One compiled workflow (its components built once and shared) runs six different
+    questions at once; each run's notes, ledger and candidates equal its run alone: no
+    component keeps per-call state (the PRM's unparsed count returns with its scores)."""
+    spec = WorkflowSpec.model_validate(
+        {"models": {"m": f"vllm:m@{standin.base_url}"}, "layers": layers, "seed": 3}
+    )
+    wf = Workflow(spec, settings=Settings.load(cache=False))
+    questions = [BANK.problem(pid).question for pid in BANK.ids(kind, 6)]  # type: ignore[arg-type]
+    solo = [_fingerprint((await wf.arun(q)).output) for q in questions]
+    together = await asyncio.gather(*(wf.arun(q) for q in questions))
+    assert [_fingerprint(r.output) for r in together] == solo
+    assert len({s[3] for s in solo}) > 1  # different questions, different runs
+
+
 # -- atomic budgets ------------------------------------------------------------------------
 
 
