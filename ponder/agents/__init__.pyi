@@ -60,8 +60,6 @@ from ._components import (
     VoteConfig,
 )
 from ._judges import (
-    BestOfN,
-    BestOfNConfig,
     CheckConfig,
     Critic,
     FilterConfig,
@@ -72,8 +70,6 @@ from ._judges import (
     ProgrammaticVerifier,
     Ranker,
     RankerConfig,
-    Refine,
-    RefineConfig,
     VerifierConfig,
     check_in_order,
     parse_critiques,
@@ -81,6 +77,7 @@ from ._judges import (
     parse_verdict,
 )
 from ._program import PROGRAM_SYSTEM, ProgramAided, ProgramConfig, extract_program
+from ._refine import BestOfN, BestOfNConfig, Refine, RefineConfig
 from ._reward import RewardRankConfig, RewardRanker
 from ._search import (
     MCTS,

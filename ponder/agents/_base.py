@@ -107,8 +107,8 @@ and :func:`load_components` import them all, :func:`get_component` just the one 
 # where each built-in component is defined (tests/test_agents.py keeps this true)
 BUILTIN_MODULES: dict[str, str] = {
     **dict.fromkeys(("adaptive_vote", "generate", "vote"), "ponder.agents._components"),
-    **dict.fromkeys(("best_of_n", "check", "critique", "fuse", "rank", "refine", "verify"),
-                    "ponder.agents._judges"),
+    **dict.fromkeys(("check", "critique", "fuse", "rank", "verify"), "ponder.agents._judges"),
+    **dict.fromkeys(("best_of_n", "refine"), "ponder.agents._refine"),
     "agent": "ponder.agents._agent",
     **dict.fromkeys(("beam_search", "first_finish", "mcts", "particle_filter"),
                     "ponder.agents._search"),
