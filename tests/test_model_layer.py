@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ponder import (
     ConfigurationError,
     Model,
     ParseError,
+    PonderError,
     RetryPolicy,
     ServerError,
     Settings,
@@ -425,3 +427,39 @@ async def test_a_hung_endpoint_fails_within_the_first_byte_timeout_naming_it() -
         await asyncio.sleep(0.05)  # the handler closes its side
     defaults = Settings.load()
     assert defaults.first_byte_timeout < 60  # a hung server fails within a minute
+
+
+async def test_a_stream_is_retried_until_its_first_piece_and_never_after(
+    settings: Settings, chat_server: Callable[[Any], Awaitable[str]]
+) -> None:
+    """Streams go through the same retry path as plain calls: a 503 before any text is
+    retried; a connection lost after text has been shown is an error (the text cannot be
+    taken back), and the budget reserved for it is released."""
+    served: list[str] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        served.append("request")
+        if len(served) == 1:
+            return web.json_response({"error": {"message": "overloaded"}}, status=503)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        delta = {"choices": [{"index": 0, "delta": {"content": "The answer"}}]}
+        await resp.write(f"data: {json.dumps(delta)}\n\n".encode())
+        request.transport.close()  # type: ignore[union-attr]  # the server dies mid-answer
+        return resp
+
+    url = await chat_server(chat)
+    budget = Budget(max_tokens=100_000)
+    async with Model(f"vllm:x@{url}", settings=settings, cache=False, budget=budget) as m:
+        shown: list[str] = []
+
+        async def read() -> None:
+            async for chunk in m.stream("hi", max_tokens=50):
+                shown.append(chunk.text)
+
+        with pytest.raises(PonderError):
+            await read()
+    assert shown == ["The answer"]
+    assert len(served) == 2  # the 503 retried once; the broken stream not retried
+    assert m.meter.retries == 1
+    assert budget.reserved_tokens == 0

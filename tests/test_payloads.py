@@ -1,6 +1,7 @@
 """The providers' own payloads (tests/payloads/) through Ponder's wires: parallel tool
 calls, streamed tool-call pieces (OpenAI's and Ollama's way), Anthropic's tool_use
-blocks and their input_json_delta stream."""
+blocks and their input_json_delta stream, n choices in one response, logprobs with
+their alternatives, streamed usage after the finish, and 429s with Retry-After."""
 
 from __future__ import annotations
 
@@ -120,3 +121,130 @@ async def test_llama_server_is_asked_once_before_a_prefill(loopback_server: Star
     assert first.text == "Hello world."
     assert probes == ["/props"]
     assert bodies[0]["messages"][-1] == {"role": "assistant", "content": "Hello"}
+
+
+def served(*names: str) -> tuple[Callable[[web.Request], Awaitable[web.StreamResponse]], list[Any]]:
+    """A handler that answers request k with payload ``names[k]`` (the last one after
+    that): a ``.json`` completion, a ``.txt`` event stream, or an error file
+    (``{"status", "headers", "body"}``); it records each request's body."""
+    bodies: list[Any] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        bodies.append(await request.json())
+        name = names[min(len(bodies), len(names)) - 1]
+        raw = (PAYLOADS / name).read_bytes()
+        if name.endswith(".txt"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(raw)
+            await resp.write_eof()
+            return resp
+        data = json.loads(raw)
+        if "status" in data:
+            return web.Response(status=data["status"], headers=data["headers"],
+                                body=json.dumps(data["body"]).encode())  # fmt: skip
+        return web.Response(body=raw, content_type="application/json")
+
+    return handler, bodies
+
+
+async def openai_model(loopback_server: Start, *names: str) -> tuple[Model, list[Any]]:
+    handler, bodies = served(*names)
+    url = await loopback_server([("POST", "/v1/chat/completions", handler)])
+    return Model(f"openai:gpt-4o-mini@{url}/v1", cache=False), bodies
+
+
+async def test_openai_n_choices_in_one_response(
+    loopback_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    m, bodies = await openai_model(loopback_server, "openai_n3.json")
+    async with m:
+        c = await m.generate("What is 17 + 25?", n=3, temperature=0.8)
+    assert [b["n"] for b in bodies] == [3]  # one request for the three samples
+    assert [(ch.index, ch.finish_reason) for ch in c.choices] == [
+        (0, "stop"), (1, "stop"), (2, "length"),
+    ]  # fmt: skip
+    assert c.choices[1].text == "Adding them gives 42."
+    assert (c.usage.prompt_tokens, c.usage.completion_tokens) == (19, 27)
+
+
+async def test_openai_logprobs_with_their_alternatives(
+    loopback_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    m, bodies = await openai_model(loopback_server, "openai_logprobs.json")
+    async with m:
+        c = await m.generate("2 + 2?", logprobs=True, top_logprobs=2)
+    assert (bodies[0]["logprobs"], bodies[0]["top_logprobs"]) == (True, 2)
+    lp = c.choices[0].logprobs
+    assert lp is not None
+    assert [t.token for t in lp] == ["4", "."]
+    assert lp[0].top == (("4", -0.0000233), ("Four", -10.75))
+    assert c.choices[0].mean_logprob == pytest.approx((-0.0000233 - 0.31326) / 2)
+
+
+async def test_openai_streamed_usage_arrives_after_the_finish(
+    loopback_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``stream_options.include_usage`` the usage comes in a last chunk with no
+    choices, after the finish reason; the last piece carries both."""
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    m, bodies = await openai_model(loopback_server, "openai_stream_usage.txt")
+    async with m:
+        pieces = [chunk async for chunk in m.stream("What is 17 + 25?")]
+        text: list[str] = []
+        c = await m.generate_streamed("What is 17 + 25?", text.append)
+    assert bodies[0]["stream_options"] == {"include_usage": True}
+    assert "".join(p.text for p in pieces) == "The answer is 42."
+    last = pieces[-1]
+    assert last.finish_reason == "stop"
+    assert last.usage is not None
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (21, 6)
+    assert all(p.usage is None for p in pieces[:-1])
+    assert ("".join(text), c.usage.completion_tokens) == ("The answer is 42.", 6)
+    assert m.meter.usage.completion_tokens == 12  # both calls accounted
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_429_with_retry_after_is_waited_out_then_retried(
+    loopback_server: Start, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    """A 429 as OpenAI sends it: the endpoint pauses for its ``retry-after`` (every
+    request to it waits) and the call is retried, by the one retry path that plain and
+    streamed calls share."""
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    ok = "openai_stream_usage.txt" if stream else "openai_n3.json"
+    m, bodies = await openai_model(loopback_server, "openai_429.json", ok)
+    async with m:
+        if stream:
+            c = await m.generate_streamed("What is 17 + 25?", lambda _: None)
+        else:
+            c = await m.generate("What is 17 + 25?")
+    assert len(bodies) == 2
+    assert c.text in ("The answer is 42.", "17 + 25 = 42. The answer is 42.")
+    assert m.meter.retries == 1
+    assert m.pool.endpoints[0].rate.pauses >= 1  # retry-after, and x-ratelimit-remaining 0
+
+
+@pytest.mark.parametrize("name", ["openai_429.json", "anthropic_429.json"])
+async def test_a_429_that_outlasts_the_retries_names_the_limit_and_the_wait(
+    loopback_server: Start, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    from ponder import RetryPolicy, Settings
+    from ponder.errors import RateLimitError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    handler, bodies = served(name)
+    anthropic = name.startswith("anthropic")
+    path = "/v1/messages" if anthropic else "/v1/chat/completions"
+    url = await loopback_server([("POST", path, handler)])
+    ref = f"anthropic:claude-sonnet-4-5@{url}" if anthropic else f"openai:gpt-4o-mini@{url}/v1"
+    no_retry = RetryPolicy(max_retries=0)
+    async with Model(ref, settings=Settings.load(cache=False), retry=no_retry) as m:
+        with pytest.raises(RateLimitError) as err:
+            await m.generate("hi")
+    assert err.value.retry_after == 1.0
+    assert "rate limit" in str(err.value).lower()
+    assert len(bodies) == 1

@@ -13,8 +13,7 @@ import copy
 import dataclasses
 import functools
 import logging
-import random
-from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -27,7 +26,7 @@ from ponder.backends._base import Wire, check_params
 from ponder.backends._cache import ResponseCache, SQLiteCache, request_key
 from ponder.backends._modelref import ModelRef
 from ponder.backends._policies import Budget, PriceTable, Reservation, RetryPolicy, UsageMeter
-from ponder.backends._pool import Endpoint, EndpointPool, RateLimiter
+from ponder.backends._pool import Endpoint, EndpointPool, RateLimiter, _Lease
 from ponder.backends._providers import PROVIDERS, Provider, Quirks, get_provider, provider_key
 from ponder.backends._redis_cache import AsyncResponseCache, RedisCache
 from ponder.backends._scope import SCOPE, BudgetLike
@@ -151,6 +150,39 @@ def _settings_cache(settings: Settings) -> ResponseCache | None:
     if settings.cache_url:
         return RedisCache(settings.cache_url, ttl=settings.cache_ttl)
     return SQLiteCache(settings.cache_path)
+
+
+def _release(held: Sequence[tuple[BudgetLike, Reservation]]) -> None:
+    for b, r in held:
+        b.release(r)
+
+
+@dataclasses.dataclass(slots=True)
+class _Opened:
+    """A stream whose first piece has arrived: its slot, endpoint and remaining chunks."""
+
+    lease: _Lease
+    ep: Endpoint
+    rest: AsyncIterator[StreamChunk]
+    head: list[StreamChunk]
+
+    async def chunks(self, model: Model) -> AsyncGenerator[StreamChunk, None]:
+        for chunk in self.head:
+            yield chunk
+        try:
+            async for chunk in self.rest:
+                yield chunk
+        except PonderError as e:
+            model._failed(self.ep, e)
+            raise
+
+    async def close(self) -> None:
+        try:
+            close = getattr(self.rest, "aclose", None)
+            if close is not None:
+                await close()
+        finally:
+            await self.lease.__aexit__(None, None, None)
 
 
 class Model:
@@ -360,6 +392,66 @@ class Model:
             per = max((b.estimate_tokens for b in budgets), default=1024)
         return _estimate_prompt(messages) + per * n
 
+    async def _reserve(
+        self, messages: Sequence[Message], params: GenerateParams, n: int
+    ) -> tuple[int, Sequence[tuple[BudgetLike, Reservation]]]:
+        """A request's worst case in tokens (0 when no budget or token rate needs it) and
+        its budget reservations, made before it is sent so that concurrent calls see them."""
+        budgets = self._budgets()
+        if not budgets and self.pool.endpoints[0].rate.tpm is None:
+            return 0, ()
+        tokens = self._worst(messages, params, n)
+        held: list[tuple[BudgetLike, Reservation]] = []
+        if budgets:
+            worst_cost = self._price.cost(Usage(tokens, 0)) if self._price is not None else 0.0
+            try:
+                for b in budgets:
+                    held.append((b, await b.reserve(tokens, worst_cost)))
+            except BaseException:
+                _release(held)
+                raise
+        return tokens, held
+
+    def _settle(
+        self, held: Sequence[tuple[BudgetLike, Reservation]], usage: Usage, tally: _Tally | None
+    ) -> None:
+        cost = self._price.cost(usage) if self._price is not None else 0.0
+        self.meter.record(usage, cost)
+        if tally is not None:
+            tally.cost += cost
+        for b, r in held:
+            b.settle(r, usage, cost)
+
+    def _admit(self, ep: Endpoint, tally: _Tally | None) -> None:
+        """A request is about to reach ``ep``: the network guard, then the counters."""
+        if not ep.is_loopback and not guard.remote_allowed():
+            raise guard.refuse(ep.base_url)
+        self.meter.requests += 1
+        if tally is not None:
+            tally.requests += 1
+
+    def _failed(self, ep: Endpoint, e: PonderError) -> None:
+        if e.retryable:
+            self.pool.report(ep, False)
+        if isinstance(e, RateLimitError):
+            # the server said stop: every request to this endpoint waits, in every run
+            ep.rate.pause(e.retry_after if e.retry_after is not None else self.retry.initial)
+
+    def _served(self, ep: Endpoint, tokens: int, usage: Usage) -> None:
+        self.pool.report(ep, True)
+        if ep.rate.tpm is not None:
+            ep.rate.settle(tokens, usage.total_tokens)
+
+    def _lease(self, tokens: int) -> _Lease:
+        scope = SCOPE.get()
+        if scope is None:
+            return self.pool.acquire(0.0, tokens)
+        # the run's service so far orders it among waiters (las: least first; ncf: most);
+        # it is counted when given, not asked for
+        lease = self.pool.acquire(scope.attained, tokens)
+        scope.attained += 1
+        return lease
+
     async def _attempt(
         self,
         messages: Sequence[Message],
@@ -368,30 +460,14 @@ class Model:
         tally: _Tally | None,
         tokens: int = 0,
     ) -> tuple[list[Choice], Usage]:
-        scope = SCOPE.get()
-        # the run's service so far orders it among waiters (las: least first; ncf: most)
-        priority = 0.0 if scope is None else scope.attained
-        async with self.pool.acquire(priority, tokens) as ep:
-            if scope is not None:
-                scope.attained += 1  # service is counted when it is given, not asked for
-            if not ep.is_loopback and not guard.remote_allowed():
-                raise guard.refuse(ep.base_url)
-            self.meter.requests += 1
-            if tally is not None:
-                tally.requests += 1
+        async with self._lease(tokens) as ep:
+            self._admit(ep, tally)
             try:
                 out = await self.wire.complete(ep, self.ref.name, messages, params, n)
             except PonderError as e:
-                if e.retryable:
-                    self.pool.report(ep, False)
-                if isinstance(e, RateLimitError):
-                    # the server said stop: every request to this endpoint waits, in every run
-                    wait = e.retry_after
-                    ep.rate.pause(wait if wait is not None else self.retry.initial)
+                self._failed(ep, e)
                 raise
-            self.pool.report(ep, True)
-            if ep.rate.tpm is not None:
-                ep.rate.settle(tokens, out[1].total_tokens)
+            self._served(ep, tokens, out[1])
             return out
 
     async def _request(
@@ -401,22 +477,10 @@ class Model:
         n: int,
         tally: _Tally | None = None,
     ) -> tuple[list[Choice], Usage]:
-        budgets = self._budgets()
-        held: list[tuple[BudgetLike, Reservation]] = []
-        tokens = 0
-        if budgets or self.pool.endpoints[0].rate.tpm is not None:
-            tokens = self._worst(messages, params, n)
-        if budgets:
-            worst_cost = self._price.cost(Usage(tokens, 0)) if self._price is not None else 0.0
-            try:
-                for b in budgets:  # reserved before the request: concurrent calls see it
-                    held.append((b, await b.reserve(tokens, worst_cost)))
-            except BaseException:
-                for b, r in held:
-                    b.release(r)
-                raise
+        tokens, held = await self._reserve(messages, params, n)
         try:
-            # the first attempt is a plain await (no closure, no retry machinery per request)
+            # the first attempt is a plain await (no closure, no retry machinery per request);
+            # retries go through the one retry policy, as a stream's do (_open_stream)
             try:
                 choices, usage = await self._attempt(messages, params, n, tally, tokens)
             except PonderError as e:
@@ -428,15 +492,9 @@ class Model:
                     on_retry=self._count_retry,
                 )
         except BaseException:
-            for b, r in held:
-                b.release(r)
+            _release(held)
             raise
-        cost = self._price.cost(usage) if self._price is not None else 0.0
-        self.meter.record(usage, cost)
-        if tally is not None:
-            tally.cost += cost
-        for b, r in held:
-            b.settle(r, usage, cost)
+        self._settle(held, usage, tally)
         if len(choices) < n:
             raise ParseError(
                 f"{self.id} returned {len(choices)} choices for n={n}; if this server ignores "
@@ -736,83 +794,72 @@ class Model:
                     self.meter.record_cached(h.usage, saved)
                 yield StreamChunk(0, h.text, h.finish_reason, usage=None)
                 return
-        budgets = self._budgets()
-        held: list[tuple[BudgetLike, Reservation]] = []
-        tokens = self._worst(messages, p, 1) if budgets else 0
-        worst_cost = self._price.cost(Usage(tokens, 0)) if self._price is not None else 0.0
-        try:
-            for b in budgets:
-                held.append((b, await b.reserve(tokens, worst_cost)))
-        except BaseException:
-            for b, r in held:
-                b.release(r)
-            raise
-        rng = random.Random(self.retry.seed)
-        attempt = 0
+        tokens, held = await self._reserve(messages, p, 1)
         parts: list[str] = []
         calls: tuple[ToolCall, ...] = ()
         finish: Any = None
         usage = Usage()
         try:
-            while True:
-                attempt += 1
-                parts, finish, usage = [], None, Usage()
-                try:
-                    async with self.pool.acquire() as ep:
-                        if not ep.is_loopback and not guard.remote_allowed():
-                            raise guard.refuse(ep.base_url)
-                        self.meter.requests += 1
-                        try:
-                            # the closing chunk is held until the usage (which some
-                            # servers send after it) can ride on it: the last piece has
-                            # both the finish reason and the usage
-                            last: StreamChunk | None = None
-                            async for chunk in self.wire.stream(ep, self.ref.name, messages, p):
-                                if chunk.usage is not None:
-                                    usage = chunk.usage
-                                if chunk.finish_reason is not None:
-                                    finish = chunk.finish_reason
-                                calls += chunk.tool_calls
-                                if chunk.text or chunk.finish_reason:
-                                    parts.append(chunk.text)
-                                    if last is not None:
-                                        yield last
-                                        last = None
-                                    if chunk.finish_reason is None:
-                                        yield chunk
-                                    else:
-                                        last = chunk
-                            if last is not None:
-                                yield dataclasses.replace(last, usage=last.usage or usage)
-                        except PonderError as e:
-                            if e.retryable:
-                                self.pool.report(ep, False)
-                            if isinstance(e, RateLimitError):
-                                ep.rate.pause(
-                                    e.retry_after
-                                    if e.retry_after is not None
-                                    else self.retry.initial
-                                )
-                            raise
-                        self.pool.report(ep, True)
-                    break
-                except PonderError as e:
-                    limit = min(self.retry.max_retries, e.retry_limit or self.retry.max_retries)
-                    if parts or not e.retryable or attempt > limit:
-                        raise
-                    self._count_retry(e)
-                    await asyncio.sleep(self.retry.wait_for(attempt, e, rng))
+            # retried like any request, up to its first piece (_open_stream); not after
+            opened = await self.retry.call(
+                functools.partial(self._open_stream, messages, p, tokens),
+                on_retry=self._count_retry,
+            )
+            try:
+                # the closing chunk is held until the usage (which some servers send after
+                # it) can ride on it: the last piece has both the finish reason and the usage
+                last: StreamChunk | None = None
+                async for chunk in opened.chunks(self):
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if chunk.finish_reason is not None:
+                        finish = chunk.finish_reason
+                    calls += chunk.tool_calls
+                    if chunk.text or chunk.finish_reason:
+                        parts.append(chunk.text)
+                        if last is not None:
+                            yield last
+                            last = None
+                        if chunk.finish_reason is None:
+                            yield chunk
+                        else:
+                            last = chunk
+                if last is not None:
+                    yield dataclasses.replace(last, usage=last.usage or usage)
+                self._served(opened.ep, tokens, usage)
+            finally:
+                await opened.close()
         except BaseException:
-            for b, r in held:
-                b.release(r)
+            _release(held)
             raise
-        cost = self._price.cost(usage) if self._price is not None else 0.0
-        self.meter.record(usage, cost)
-        for b, r in held:
-            b.settle(r, usage, cost)
+        self._settle(held, usage, None)
         await self._cache_put(
             key, [Choice(0, "".join(parts), finish or "stop", usage=usage, tool_calls=calls)]
         )
+
+    async def _open_stream(
+        self, messages: Sequence[Message], p: GenerateParams, tokens: int
+    ) -> _Opened:
+        """One attempt at a stream: a slot, the request, and its chunks up to the first
+        piece of text or finish reason (an error until then is retried like any other)."""
+        lease = self._lease(tokens)
+        ep = await lease.__aenter__()
+        try:
+            self._admit(ep, None)
+            it = aiter(self.wire.stream(ep, self.ref.name, messages, p))
+            head: list[StreamChunk] = []
+            try:
+                async for chunk in it:
+                    head.append(chunk)
+                    if chunk.text or chunk.finish_reason is not None:
+                        break
+            except PonderError as e:
+                self._failed(ep, e)
+                raise
+        except BaseException:
+            await lease.__aexit__(None, None, None)
+            raise
+        return _Opened(lease, ep, it, head)
 
     # -- sync facade and lifecycle -----------------------------------------------------
 
