@@ -13,7 +13,8 @@ other places that read the environment, each for a standard variable of its own 
 * ``ponder._internal.loop``: ``PONDER_LOOP`` (the event loop, chosen before any
   settings exist);
 * ``ponder.workflows``: ``${VAR}`` references in a workflow file, where the file asks;
-* the reward-model wire: its configured ``api_key_env``;
+* ``reward_rank``: ``${VAR}`` in its ``url`` (its ``api_key_env`` is read through
+  :meth:`Settings.env_key`);
 * Bedrock: ``AWS_REGION``/``AWS_DEFAULT_REGION``; fixtures: ``XDG_DATA_HOME``;
 * ``ponder eval --ray``: hands the driver's ``PONDER_*`` to its workers (the only
   place that writes them, in the worker); embedding retrieval sets

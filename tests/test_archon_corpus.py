@@ -182,12 +182,47 @@ async def test_the_reward_ranker_orders_by_score_and_says_when_the_server_fails(
     assert len(out.candidates) == 2
     assert out.candidates[0].scores["rank"] == 1.0
     assert out.candidates[0].scores["reward"] >= 0.5
-    with pytest.raises(TransportError, match="Is it running"):
+    with pytest.raises(TransportError, match="Is the server running"):
         await RewardRanker(RewardRankConfig(url="http://127.0.0.1:9/v1", attempts=1))(pool)
     with pytest.raises(BadRequestError, match="HTTP 404"):
         await RewardRanker(RewardRankConfig(url=standin.root_url, attempts=1))(pool)
     with pytest.raises(ValueError, match="http"):
         RewardRankConfig(url="file:///etc/passwd")
+
+
+async def test_the_reward_model_is_a_model_of_the_workflows_engine(
+    standin: StandinServer, tmp_path: Path
+) -> None:
+    """reward_rank scores through the model layer: the workflow's engine builds the reward
+    model, so its requests are counted on that model and share its endpoint, a rerun is
+    answered from the response cache, and the network guard refuses a remote reward
+    server as it refuses any model."""
+    from ponder.engine import Engine
+    from ponder.workflows import WorkflowSpec
+
+    def spec(url: str) -> WorkflowSpec:
+        return WorkflowSpec.model_validate({
+            "models": {"m": f"vllm:strong@{standin.base_url}"},
+            "layers": [{"generate": {"n": 4}}, {"reward_rank": {"url": url, "top_k": 2}}],
+        })  # fmt: skip
+
+    settings = Settings.load(cache_path=tmp_path / "cache.sqlite")
+    async with Engine(settings) as engine:
+        wf = Workflow(spec(standin.base_url), engine=engine)
+        first = await wf.arun(question(2))
+        reward = engine.model(f"vllm:{PAIRRM}@{standin.base_url}")
+        assert reward.meter.requests == 1  # one batch of 4 candidates, on the engine's model
+        assert reward.meter.usage.prompt_tokens > 0
+        served = standin.stats.requests
+        again = await Workflow(spec(standin.base_url), engine=engine).arun(question(2))
+        assert standin.stats.requests == served  # samples and scores from the cache
+        assert [c.scores["reward"] for c in again.output.candidates] == [
+            c.scores["reward"] for c in first.output.candidates
+        ]
+        assert len(first.output.candidates) == 2
+        # (scores are cached by model name, like samples: a new question asks the server)
+        remote = await Workflow(spec("http://10.1.2.3:8000/v1"), engine=engine).arun("1 + 2?")
+        assert any("blocked a model request" in why for why in remote.failures.values())
 
 
 async def test_moa_lite_pre_ranks_and_fuses_the_top_two_with_length_control(

@@ -463,3 +463,24 @@ async def test_a_stream_is_retried_until_its_first_piece_and_never_after(
     assert len(served) == 2  # the 503 retried once; the broken stream not retried
     assert m.meter.retries == 1
     assert budget.reserved_tokens == 0
+
+
+async def test_score_is_a_model_call_with_its_policies(
+    standin: StandinServer, settings: Settings
+) -> None:
+    """Model.score: vLLM's score API behind the model's slots, budget, cache and retries;
+    a wire without a score API says how a reward model is served."""
+    budget = Budget(max_tokens=100_000)
+    async with Model(f"vllm:pairrm@{standin.base_url}", settings=settings, budget=budget) as m:
+        texts = ["\\boxed{1}", "\\boxed{2}"]
+        first = await m.score("What is 1 + 1?", texts)
+        assert len(first) == 2
+        assert await m.score("What is 1 + 1?", texts) == first  # from the cache
+        assert (m.meter.requests, m.meter.cached_samples) == (1, 1)
+        assert budget.spent.usage.prompt_tokens > 0
+        assert budget.reserved_tokens == 0
+        assert await m.score("What is 1 + 1?", []) == []
+    keyed = Settings.load(anthropic_api_key="k", cache=False)
+    async with Model("anthropic:claude@http://127.0.0.1:9", settings=keyed) as a:
+        with pytest.raises(ConfigurationError, match="no score API"):
+            await a.score("q", ["t"])

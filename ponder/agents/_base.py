@@ -28,7 +28,8 @@ from ponder.errors import ConfigurationError
 from ponder.types import Completion, GenerateParams, Message
 
 if TYPE_CHECKING:  # at run time components only call the models they are given
-    from ponder.backends import Model
+    from ponder.backends import Model, ModelRef
+    from ponder.settings import Settings
 
 
 __all__ = [
@@ -78,13 +79,15 @@ class Component(Protocol):
 
 Arity = Literal["none", "one", "many"]
 Builder = Callable[[Any, "list[Model]", "Model | None"], Any]
+OwnModel = Callable[[Any, "Settings"], "ModelRef"]
 
 
 @dataclass(frozen=True)
 class ComponentInfo:
     """What a workflow needs to know to build a registered component from YAML: its config
-    class, how many models it takes, whether it takes a step scorer (``prm_model``) and
-    how to build it."""
+    class, how many models it takes, whether it takes a step scorer (``prm_model``),
+    how to build it, and the model its config names itself (``own_model``: a reward
+    model at a URL), which the workflow's engine builds and passes as its one model."""
 
     name: str
     cls: type[Any]
@@ -92,6 +95,7 @@ class ComponentInfo:
     models: Arity
     prm: bool
     build: Builder
+    own_model: OwnModel | None = None
 
     @property
     def needs_model(self) -> bool:
@@ -155,6 +159,7 @@ def register_component(
     models: Arity = "one",
     prm: bool = False,
     build: Builder | None = None,
+    own_model: OwnModel | None = None,
 ) -> Callable[[type[T]], type[T]]: ...
 def register_component(
     cls: type[T] | None = None,
@@ -163,13 +168,16 @@ def register_component(
     models: Arity = "one",
     prm: bool = False,
     build: Builder | None = None,
+    own_model: OwnModel | None = None,
 ) -> type[T] | Callable[[type[T]], type[T]]:
     """Class decorator: make a component addressable by its ``name`` (workflows, YAML).
 
     ``@register_component(config=MyConfig, models="one")`` declares what YAML needs:
     the config class its parameters validate against, how many models it takes
     (``none``, ``one``, ``many``), whether it takes a step scorer (``prm``), and
-    optionally ``build(config, models, prm_model)``; by default it is built as
+    optionally ``build(config, models, prm_model)``, and ``own_model(config, settings)``
+    for a component whose config names its own model (its reference; the workflow's
+    engine builds it and ``build`` gets it in ``models``); by default it is built as
     ``cls(config)``, ``cls(model, config)`` or ``cls(models, config)`` (a component that
     takes a step scorer gives its own ``build``). A bare ``@register_component``
     registers a component for Python use only (YAML refuses it with a message).
@@ -188,7 +196,7 @@ def register_component(
                 "prm_model) -> component"
             )
         COMPONENTS[name] = ComponentInfo(
-            name, c, config, models, prm, build or _default_builder(c, models)
+            name, c, config, models, prm, build or _default_builder(c, models), own_model
         )
         return c
 

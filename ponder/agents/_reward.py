@@ -5,7 +5,9 @@ and the best ``top_k`` kept. This is the contract of Archon's PairRM ranker
 (``"model": "llm-blender/PairRM"``): the query and the candidates in, a score per candidate
 out, ranked in batches of ``batch_size`` (Archon's ``ranker_batch_size``).
 
-The wire is vLLM's score API, which serves reward and cross-encoder models::
+The reward model is a model like any other (:meth:`ponder.Model.score`, vLLM's score API):
+a workflow's engine builds it from ``url`` and ``reward_model``, so its calls share the
+endpoint's limits, reserve on the run's budget, are retried, cached and traced::
 
     POST {url}/score  {"model": M, "text_1": QUERY, "text_2": [CANDIDATE, ...]}
     -> {"data": [{"index": 0, "score": 0.93}, ...]}
@@ -18,23 +20,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import orjson
-from pydantic import Field, field_validator
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
+from pydantic import Field, SecretStr, field_validator
 
 from ponder.agents._base import _Config, register_component
 from ponder.agents._state import Candidate, Pool
-from ponder.errors import BadRequestError, ParseError, ServerError, TransportError
+from ponder.backends import ModelRef
+from ponder.settings import Settings
 
 if TYPE_CHECKING:
-    import aiohttp
+    from ponder.backends import Model
 
 __all__ = ["RewardRankConfig", "RewardRanker"]
 
@@ -70,75 +66,75 @@ def _expand(value: str) -> str:
     return re.sub(r"\$\{([^}]+)\}", sub, value)
 
 
-@register_component(config=RewardRankConfig, models="none")
+def reward_model_ref(config: RewardRankConfig, settings: Settings) -> ModelRef:
+    """The reward model of ``config`` as a model reference (``vllm:NAME@URL``, its key
+    read through ``settings`` from ``api_key_env``)."""
+    key = settings.env_key(config.api_key_env) if config.api_key_env else None
+    return ModelRef(
+        provider="vllm",
+        name=config.reward_model,
+        base_urls=(_expand(config.url).rstrip("/"),),
+        api_key=SecretStr(key) if key else None,
+    )
+
+
+def _build(config: RewardRankConfig, models: list[Model], prm: object) -> RewardRanker:
+    return RewardRanker(config, models[0] if models else None)
+
+
+@register_component(
+    config=RewardRankConfig,
+    models="none",
+    build=_build,
+    own_model=reward_model_ref,
+)
 class RewardRanker:
     """Order candidates by a reward model's score and keep the top k.
 
     Sets ``scores[score_name]`` to the reward and ``scores['rank']`` as the ``rank``
-    component does (1.0 for the best, falling linearly). A request refused (4xx) or an answer that
-    does not parse is an error naming the server; 5xx and connection faults are retried.
+    component does (1.0 for the best, falling linearly). A request refused (4xx) or an
+    answer that does not parse is an error naming the server; 5xx and connection faults
+    are retried (``attempts`` tries in all).
+
+    ``model`` is the reward model as a workflow's engine builds it; without one (the
+    component made by hand), the running loop's engine builds it on first use.
     """
 
     name: ClassVar[str] = "reward_rank"
 
-    def __init__(self, config: RewardRankConfig) -> None:
+    def __init__(self, config: RewardRankConfig, model: Model | None = None) -> None:
         self.config = config
+        self._model = self._with_attempts(model) if model is not None else None
 
-    async def _score(self, session: aiohttp.ClientSession, url: str, query: str,
-                     texts: list[str]) -> list[float]:  # fmt: skip
-        import aiohttp
+    def _with_attempts(self, model: Model) -> Model:
+        return model.with_retry(
+            model.retry.model_copy(update={"max_retries": self.config.attempts - 1})
+        )
 
-        cfg = self.config
-        body = {"model": cfg.reward_model, "text_1": query, "text_2": texts}
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(cfg.attempts),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            retry=retry_if_exception_type((ServerError, TransportError)),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    async with session.post(
-                        f"{url}/score", data=orjson.dumps(body), headers=headers
-                    ) as r:
-                        raw = await r.read()
-                        status = r.status
-                except (TimeoutError, aiohttp.ClientError) as e:
-                    raise TransportError(
-                        f"reward model at {url}: {type(e).__name__}: {e}. Is it running?",
-                        endpoint=url,
-                    ) from None
-                if status >= 500:
-                    raise ServerError(f"reward model at {url}: HTTP {status}", status=status,
-                                      endpoint=url)  # fmt: skip
-                if status >= 400:
-                    raise BadRequestError(
-                        f"reward model at {url} refused the request (HTTP {status}): "
-                        f"{raw[:300].decode(errors='replace')}",
-                        status=status,
-                        endpoint=url,
-                    )
-        return _parse_scores(raw, len(texts), url)
+    def _reward_model(self) -> Model:
+        if self._model is None:
+            from ponder.engine import engine_for
+
+            engine = engine_for()
+            self._model = self._with_attempts(
+                engine.model(reward_model_ref(self.config, engine.settings))
+            )
+        return self._model
 
     async def __call__(self, pool: Pool) -> Pool:
         cands = list(pool.candidates)
         if len(cands) <= 1:
             return pool
         cfg = self.config
-        url = _expand(cfg.url).rstrip("/")
+        model = self._reward_model()
         size = cfg.batch_size
         batches = [cands[i : i + size] for i in range(0, len(cands), size)]
-        import aiohttp  # loaded on first use: importing ponder.agents stays light
-
-        timeout = aiohttp.ClientTimeout(total=cfg.timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            scores = await asyncio.gather(
-                *(self._score(session, url, pool.query, [c.text for c in b]) for b in batches)
+        scores = await asyncio.gather(
+            *(
+                model.score(pool.query, [c.text for c in b], request_timeout=cfg.timeout)
+                for b in batches
             )
+        )
         flat = [s for batch in scores for s in batch]
         order = sorted(range(len(cands)), key=lambda i: -flat[i])
         n = len(order)
@@ -149,23 +145,3 @@ class RewardRanker:
         if cfg.top_k is not None:
             ranked = ranked[: cfg.top_k]
         return pool.with_candidates(ranked)
-
-
-def _parse_scores(raw: bytes, count: int, url: str) -> list[float]:
-    try:
-        data: Any = orjson.loads(raw)
-        items = data["data"]
-        out = [0.0] * count
-        seen = set()
-        for item in items:
-            i = int(item["index"])
-            out[i] = float(item["score"])
-            seen.add(i)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as e:
-        raise ParseError(
-            f"reward model at {url} answered something other than vLLM's score format "
-            f"({type(e).__name__}): {raw[:200].decode(errors='replace')}"
-        ) from None
-    if len(seen) != count:
-        raise ParseError(f"reward model at {url} scored {len(seen)} of {count} candidates")
-    return out

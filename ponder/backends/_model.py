@@ -13,7 +13,14 @@ import copy
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -57,6 +64,7 @@ SLOT_STRIDE = 100_000
 """Seeds (and cache entries) of workflow slot ``k`` of one model start at ``k x`` this."""
 
 T = TypeVar("T")
+R = TypeVar("R")
 TModel = TypeVar("TModel", bound=BaseModel)
 log = logging.getLogger("ponder")
 Prompt = str | Message | Sequence[Message | dict[str, Any]]
@@ -320,6 +328,10 @@ class Model:
         """This model (same endpoints, limits, cache) priced by ``prices``."""
         return self._view(_prices=prices, _price=prices.price(self.id))
 
+    def with_retry(self, retry: RetryPolicy) -> Model:
+        """This model (same endpoints, limits, cache, accounting) retried by ``retry``."""
+        return self._view(retry=retry)
+
     def for_slot(self, slot: int) -> Model:
         """This model as workflow slot ``slot`` sees it: the same endpoints and cache, but
         its samples are its own (seeds and cache entries start at ``slot x SLOT_STRIDE``),
@@ -454,21 +466,54 @@ class Model:
 
     async def _attempt(
         self,
-        messages: Sequence[Message],
-        params: GenerateParams,
-        n: int,
+        tokens: int,
         tally: _Tally | None,
-        tokens: int = 0,
-    ) -> tuple[list[Choice], Usage]:
+        send: Callable[..., Awaitable[tuple[R, Usage]]],
+        *args: Any,
+    ) -> tuple[R, Usage]:
+        """One attempt of one request: ``send(endpoint, model name, *args)`` (a wire's
+        ``complete`` or ``score``) on a slot of an endpoint, its outcome reported."""
         async with self._lease(tokens) as ep:
             self._admit(ep, tally)
             try:
-                out = await self.wire.complete(ep, self.ref.name, messages, params, n)
+                out = await send(ep, self.ref.name, *args)
             except PonderError as e:
                 self._failed(ep, e)
                 raise
             self._served(ep, tokens, out[1])
             return out
+
+    async def _call(
+        self,
+        messages: Sequence[Message],
+        params: GenerateParams,
+        n: int,
+        tally: _Tally | None,
+        send: Callable[..., Awaitable[tuple[R, Usage]]],
+        *args: Any,
+    ) -> tuple[R, Usage]:
+        """One request (``send(endpoint, model name, *args)``) with every policy: reserved
+        on the budgets before it is sent (``messages``, ``params`` and ``n`` bound its
+        worst case), retried, settled. Plain calls and score calls come through here,
+        streams through the same pieces (:meth:`stream`)."""
+        tokens, held = await self._reserve(messages, params, n)
+        try:
+            # the first attempt is a plain await (no closure, no retry machinery per request)
+            try:
+                out = await self._attempt(tokens, tally, send, *args)
+            except PonderError as e:
+                if not e.retryable:
+                    raise
+                out = await self.retry.retry_after(
+                    e,
+                    functools.partial(self._attempt, tokens, tally, send, *args),
+                    on_retry=self._count_retry,
+                )
+        except BaseException:
+            _release(held)
+            raise
+        self._settle(held, out[1], tally)
+        return out
 
     async def _request(
         self,
@@ -477,24 +522,9 @@ class Model:
         n: int,
         tally: _Tally | None = None,
     ) -> tuple[list[Choice], Usage]:
-        tokens, held = await self._reserve(messages, params, n)
-        try:
-            # the first attempt is a plain await (no closure, no retry machinery per request);
-            # retries go through the one retry policy, as a stream's do (_open_stream)
-            try:
-                choices, usage = await self._attempt(messages, params, n, tally, tokens)
-            except PonderError as e:
-                if not e.retryable:
-                    raise
-                choices, usage = await self.retry.retry_after(
-                    e,
-                    functools.partial(self._attempt, messages, params, n, tally, tokens),
-                    on_retry=self._count_retry,
-                )
-        except BaseException:
-            _release(held)
-            raise
-        self._settle(held, usage, tally)
+        choices, usage = await self._call(
+            messages, params, n, tally, self.wire.complete, messages, params, n
+        )
         if len(choices) < n:
             raise ParseError(
                 f"{self.id} returned {len(choices)} choices for n={n}; if this server ignores "
@@ -761,6 +791,24 @@ class Model:
                 f"{why}; its last reply began {c.choices[0].text[:200]!r}"
             )
         return value
+
+    async def score(
+        self,
+        query: str,
+        texts: Sequence[str],
+        *,
+        request_timeout: float | None = None,
+        use_cache: bool = True,
+    ) -> list[float]:
+        """A reward (or cross-encoder) model's score of each of ``texts`` for ``query``,
+        in their order, through vLLM's score API. Like :meth:`generate`, it takes a slot of
+        the endpoint, reserves on budgets, is retried, cached and traced (``score MODEL``).
+        ``request_timeout`` (seconds) defaults to the settings' request timeout."""
+        from ponder.backends._score import score
+
+        if request_timeout is None:
+            request_timeout = self.settings.request_timeout
+        return await score(self, query, texts, request_timeout=request_timeout, use_cache=use_cache)
 
     def _key(self, messages: Sequence[Message], p: GenerateParams) -> str:
         key = request_key(self.id, messages, p)

@@ -70,6 +70,26 @@ def _usage(raw: Any) -> Usage:
 _RATE_HEADER = "x-ratelimit-remaining-requests"
 
 
+def parse_scores(raw: bytes, count: int, url: str) -> tuple[list[float], Usage]:
+    """The scores of vLLM's score API (``{"data": [{"index", "score"}, ...]}``), in order."""
+    try:
+        data: Any = orjson.loads(raw)
+        out = [0.0] * count
+        seen = set()
+        for item in data["data"]:
+            i = int(item["index"])
+            out[i] = float(item["score"])
+            seen.add(i)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as e:
+        raise ParseError(
+            f"{url} answered something other than vLLM's score format "
+            f"({type(e).__name__}): {raw[:200].decode(errors='replace')}"
+        ) from None
+    if len(seen) != count:
+        raise ParseError(f"{url} scored {len(seen)} of {count} texts")
+    return out, _usage(data.get("usage"))
+
+
 class StalledError(RequestTimeout):
     """The server took the connection but sent nothing (or stopped sending) for the
     first-byte timeout: a hung endpoint. Not retried, so a hung server fails a call
@@ -361,9 +381,30 @@ class OpenAIWire:
             await self._check_prefill(endpoint)
         body = orjson.dumps(self.payload(model, messages, params, n))
         url = endpoint.base_url + "/chat/completions"
-        timeout = self._timeout(params.timeout)
+        raw = await self._request(endpoint, url, body, params.timeout)
+        return self._parse(raw, url, params.prefill)
+
+    async def score(
+        self,
+        endpoint: Endpoint,
+        model: str,
+        query: str,
+        texts: Sequence[str],
+        request_timeout: float | None,
+    ) -> tuple[list[float], Usage]:
+        """vLLM's score API, which serves reward and cross-encoder models: one score per
+        text for the query (``POST {url}/score {"model", "text_1", "text_2": [...]}``)."""
+        url = endpoint.base_url + "/score"
+        body = orjson.dumps({"model": model, "text_1": query, "text_2": list(texts)})
+        raw = await self._request(endpoint, url, body, request_timeout)
+        return parse_scores(raw, len(texts), url)
+
+    async def _request(
+        self, endpoint: Endpoint, url: str, body: bytes, total: float | None
+    ) -> bytes:
+        """POST ``body``; the answer's bytes, or the error its status or failure means."""
         try:
-            async with await self._post(url, body, endpoint, timeout) as resp:
+            async with await self._post(url, body, endpoint, self._timeout(total)) as resp:
                 raw = await resp.read()
                 if _RATE_HEADER in resp.headers:  # the server says how much is left
                     endpoint.rate.learn(resp.headers)
@@ -376,14 +417,14 @@ class OpenAIWire:
                         key_hint=self.key_hint,
                     )
         except TimeoutError as e:
-            raise self._timeout_error(e, url, endpoint.base_url, params.timeout) from None
+            raise self._timeout_error(e, url, endpoint.base_url, total) from None
         except aiohttp.ClientError as e:
             raise TransportError(
                 f"request to {url} failed: {type(e).__name__}: {e}. Is the server running "
                 "and reachable?",
                 endpoint=endpoint.base_url,
             ) from None
-        return self._parse(raw, url, params.prefill)
+        return raw
 
     def _parse(self, raw: bytes, url: str, prefill: str | None) -> tuple[list[Choice], Usage]:
         try:
