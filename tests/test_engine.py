@@ -600,6 +600,31 @@ async def test_equal_settings_share_one_engine_and_its_endpoint_limits() -> None
     assert engine_for(Settings.load(cache=False, max_concurrency=7)) is not engine_for(a)
 
 
+async def test_the_engine_builds_each_endpoint_once_with_one_http_session(
+    standin: StandinServer,
+) -> None:
+    """Models of one server share the engine's endpoint: its slots and its HTTP
+    connections (one session per endpoint and loop), built once, never swapped in after
+    the model was made. The engine closes them; a model made on its own closes its own."""
+    async with Engine(Settings.load(cache=False)) as engine:
+        a = engine.model(f"vllm:weak@{standin.base_url}")
+        b = engine.model(f"vllm:strong@{standin.base_url}")
+        (ep,) = a.pool.endpoints
+        assert b.pool.endpoints == [ep]
+        assert a.endpoints is b.endpoints is engine._endpoints
+        await asyncio.gather(a.generate("What is 1 + 1?"), b.generate("What is 2 + 2?"))
+        session = ep.http_session()
+        await a.aclose()  # an engine's model leaves the shared connections open
+        assert not session.closed
+        assert (await b.generate("What is 3 + 3?")).text
+    assert session.closed
+    async with Model(f"vllm:weak@{standin.base_url}", cache=False) as alone:
+        await alone.generate("What is 1 + 1?")
+        own = alone.pool.endpoints[0].http_session()
+        assert own is not session
+    assert own.closed
+
+
 async def test_an_exhausted_rate_limit_header_pauses_the_endpoint(
     chat_server: Callable[[Any], Awaitable[str]],
 ) -> None:

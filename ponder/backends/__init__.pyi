@@ -6,7 +6,7 @@ from ._cache import MemoryCache, ResponseCache, SQLiteCache, request_key
 from ._model import Model, Prompt
 from ._modelref import ModelRef
 from ._policies import Budget, Price, PriceTable, RetryPolicy, UsageMeter
-from ._pool import Endpoint, EndpointPool
+from ._pool import Endpoint, EndpointPool, Endpoints
 from ._providers import (
     PROVIDERS,
     Provider,
@@ -24,6 +24,7 @@ __all__ = [
     "Budget",
     "Endpoint",
     "EndpointPool",
+    "Endpoints",
     "MemoryCache",
     "Model",
     "ModelRef",

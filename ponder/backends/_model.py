@@ -33,7 +33,7 @@ from ponder.backends._base import Wire, check_params
 from ponder.backends._cache import ResponseCache, SQLiteCache, request_key
 from ponder.backends._modelref import ModelRef
 from ponder.backends._policies import Budget, PriceTable, Reservation, RetryPolicy, UsageMeter
-from ponder.backends._pool import Endpoint, EndpointPool, RateLimiter, _Lease
+from ponder.backends._pool import Endpoint, EndpointPool, Endpoints, _Lease
 from ponder.backends._providers import PROVIDERS, Provider, Quirks, get_provider, provider_key
 from ponder.backends._redis_cache import AsyncResponseCache, RedisCache
 from ponder.backends._scope import SCOPE, BudgetLike
@@ -209,6 +209,10 @@ class Model:
         defaults: sampling parameters applied to every call unless overridden.
         quirks: override the provider's quirks for this model.
         wire: a custom wire protocol (tests, new protocols).
+        endpoints: where the model finds its endpoints (one per server and limits, each
+            with its HTTP connections): an :class:`~ponder.engine.Engine` passes its own,
+            so every model of a server shares them. By default the model has its own,
+            closed with it.
     """
 
     def __init__(
@@ -223,6 +227,7 @@ class Model:
         defaults: GenerateParams | None = None,
         quirks: Quirks | None = None,
         wire: Wire | None = None,
+        endpoints: Endpoints | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.load()
         if ref is None:
@@ -249,14 +254,18 @@ class Model:
                 f"give one, e.g. '{self.id}@http://127.0.0.1:8000/v1'"
             )
         limit = self.ref.max_concurrency or self.settings.max_concurrency
+        # a model made on its own owns its endpoints; an engine's models share the engine's
+        self._own_endpoints = endpoints is None
+        self.endpoints = endpoints if endpoints is not None else Endpoints()
         self.pool = EndpointPool(
             [
-                Endpoint(
+                self.endpoints.get(
                     u,
                     key,
                     limit,
                     schedule=self.settings.schedule,
-                    rate=RateLimiter(self.ref.requests_per_minute, self.ref.tokens_per_minute),
+                    requests_per_minute=self.ref.requests_per_minute,
+                    tokens_per_minute=self.ref.tokens_per_minute,
                 )
                 for u in urls
             ],
@@ -915,8 +924,10 @@ class Model:
         async def main() -> T:
             try:
                 return await coro
-            finally:
+            finally:  # this loop's connections end with it
                 await self.wire.aclose()
+                for ep in self.pool.endpoints:
+                    await ep.aclose()
 
         return run_blocking(main)
 
@@ -943,8 +954,11 @@ class Model:
             self.cache.put_many(key, choices)
 
     async def aclose(self) -> None:
-        """Close HTTP sessions (and the cache, if this model opened it)."""
+        """Close HTTP sessions (of its endpoints, if this model made them; and the cache,
+        if this model opened it)."""
         await self.wire.aclose()
+        if self._own_endpoints:
+            await self.endpoints.aclose()
         if self._own_cache and self.cache is not None:
             if isinstance(self.cache, RedisCache):
                 await self.cache.aclose()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import suppress
 from typing import Any
 
 import aiohttp
@@ -218,8 +217,6 @@ class OpenAIWire:
         self.first_byte_timeout = first_byte_timeout
         self.headers_timeout = headers_timeout
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._header_cache: dict[str | None, dict[str, str]] = {}  # by API key
         self._prefill_ok: dict[str, bool] = {}  # by base URL (the prefill_probe quirk)
 
@@ -239,7 +236,7 @@ class OpenAIWire:
         deadline = asyncio.timeout(self.headers_timeout)
         try:
             async with deadline:
-                return await self._get_session().post(
+                return await endpoint.http_session().post(
                     url, data=body, headers=self._headers(endpoint), timeout=limits
                 )
         except TimeoutError:
@@ -262,23 +259,8 @@ class OpenAIWire:
             )
         return t
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None),
-                auto_decompress=True,
-            )
-            self._loop = loop
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            with suppress(RuntimeError):  # its event loop is gone (sync facade)
-                await self._session.close()
-        self._session = None
+        """Nothing of its own to close: HTTP sessions belong to the endpoints."""
 
     def payload(
         self, model: str, messages: Sequence[Message], params: GenerateParams, n: int
@@ -356,7 +338,8 @@ class OpenAIWire:
         if ok is None:
             root = base.removesuffix("/").removesuffix("/v1")
             try:
-                async with self._get_session().get(root + "/props", timeout=self._timeout(10)) as r:
+                session = endpoint.http_session()
+                async with session.get(root + "/props", timeout=self._timeout(10)) as r:
                     ok = r.status == 200
             except (aiohttp.ClientError, TimeoutError):
                 ok = False

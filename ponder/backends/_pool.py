@@ -6,14 +6,18 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from ponder.errors import ConfigurationError
 
-__all__ = ["Endpoint", "EndpointPool", "RateLimiter", "Schedule", "Slots"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["Endpoint", "EndpointPool", "Endpoints", "RateLimiter", "Schedule", "Slots"]
 
 Schedule = Literal["fifo", "las", "ncf"]
 """How an endpoint orders requests waiting for a slot: ``fifo`` (arrival order), ``las``
@@ -197,6 +201,10 @@ class Endpoint:
     schedule: Schedule = "fifo"
     rate: RateLimiter = field(default_factory=RateLimiter, repr=False)
     _slots: Slots = field(init=False, repr=False)
+    # one HTTP session (connection pool) per event loop, shared by every model it serves
+    _http: dict[asyncio.AbstractEventLoop, Any] = field(
+        init=False, repr=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -209,6 +217,34 @@ class Endpoint:
         parts = urlsplit(self.base_url)
         host = parts.hostname or ""
         self.is_loopback = parts.scheme == "local" or host.startswith("127.") or host in _LOOPBACK
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """This endpoint's HTTP session on the running event loop (made on first use):
+        the models it serves share its connections."""
+        loop = asyncio.get_running_loop()
+        session = self._http.get(loop)
+        if session is None or session.closed:
+            import aiohttp
+
+            session = self._http[loop] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=0, ttl_dns_cache=300, enable_cleanup_closed=True
+                ),  # the endpoint's slots limit its connections
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=True,
+            )
+        return session
+
+    async def aclose(self) -> None:
+        """Close this endpoint's HTTP session on the running loop (and forget those of
+        loops that are gone: their connections went with them)."""
+        loop = asyncio.get_running_loop()
+        for other in [lp for lp in self._http if lp is not loop and lp.is_closed()]:
+            del self._http[other]
+        session = self._http.pop(loop, None)
+        if session is not None and not session.closed:
+            with suppress(RuntimeError):
+                await session.close()
 
     @property
     def in_flight(self) -> int:
@@ -254,6 +290,50 @@ class _Lease:
             self._ep = None
             ep._slots.release()
             ep.outstanding -= 1
+
+
+class Endpoints:
+    """The endpoints of one owner (an engine, or a model made on its own), one per server
+    URL, API key, limits and schedule: models served by one server share its slots,
+    waiting queue, health, rate limits and HTTP connections."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[Any, ...], Endpoint] = {}
+
+    def get(
+        self,
+        base_url: str,
+        api_key: str | None,
+        max_concurrency: int,
+        *,
+        schedule: Schedule = "fifo",
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+    ) -> Endpoint:
+        """The endpoint of this server and limits (made on first use)."""
+        key = (base_url, api_key, max_concurrency, schedule, requests_per_minute,
+               tokens_per_minute)  # fmt: skip
+        ep = self._by_key.get(key)
+        if ep is None:
+            ep = self._by_key[key] = Endpoint(
+                base_url,
+                api_key,
+                max_concurrency,
+                schedule=schedule,
+                rate=RateLimiter(requests_per_minute, tokens_per_minute),
+            )
+        return ep
+
+    def __iter__(self) -> Iterator[Endpoint]:
+        return iter(list(self._by_key.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    async def aclose(self) -> None:
+        """Close every endpoint's HTTP session on the running loop."""
+        for ep in self:
+            await ep.aclose()
 
 
 class EndpointPool:

@@ -30,7 +30,7 @@ from ponder.backends import (
     ResponseCache,
     SQLiteCache,
 )
-from ponder.backends._pool import Endpoint
+from ponder.backends._pool import Endpoints
 from ponder.backends._scope import SCOPE, BudgetLike, RequestScope
 from ponder.errors import ConfigurationError
 from ponder.settings import Settings
@@ -106,14 +106,16 @@ class Engine:
     (and concurrency limit); asking again returns the same endpoints, so 64 concurrent
     runs against an endpoint limited to 32 never have more than 32 requests in flight.
     Models served by one URL with the same key and limits share that endpoint (its slots,
-    queue, health and rate limits), whatever model name they ask for. Prices are per use:
-    ``engine.model(ref, price=(2.0, 8.0))`` is a priced view of the same model.
+    queue, health, rate limits and HTTP connections), whatever model name they ask for:
+    the engine builds each endpoint once and gives every model it makes its endpoints.
+    Prices are per use: ``engine.model(ref, price=(2.0, 8.0))`` is a priced view of the
+    same model.
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings.load()
         self._models: dict[tuple[Any, ...], Model] = {}
-        self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
+        self._endpoints = Endpoints()  # one per server and limits, each with its sessions
         self._closed = False
 
     def __repr__(self) -> str:
@@ -153,22 +155,17 @@ class Engine:
         m = self._models.get(key)
         if m is None:
             cache = self.cache
-            m = Model(r, settings=self.settings, cache=cache if cache is not None else False)
-            self._share_endpoints(m)
+            m = Model(
+                r,
+                settings=self.settings,
+                cache=cache if cache is not None else False,
+                endpoints=self._endpoints,
+            )
             self._models[key] = m
         if price is not None:
             p = price if isinstance(price, Price) else Price(*price)
             m = m.with_prices(PriceTable({m.id: p}))
         return m
-
-    def _share_endpoints(self, m: Model) -> None:
-        # models served by one server (one URL, key and limits) share its endpoint: its
-        # slots, scheduling queue, health and rate limits count every model's requests
-        shared = []
-        for ep in m.pool.endpoints:
-            key = (ep.base_url, ep.api_key, ep.max_concurrency, ep.rate.rpm, ep.rate.tpm)
-            shared.append(self._endpoints.setdefault(key, ep))
-        m.pool.endpoints = shared
 
     @property
     def models(self) -> list[Model]:
@@ -180,11 +177,13 @@ class Engine:
         return Run([b for b in budgets if b is not None], name=name)
 
     async def aclose(self) -> None:
-        """Close the models' HTTP sessions (the shared caches stay for other engines)."""
+        """Close the endpoints' HTTP sessions and the models' wires (the shared caches
+        stay for other engines)."""
         self._closed = True
         models, self._models = list(self._models.values()), {}
         for m in models:
             await m.wire.aclose()
+        await self._endpoints.aclose()
         cache = _CACHES.get(("redis", self.settings.cache_url or "", self.settings.cache_ttl))
         if isinstance(cache, RedisCache):
             await cache.aclose()
