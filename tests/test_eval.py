@@ -291,6 +291,13 @@ async def test_llm_judge_grades_what_the_checker_rejects_once_per_answer(tmp_pat
             checked = LLMJudge(m, bank.scorer)  # the checker's wins never reach the judge
             assert await checked.ascore(item, item.answer, "")
             assert s.stats.requests == 2
+        # named by reference, the judge's model comes from the running loop's engine
+        from ponder.engine import engine_for
+
+        named = LLMJudge(f"vllm:strong@{s.base_url}", Nothing())
+        assert not await named.ascore(item, wrong, "")
+        assert named._model() is engine_for().model(f"vllm:strong@{s.base_url}")
+        await named.aclose()
     assert judge.stats.asked == 2
     assert judge.stats.accepted == 1
     assert checked.stats.checked_by_program == 1

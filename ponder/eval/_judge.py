@@ -75,10 +75,10 @@ class LLMJudge:
     def _model(self) -> Any:
         if not isinstance(self.model, str):
             return self.model
-        if self._opened is None:
-            from ponder.backends import Model
+        if self._opened is None:  # the running loop's engine builds it (and closes it)
+            from ponder.engine import engine_for
 
-            self._opened = Model(self.model)
+            self._opened = engine_for().model(self.model)
         return self._opened
 
     async def ascore(self, item: Item, answer: str | None, text: str) -> bool:
@@ -131,6 +131,5 @@ class LLMJudge:
         return bool(verdict)
 
     async def aclose(self) -> None:
-        if self._opened is not None:
-            await self._opened.aclose()
-            self._opened = None
+        """Forget the judge's model (its engine owns and closes it)."""
+        self._opened = None

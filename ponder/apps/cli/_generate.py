@@ -32,10 +32,12 @@ def generate(
     """Sample N completions of PROMPT from MODEL."""
 
     async def go() -> ponder.Completion:
-        async with ponder.Model(model) as m:
-            return await m.generate(
-                prompt, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed
-            )
+        from ponder.engine import engine_for
+
+        m = engine_for().model(model)
+        return await m.generate(
+            prompt, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed
+        )
 
     c = _loop.run(go())
     if as_json:

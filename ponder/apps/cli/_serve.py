@@ -231,15 +231,15 @@ def demo(
     con = _console()
 
     async def go(ref: str, qs: list[Any]) -> list[Any]:
-        async with ponder.Model(ref, cache=False) as m:
-            rows = await run_demo(
-                m, qs, samples=samples, seed=seed, max_tokens=max_tokens, console=con
-            )
-            con.print(
-                f"[dim]{m.id}: {m.meter.requests} requests, "
-                f"{m.meter.usage.prompt_tokens} prompt + "
-                f"{m.meter.usage.completion_tokens} generated tokens[/dim]"
-            )
+        from ponder.engine import engine_for
+
+        m = engine_for(ponder.Settings.load(cache=False)).model(ref)
+        rows = await run_demo(m, qs, samples=samples, seed=seed, max_tokens=max_tokens, console=con)
+        con.print(
+            f"[dim]{m.id}: {m.meter.requests} requests, "
+            f"{m.meter.usage.prompt_tokens} prompt + "
+            f"{m.meter.usage.completion_tokens} generated tokens[/dim]"
+        )
         return rows
 
     if standin:
