@@ -535,3 +535,32 @@ async def test_progress_from_python_events_callback_and_a_live_table(
     out = capsys.readouterr().out
     assert "layer1" in out
     assert "finished" in out
+
+
+async def test_a_model_reference_is_parsed_once_from_file_to_request(
+    standin: StandinServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workflow file's model strings become typed references once: checking the spec,
+    building its models in the engine and sending requests reuse that value."""
+    from ponder.backends import ModelRef
+    from ponder.engine import Engine
+
+    parsed: list[str] = []
+    real = ModelRef.model_validate
+
+    def counting(cls: type[ModelRef], value: object, /, **kw: object) -> ModelRef:
+        if isinstance(value, str):
+            parsed.append(value)
+        return real(value, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ModelRef, "model_validate", classmethod(counting))
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        f"models:\n  a: vllm:strong@{standin.base_url}\n  b: vllm:weak@{standin.base_url}\n"
+        "layers:\n  - generate: {models: [a, b], n: 2}\n  - vote\n"
+    )
+    async with Engine(Settings.load(cache=False)) as engine:
+        wf = Workflow(load_spec(path), engine=engine)
+        result = await wf.arun("What is 2 + 3?")
+    assert len(result.output.candidates) == 4
+    assert sorted(parsed) == [f"vllm:strong@{standin.base_url}", f"vllm:weak@{standin.base_url}"]

@@ -29,7 +29,7 @@ from ponder.agents import (
     merge_pools,
 )
 from ponder.agents._base import LIVE_TEXT
-from ponder.backends import Budget, Model, ModelRef
+from ponder.backends import Budget, Model
 from ponder.backends._scope import BudgetLike
 from ponder.engine import Engine, engine_for
 from ponder.graphs import CompiledGraph, Event, GraphResult
@@ -360,7 +360,7 @@ class Workflow:
             if name in out:
                 continue
             limit = m.max_concurrency or self.spec.concurrency
-            out[name] = engine.model(ModelRef.parse(m.ref), max_concurrency=limit, price=m.price)
+            out[name] = engine.model(m.model_ref, max_concurrency=limit, price=m.price)
         return out
 
     def _bind(self, engine: Engine) -> _Bound:

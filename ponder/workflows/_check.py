@@ -23,7 +23,6 @@ from pydantic import BaseModel, ValidationError
 from ponder.agents._base import COMPONENTS, ComponentInfo, find_component, unknown_component
 from ponder.agents._state import Pool, merge_pools
 from ponder.agents._vote import vote
-from ponder.backends._modelref import ModelRef
 from ponder.errors import ConfigurationError
 from ponder.graphs import Graph, GraphError
 from ponder.types import GenerateParams
@@ -248,7 +247,7 @@ def check(spec: WorkflowSpec) -> list[Problem]:
     problems: list[Problem] = []
     for name, m in spec.models.items():
         try:
-            ModelRef.parse(m.ref)
+            m.model_ref  # noqa: B018  (parsed here once, and kept)
         except ConfigurationError as e:
             problems.append(Problem(("models", name), str(e)))
     nodes = spec.node_map()

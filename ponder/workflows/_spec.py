@@ -15,12 +15,15 @@ Short forms accepted everywhere a component goes::
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ponder.backends._modelref import ModelRef
 
 __all__ = [
     "BudgetSpec",
@@ -72,6 +75,20 @@ class ModelSpec(_Spec):
         if isinstance(data, dict) and isinstance(data.get("ref"), str):
             data = {**data, "ref": expand_env(data["ref"])}
         return data
+
+    @functools.cached_property
+    def _parsed(self) -> tuple[str, ModelRef]:
+        return self.ref, ModelRef.parse(self.ref)
+
+    @property
+    def model_ref(self) -> ModelRef:
+        """``ref`` parsed, once (checking the spec and building its models both read this);
+        a malformed reference raises :class:`ConfigurationError` with the grammar."""
+        ref, parsed = self._parsed
+        if ref != self.ref:  # a copy with another ref (model_copy keeps the cached value)
+            self.__dict__.pop("_parsed", None)
+            ref, parsed = self._parsed
+        return parsed
 
 
 class BudgetSpec(_Spec):
