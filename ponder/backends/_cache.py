@@ -22,7 +22,7 @@ import orjson
 from ponder.errors import ConfigurationError
 from ponder.types import Choice, GenerateParams, Message, TokenLogprob, ToolCall, Usage
 
-__all__ = ["MemoryCache", "ResponseCache", "SQLiteCache", "request_key"]
+__all__ = ["MemoryCache", "ResponseCache", "SQLiteCache", "request_key", "share_usage"]
 
 
 _PARAMS_JSON: dict[int, tuple[GenerateParams, bytes]] = {}
@@ -284,3 +284,20 @@ class SQLiteCache:
             raise ConfigurationError(
                 f"the response cache at {self.path} could not be written: {self._error}"
             )
+
+
+def share_usage(choices: list[Choice], usage: Usage) -> list[Choice]:
+    """Each choice with its share of the request's usage (what the cache keeps, so a hit
+    can say what it saved)."""
+    k = len(choices)
+    if k == 0:
+        return choices
+    if k == 1:
+        c = choices[0]
+        return [dataclasses.replace(c, usage=usage)]
+    p, c_ = usage.prompt_tokens, usage.completion_tokens
+    out = []
+    for j, c in enumerate(choices):
+        u = Usage(p // k + (j < p % k), c_ // k + (j < c_ % k))
+        out.append(dataclasses.replace(c, usage=u))
+    return out

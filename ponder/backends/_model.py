@@ -12,15 +12,7 @@ import asyncio
 import copy
 import dataclasses
 import functools
-import logging
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Sequence,
-)
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -30,13 +22,24 @@ from ponder._internal import guard
 from ponder._internal.loop import run_blocking
 from ponder._redact import register_secret
 from ponder.backends._base import Wire, check_params
-from ponder.backends._cache import ResponseCache, SQLiteCache, request_key
+from ponder.backends._cache import ResponseCache, request_key, share_usage
 from ponder.backends._modelref import ModelRef
-from ponder.backends._policies import Budget, PriceTable, Reservation, RetryPolicy, UsageMeter
+from ponder.backends._parts import Prompt, Tally
+from ponder.backends._policies import (
+    Budget,
+    PriceTable,
+    Reservation,
+    RetryPolicy,
+    UsageMeter,
+    estimate_prompt,
+)
 from ponder.backends._pool import Endpoint, EndpointPool, Endpoints, _Lease
-from ponder.backends._providers import PROVIDERS, Provider, Quirks, get_provider, provider_key
+from ponder.backends._providers import Quirks, get_provider, provider_key
 from ponder.backends._redis_cache import AsyncResponseCache, RedisCache
 from ponder.backends._scope import SCOPE, BudgetLike
+from ponder.backends._streaming import generate_streamed, release, stream
+from ponder.backends._traced import traced_generate
+from ponder.backends._wiring import embedded_default, make_wire, settings_cache
 from ponder.errors import (
     BudgetExceeded,
     ConfigurationError,
@@ -49,11 +52,9 @@ from ponder.settings import Settings
 from ponder.types import (
     Choice,
     Completion,
-    FinishReason,
     GenerateParams,
     Message,
     StreamChunk,
-    ToolCall,
     Usage,
     as_messages,
 )
@@ -66,131 +67,6 @@ SLOT_STRIDE = 100_000
 T = TypeVar("T")
 R = TypeVar("R")
 TModel = TypeVar("TModel", bound=BaseModel)
-log = logging.getLogger("ponder")
-Prompt = str | Message | Sequence[Message | dict[str, Any]]
-
-
-def _make_wire(provider: Provider, quirks: Quirks, settings: Settings) -> Wire:
-    if provider.protocol == "local":
-        from ponder.backends._local import LocalConfig, LocalWire
-
-        return LocalWire(
-            LocalConfig(
-                n_ctx=settings.local_n_ctx,
-                n_threads=settings.local_threads,
-                max_sequences=settings.local_max_sequences,
-                kv_cells=settings.local_kv_cells,
-                probe=settings.local_probe,
-            )
-        )
-    if provider.protocol in ("anthropic", "bedrock"):
-        from ponder.backends._anthropic import AnthropicWire
-
-        return AnthropicWire(key_hint=provider.api_key_env, bedrock=provider.protocol == "bedrock")
-    from ponder.backends._openai import OpenAIWire
-
-    return OpenAIWire(
-        quirks,
-        key_hint=provider.api_key_env,
-        connect_timeout=settings.connect_timeout,
-        first_byte_timeout=settings.first_byte_timeout,
-        headers_timeout=settings.headers_timeout,
-    )
-
-
-_announced = False
-
-
-class _Tally:
-    """Requests and cost of one ``generate`` call (concurrent calls share the meter)."""
-
-    __slots__ = ("cost", "requests")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.cost = 0.0
-
-
-def _estimate_prompt(messages: Sequence[Message]) -> int:
-    """A generous prompt-token estimate for budget reservations (3 characters a token)."""
-    return sum(len(m.content) for m in messages) // 3 + 8 * len(messages)
-
-
-def _share(choices: list[Choice], usage: Usage) -> list[Choice]:
-    """Each choice with its share of the request's usage (what the cache keeps, so a hit
-    can say what it saved)."""
-    k = len(choices)
-    if k == 0:
-        return choices
-    if k == 1:
-        c = choices[0]
-        return [dataclasses.replace(c, usage=usage)]
-    p, c_ = usage.prompt_tokens, usage.completion_tokens
-    out = []
-    for j, c in enumerate(choices):
-        u = Usage(p // k + (j < p % k), c_ // k + (j < c_ % k))
-        out.append(dataclasses.replace(c, usage=u))
-    return out
-
-
-def _embedded_default(settings: Settings) -> str:
-    """``local:smollm2`` when nothing is configured; said once per process."""
-    global _announced
-    if any(provider_key(p, settings) for p in PROVIDERS.values() if p.key_required):
-        raise ConfigurationError(
-            "no model given and no default: pass a model reference such as "
-            "'openai:gpt-4o-mini', or set PONDER_DEFAULT_MODEL"
-        )
-    if not _announced:
-        _announced = True
-        log.warning(
-            "no model configured and no API key: using the embedded local model "
-            "local:smollm2 (SmolLM2-135M-Instruct on the CPU, a smoke-test-grade model). "
-            "Set PONDER_DEFAULT_MODEL or pass a model, e.g. 'vllm:MODEL@http://host:8000/v1'"
-        )
-    return "local:smollm2"
-
-
-def _settings_cache(settings: Settings) -> ResponseCache | None:
-    """The cache the settings ask for: none, Redis (``cache_url``) or SQLite."""
-    if not settings.cache:
-        return None
-    if settings.cache_url:
-        return RedisCache(settings.cache_url, ttl=settings.cache_ttl)
-    return SQLiteCache(settings.cache_path)
-
-
-def _release(held: Sequence[tuple[BudgetLike, Reservation]]) -> None:
-    for b, r in held:
-        b.release(r)
-
-
-@dataclasses.dataclass(slots=True)
-class _Opened:
-    """A stream whose first piece has arrived: its slot, endpoint and remaining chunks."""
-
-    lease: _Lease
-    ep: Endpoint
-    rest: AsyncIterator[StreamChunk]
-    head: list[StreamChunk]
-
-    async def chunks(self, model: Model) -> AsyncGenerator[StreamChunk, None]:
-        for chunk in self.head:
-            yield chunk
-        try:
-            async for chunk in self.rest:
-                yield chunk
-        except PonderError as e:
-            model._failed(self.ep, e)
-            raise
-
-    async def close(self) -> None:
-        try:
-            close = getattr(self.rest, "aclose", None)
-            if close is not None:
-                await close()
-        finally:
-            await self.lease.__aexit__(None, None, None)
 
 
 class Model:
@@ -231,7 +107,7 @@ class Model:
     ) -> None:
         self.settings = settings if settings is not None else Settings.load()
         if ref is None:
-            ref = self.settings.default_model or _embedded_default(self.settings)
+            ref = self.settings.default_model or embedded_default(self.settings)
         self.ref = ModelRef.parse(ref)
         self.provider = get_provider(self.ref.provider)
         self.quirks = quirks if quirks is not None else self.provider.quirks
@@ -273,13 +149,13 @@ class Model:
             cooldown=self.settings.eject_cooldown,
         )
         self.wire: Wire = (
-            wire if wire is not None else _make_wire(self.provider, self.quirks, self.settings)
+            wire if wire is not None else make_wire(self.provider, self.quirks, self.settings)
         )
 
         self._own_cache = False
         self.cache: ResponseCache | None
         if cache is True:
-            self.cache = _settings_cache(self.settings)
+            self.cache = settings_cache(self.settings)
             self._own_cache = self.cache is not None
         elif cache is False:
             self.cache = None
@@ -317,12 +193,6 @@ class Model:
     def prices(self) -> PriceTable:
         """The price table of cost accounting (change it with :meth:`with_prices`)."""
         return self._prices
-
-    @prices.setter
-    def prices(self, table: PriceTable) -> None:
-        # kept for code that assigned prices: the derived price follows
-        self._prices = table
-        self._price = table.price(self.id)
 
     def _view(self, **changes: Any) -> Model:
         # a view shares the endpoint pool, wire, cache, meter and memos; it is the same
@@ -411,7 +281,7 @@ class Model:
         if per is None:
             budgets = self._budgets()
             per = max((b.estimate_tokens for b in budgets), default=1024)
-        return _estimate_prompt(messages) + per * n
+        return estimate_prompt(messages) + per * n
 
     async def _reserve(
         self, messages: Sequence[Message], params: GenerateParams, n: int
@@ -429,12 +299,12 @@ class Model:
                 for b in budgets:
                     held.append((b, await b.reserve(tokens, worst_cost)))
             except BaseException:
-                _release(held)
+                release(held)
                 raise
         return tokens, held
 
     def _settle(
-        self, held: Sequence[tuple[BudgetLike, Reservation]], usage: Usage, tally: _Tally | None
+        self, held: Sequence[tuple[BudgetLike, Reservation]], usage: Usage, tally: Tally | None
     ) -> None:
         cost = self._price.cost(usage) if self._price is not None else 0.0
         self.meter.record(usage, cost)
@@ -443,7 +313,7 @@ class Model:
         for b, r in held:
             b.settle(r, usage, cost)
 
-    def _admit(self, ep: Endpoint, tally: _Tally | None) -> None:
+    def _admit(self, ep: Endpoint, tally: Tally | None) -> None:
         """A request is about to reach ``ep``: the network guard, then the counters."""
         if not ep.is_loopback and not guard.remote_allowed():
             raise guard.refuse(ep.base_url)
@@ -476,7 +346,7 @@ class Model:
     async def _attempt(
         self,
         tokens: int,
-        tally: _Tally | None,
+        tally: Tally | None,
         send: Callable[..., Awaitable[tuple[R, Usage]]],
         *args: Any,
     ) -> tuple[R, Usage]:
@@ -497,7 +367,7 @@ class Model:
         messages: Sequence[Message],
         params: GenerateParams,
         n: int,
-        tally: _Tally | None,
+        tally: Tally | None,
         send: Callable[..., Awaitable[tuple[R, Usage]]],
         *args: Any,
     ) -> tuple[R, Usage]:
@@ -519,7 +389,7 @@ class Model:
                     on_retry=self._count_retry,
                 )
         except BaseException:
-            _release(held)
+            release(held)
             raise
         self._settle(held, out[1], tally)
         return out
@@ -529,7 +399,7 @@ class Model:
         messages: Sequence[Message],
         params: GenerateParams,
         n: int,
-        tally: _Tally | None = None,
+        tally: Tally | None = None,
     ) -> tuple[list[Choice], Usage]:
         choices, usage = await self._call(
             messages, params, n, tally, self.wire.complete, messages, params, n
@@ -577,7 +447,7 @@ class Model:
         params: GenerateParams,
         indexes: list[int],
         got: dict[int, Choice],
-        tally: _Tally,
+        tally: Tally,
     ) -> Usage:
         """Request the samples at ``indexes``, cache them and add them to ``got``."""
         choices, usage = await self._request(messages, params, len(indexes), tally)
@@ -587,7 +457,7 @@ class Model:
             ]
         elif len(choices) > len(indexes):
             choices = choices[: len(indexes)]
-        choices = _share(choices, usage)
+        choices = share_usage(choices, usage)
         if key is not None:
             await self._cache_put(key, choices)
         for c in choices:
@@ -630,46 +500,7 @@ class Model:
             )
         if not tracing.enabled():
             return await self._generate(prompt, params, use_cache, overrides)
-        messages = as_messages(prompt)
-        p = self._params(params, overrides)
-        static = self.__dict__.get("_span_static")
-        if static is None:  # what every call of this model shares, built once
-            static = self.__dict__["_span_static"] = {
-                "openinference.span.kind": "LLM",  # Phoenix's and Arize's span kinds
-                "gen_ai.operation.name": "chat",
-                "gen_ai.system": self.ref.provider,
-                "gen_ai.request.model": self.ref.name,
-                "ponder.model": self.id,
-                "ponder.slot_offset": self.offset or None,
-                "server.address": ",".join(e.base_url for e in self.pool.endpoints),
-            }
-        request: dict[str, Any] = {
-            **static,
-            "gen_ai.request.temperature": p.temperature,
-            "gen_ai.request.top_p": p.top_p,
-            "gen_ai.request.max_tokens": p.max_tokens,
-            "gen_ai.request.seed": p.seed,
-            "gen_ai.request.choice.count": p.n,
-        }
-        if tracing.capture_content():
-            request["gen_ai.prompt"] = [m.model_dump() for m in messages]
-        with tracing.span(f"chat {self.ref.name}", request) as s:
-            # the caller's params and overrides, not ``p``: their resolution is memoised
-            c = await self._generate(messages, params, use_cache, overrides)
-            done: dict[str, Any] = {
-                "gen_ai.usage.input_tokens": c.usage.prompt_tokens,
-                "gen_ai.usage.output_tokens": c.usage.completion_tokens,
-                "gen_ai.response.finish_reasons": [ch.finish_reason for ch in c.choices],
-                "ponder.cache.hits": sum(ch.cached for ch in c.choices),
-                "ponder.cache.saved_cost": c.saved_cost,
-                "ponder.cache.cached_tokens": c.cached_usage.total_tokens,
-                "ponder.requests": c.requests,
-                "ponder.cost": c.cost,
-            }
-            if tracing.capture_content():
-                done["gen_ai.completion"] = list(c.texts)
-            tracing.set_attributes(s, done)
-            return c
+        return await traced_generate(self, prompt, params, use_cache, overrides)
 
     async def _generate(
         self,
@@ -681,7 +512,9 @@ class Model:
         messages = as_messages(prompt)
         p = self._params(params, overrides)
         if p.tools and self.quirks.tools == "json":
-            return await self._generate_json_tools(messages, p, use_cache)
+            from ponder.backends._tool_json import generate_json_tools
+
+            return await generate_json_tools(self, messages, p, use_cache)
         key = self._key(messages, p) if (use_cache and self.cache is not None) else None
         got = await self._cache_get(key, p.n)
         cached_usage = Usage()
@@ -696,7 +529,7 @@ class Model:
             self.meter.record_cached(cached_usage, saved)
         missing = [i for i in range(p.n) if i not in got]
         usage = Usage()
-        tally = _Tally()  # this call's own requests and cost, whatever runs beside it
+        tally = Tally()  # this call's own requests and cost, whatever runs beside it
         if missing:
             plan = self._plan(missing, p)
             if len(plan) == 1:
@@ -731,57 +564,17 @@ class Model:
             saved_cost=saved,
         )
 
-    async def generate_streamed(
+    def generate_streamed(
         self,
         prompt: Prompt,
         on_text: Callable[[str], object],
         params: GenerateParams | None = None,
         **overrides: Any,
-    ) -> Completion:
+    ) -> Coroutine[Any, Any, Completion]:
         """One completion (``n`` must be 1), as :meth:`generate` returns it, whose text also
         reaches ``on_text`` piece by piece as the server generates it (a live answer). A
         cached answer arrives whole, at once; retries happen only before the first piece."""
-        messages = as_messages(prompt)
-        p = self._params(params, overrides)
-        if p.n != 1:
-            raise ConfigurationError("generate_streamed() returns one choice; n must be 1")
-        json_tools = bool(p.tools) and self.quirks.tools == "json"
-        if json_tools or (
-            self.cache is not None and 0 in await self._cache_get(self._key(messages, p), 1)
-        ):
-            # cached, or a constrained JSON reply (a call or an answer: read whole)
-            c = await self.generate(messages, p)  # accounts the cached usage as generate does
-            on_text(c.text)
-            return c
-        parts: list[str] = []
-        finish: FinishReason = "stop"
-        usage = Usage()
-        calls: tuple[ToolCall, ...] = ()
-        async for chunk in self.stream(messages, p):
-            if chunk.text:
-                parts.append(chunk.text)
-                on_text(chunk.text)
-            if chunk.finish_reason is not None:
-                finish = chunk.finish_reason
-            if chunk.usage is not None:
-                usage = chunk.usage
-            calls = calls + chunk.tool_calls
-        cost = self._price.cost(usage) if self._price is not None else 0.0
-        choice = Choice(0, "".join(parts), finish, usage=usage, tool_calls=calls)
-        return Completion(model=self.id, choices=(choice,), usage=usage, cost=cost, requests=1)
-
-    async def _generate_json_tools(
-        self, messages: list[Message], p: GenerateParams, use_cache: bool
-    ) -> Completion:
-        """Tools on a backend without a tool API: constrained JSON (_tool_json.py)."""
-        from ponder.backends._tool_json import from_json_choice, to_json_request
-
-        sent, sp = to_json_request(messages, p)
-        c = await self._generate(sent, sp, use_cache, {})
-        if not sp.json_schema:
-            return c
-        turn = sum(1 for m in messages if m.role == "assistant")
-        return dataclasses.replace(c, choices=tuple(from_json_choice(ch, turn) for ch in c.choices))
+        return generate_streamed(self, prompt, on_text, params, overrides)
 
     async def parse(
         self, prompt: Prompt, output: type[TModel], *, repair: int = 1, **overrides: Any
@@ -823,7 +616,7 @@ class Model:
         key = request_key(self.id, messages, p)
         return key if self.offset == 0 else f"{key}#{self.offset}"
 
-    async def stream(
+    def stream(
         self,
         prompt: Prompt,
         params: GenerateParams | None = None,
@@ -836,87 +629,7 @@ class Model:
         Retries happen only before the first piece arrives. The finished text is cached; a
         cached answer is replayed as one piece.
         """
-        messages = as_messages(prompt)
-        p = self._params(params, overrides)
-        if p.n != 1:
-            raise ConfigurationError("stream() returns one choice; use generate() for n > 1")
-        key = self._key(messages, p) if (use_cache and self.cache is not None) else None
-        if key is not None:
-            hit = await self._cache_get(key, 1)
-            if 0 in hit:
-                self.meter.cached_samples += 1
-                h = hit[0]
-                if h.usage is not None:
-                    saved = self._price.cost(h.usage) if self._price is not None else 0.0
-                    self.meter.record_cached(h.usage, saved)
-                yield StreamChunk(0, h.text, h.finish_reason, usage=None)
-                return
-        tokens, held = await self._reserve(messages, p, 1)
-        parts: list[str] = []
-        calls: tuple[ToolCall, ...] = ()
-        finish: Any = None
-        usage = Usage()
-        try:
-            # retried like any request, up to its first piece (_open_stream); not after
-            opened = await self.retry.call(
-                functools.partial(self._open_stream, messages, p, tokens),
-                on_retry=self._count_retry,
-            )
-            try:
-                # the closing chunk is held until the usage (which some servers send after
-                # it) can ride on it: the last piece has both the finish reason and the usage
-                last: StreamChunk | None = None
-                async for chunk in opened.chunks(self):
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    if chunk.finish_reason is not None:
-                        finish = chunk.finish_reason
-                    calls += chunk.tool_calls
-                    if chunk.text or chunk.finish_reason:
-                        parts.append(chunk.text)
-                        if last is not None:
-                            yield last
-                            last = None
-                        if chunk.finish_reason is None:
-                            yield chunk
-                        else:
-                            last = chunk
-                if last is not None:
-                    yield dataclasses.replace(last, usage=last.usage or usage)
-                self._served(opened.ep, tokens, usage)
-            finally:
-                await opened.close()
-        except BaseException:
-            _release(held)
-            raise
-        self._settle(held, usage, None)
-        await self._cache_put(
-            key, [Choice(0, "".join(parts), finish or "stop", usage=usage, tool_calls=calls)]
-        )
-
-    async def _open_stream(
-        self, messages: Sequence[Message], p: GenerateParams, tokens: int
-    ) -> _Opened:
-        """One attempt at a stream: a slot, the request, and its chunks up to the first
-        piece of text or finish reason (an error until then is retried like any other)."""
-        lease = self._lease(tokens)
-        ep = await lease.__aenter__()
-        try:
-            self._admit(ep, None)
-            it = aiter(self.wire.stream(ep, self.ref.name, messages, p))
-            head: list[StreamChunk] = []
-            try:
-                async for chunk in it:
-                    head.append(chunk)
-                    if chunk.text or chunk.finish_reason is not None:
-                        break
-            except PonderError as e:
-                self._failed(ep, e)
-                raise
-        except BaseException:
-            await lease.__aexit__(None, None, None)
-            raise
-        return _Opened(lease, ep, it, head)
+        return stream(self, prompt, params, use_cache, overrides)
 
     # -- sync facade and lifecycle -----------------------------------------------------
 

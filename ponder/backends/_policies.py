@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -12,9 +12,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from ponder.errors import BudgetExceeded, ConfigurationError, PonderError, RateLimitError
-from ponder.types import Usage
+from ponder.types import Message, Usage
 
-__all__ = ["Budget", "Price", "PriceTable", "Reservation", "RetryPolicy", "UsageMeter"]
+__all__ = [
+    "Budget",
+    "Price",
+    "PriceTable",
+    "Reservation",
+    "RetryPolicy",
+    "UsageMeter",
+    "estimate_prompt",
+]
 
 T = TypeVar("T")
 
@@ -323,3 +331,8 @@ class Budget:
         """Book usage that had no reservation (it counts, and may overshoot)."""
         self.spent.requests += 1
         self.spent.record(usage, cost)
+
+
+def estimate_prompt(messages: Sequence[Message]) -> int:
+    """A generous prompt-token estimate for budget reservations (3 characters a token)."""
+    return sum(len(m.content) for m in messages) // 3 + 8 * len(messages)

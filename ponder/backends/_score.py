@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import orjson
 
 from ponder import tracing
+from ponder.backends._parts import ModelCore
 from ponder.backends._pool import Endpoint
 from ponder.errors import ConfigurationError
 from ponder.types import Choice, GenerateParams, Message, Usage
-
-if TYPE_CHECKING:
-    from ponder.backends._model import Model
 
 __all__ = ["ScoreWire", "score"]
 
@@ -44,14 +42,14 @@ class ScoreWire(Protocol):
     ) -> Awaitable[tuple[list[float], Usage]]: ...
 
 
-def _key(model: Model, query: str, texts: Sequence[str]) -> str:
+def _key(model: ModelCore, query: str, texts: Sequence[str]) -> str:
     h = hashlib.sha256(b"score\0" + model.id.encode() + b"\0")
     h.update(orjson.dumps([query, list(texts)]))
     return h.hexdigest()
 
 
 async def score(
-    model: Model,
+    model: ModelCore,
     query: str,
     texts: Sequence[str],
     *,

@@ -16,9 +16,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ponder.types import Choice, GenerateParams, Message, ToolCall, ToolSpec
+from ponder.backends._parts import ModelCore
+from ponder.types import Choice, Completion, GenerateParams, Message, ToolCall, ToolSpec
 
-__all__ = ["from_json_choice", "to_json_request"]
+__all__ = ["from_json_choice", "generate_json_tools", "to_json_request"]
 
 
 def _schema(tools: Sequence[ToolSpec], choice: str | None) -> dict[str, Any]:
@@ -109,3 +110,16 @@ def from_json_choice(choice: Choice, index: int = 0) -> Choice:
     if isinstance(data, dict) and "answer" in data:
         return dataclasses.replace(choice, text=str(data["answer"]))
     return choice
+
+
+async def generate_json_tools(
+    model: ModelCore, messages: list[Message], p: GenerateParams, use_cache: bool
+) -> Completion:
+    """Tools on a backend without a tool API: the request as constrained JSON, each reply
+    read back as a call or an answer."""
+    sent, sp = to_json_request(messages, p)
+    c = await model._generate(sent, sp, use_cache, {})
+    if not sp.json_schema:
+        return c
+    turn = sum(1 for m in messages if m.role == "assistant")
+    return dataclasses.replace(c, choices=tuple(from_json_choice(ch, turn) for ch in c.choices))
