@@ -66,9 +66,9 @@ def test_bundled_datasets_load_offline_and_score() -> None:
     assert [i.id for i in g.items] == ["game24:901", "game24:902", "game24:903"]
     item = g.items[0]
     nums = item.meta["numbers"]
-    from ponder.testing.oracle import _solve24
+    from ponder.testing.oracle import solve24_expression
 
-    assert sync_score(g, item, _solve24(tuple(sorted(nums))), "")
+    assert sync_score(g, item, solve24_expression(tuple(sorted(nums))), "")
     he = load_dataset("humaneval:2")
     assert he.items[0].id == "HumanEval/0"
     rg = load_dataset("rg:basic_arithmetic:3")

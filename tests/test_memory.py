@@ -33,7 +33,7 @@ from ponder.memory import (
     update,
 )
 from ponder.testing import FakeModel, StandinConfig, StandinServer
-from ponder.testing.oracle import OracleConfig, _solve24
+from ponder.testing.oracle import OracleConfig, solve24_expression
 from ponder.workflows import Workflow, WorkflowError, WorkflowSpec
 
 StoreMaker = Callable[[], MemoryStore]
@@ -504,4 +504,4 @@ def test_game24_data_and_checker() -> None:
     assert extract_expression("no expression here") is None
     # the stand-in oracle's solver (and the solver code its curator stores) is exact
     for p in puzzles[::7]:
-        assert check_24(_solve24(tuple(sorted(p.numbers))), p.numbers), p
+        assert check_24(solve24_expression(tuple(sorted(p.numbers))), p.numbers), p
