@@ -502,14 +502,15 @@ async def test_every_writable_place_counts_against_one_disk_budget() -> None:
 
 
 def _per_run_limits() -> None:
-    from ponder.tools import _sandbox
+    from ponder.tools._as_root import RunCgroup
 
     if os.geteuid() != 0:
         pytest.skip(
             "per-run memory and CPU need a cgroup, which only root can make here; "
             "as a normal user the documented per-process limits apply"
         )
-    cg = _sandbox._RunCgroup.make(SandboxLimits())
+    lim = SandboxLimits()
+    cg = RunCgroup.make((lim.memory_mb + lim.disk_mb) * 1024 * 1024, lim.max_processes)
     if cg is None:
         why = "no cgroup can be made here (read-only or delegated cgroupfs)"
         if os.environ.get("CI"):  # this project's CI makes them: a regression, not a host

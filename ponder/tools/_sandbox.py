@@ -33,10 +33,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -50,6 +48,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.errors import ToolExecutionError
+from ponder.tools._as_root import SANDBOX_UID, RunCgroup, as_root, drop_argv, give_to_sandbox
+from ponder.tools._seccomp import seccomp_filter
 
 __all__ = [
     "RunResult",
@@ -243,54 +243,6 @@ def _system_binds() -> list[str]:
     return args
 
 
-# x86-64 system calls refused by the seccomp filter (see seccomp_filter)
-_DENIED_SYSCALLS_X86_64 = {
-    "ptrace": 101, "syslog": 103, "uselib": 134, "personality": 135, "vhangup": 153,
-    "pivot_root": 155, "adjtimex": 159, "acct": 163, "settimeofday": 164, "mount": 165,
-    "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169, "sethostname": 170,
-    "setdomainname": 171, "iopl": 172, "ioperm": 173, "init_module": 175,
-    "delete_module": 176, "quotactl": 179, "lookup_dcookie": 212, "clock_settime": 227,
-    "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272,
-    "perf_event_open": 298, "fanotify_init": 300, "name_to_handle_at": 303,
-    "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
-    "process_vm_writev": 311, "kcmp": 312, "finit_module": 313, "kexec_file_load": 320,
-    "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
-    "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
-    "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_getfd": 438,
-    "mount_setattr": 442, "inotify_init": 253, "inotify_add_watch": 254,
-    "inotify_init1": 294,
-}  # fmt: skip
-_AUDIT_ARCH_X86_64 = 0xC000003E
-_X32_BIT = 0x40000000
-
-
-def seccomp_filter() -> bytes | None:
-    """The seccomp BPF program bubblewrap installs (``--seccomp FD``): every syscall in
-    the deny list, and the x32 ABI, fail with EPERM; a foreign architecture is killed.
-    None on machines other than x86-64 (the namespaces still hold there)."""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return None
-
-    def op(code: int, jt: int, jf: int, k: int) -> bytes:
-        return struct.pack("=HBBI", code, jt, jf, k)
-
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    nrs = sorted(_DENIED_SYSCALLS_X86_64.values())
-    errno_at = 6 + len(nrs)  # index of the 'return EPERM' instruction
-    prog = [
-        op(ld, 0, 0, 4),  # seccomp_data.arch
-        op(jeq, 1, 0, _AUDIT_ARCH_X86_64),
-        op(ret, 0, 0, 0x80000000),  # SECCOMP_RET_KILL_PROCESS
-        op(ld, 0, 0, 0),  # seccomp_data.nr
-        op(jge, errno_at - 4 - 1, 0, _X32_BIT),
-    ]
-    for i, nr in enumerate(nrs):
-        prog.append(op(jeq, errno_at - (5 + i) - 1, 0, nr))
-    prog.append(op(ret, 0, 0, 0x7FFF0000))  # SECCOMP_RET_ALLOW
-    prog.append(op(ret, 0, 0, 0x00050000 | 1))  # SECCOMP_RET_ERRNO | EPERM
-    return b"".join(prog)
-
-
 @lru_cache(maxsize=1)
 def sandbox_unavailable_reason() -> str | None:
     """Why the OS sandbox cannot run here (None when it can): checked once per process by
@@ -303,7 +255,7 @@ def sandbox_unavailable_reason() -> str | None:
     argv = [exe, "--unshare-all", "--unshare-user", "--die-with-parent", *_system_binds()]
     argv += ["--", "/usr/bin/true"]
     stage: Path | None = None
-    if _as_root():
+    if as_root():
         missing = [t for t in ("unshare", "setpriv") if shutil.which(t) is None]
         if missing:
             return (
@@ -311,7 +263,7 @@ def sandbox_unavailable_reason() -> str | None:
                 f"{' and '.join(missing)}, which is missing (apt-get install util-linux)"
             )
         stage = Path(tempfile.mkdtemp(prefix="ponder-stage-"))
-        argv = _drop_argv(stage, None, [], argv)
+        argv = drop_argv(stage, None, [], argv)
     try:
         done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError) as e:
@@ -322,7 +274,7 @@ def sandbox_unavailable_reason() -> str | None:
                 stage.rmdir()
     if done.returncode != 0:
         why = done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
-        if _as_root():
+        if as_root():
             return (
                 f"running as root, the sandbox must run as the unprivileged uid {SANDBOX_UID}, "
                 f"and bubblewrap could not start as that user ({why}). Allow unprivileged "
@@ -355,180 +307,6 @@ def _warn_weak(why: str) -> None:
             "sandbox (docs/tools.md)",
             why,
         )
-
-
-#: The host uid/gid the sandbox runs as when Ponder runs as root (nobody/nogroup)
-SANDBOX_UID = 65534
-SANDBOX_GID = 65534
-
-
-def _as_root() -> bool:
-    return os.geteuid() == 0
-
-
-class _RunCgroup:
-    """The cgroup(s) of one run, where this process may make them (root, with the
-    controllers writable): pids, memory (swap off) and CPU time counted for the whole
-    run, every process of it together. cgroup v2 (one directory) or v1 (one directory
-    per controller, under this process's own cgroup in each hierarchy).
-
-    Why: rlimits count per process, so children, memfds and shared memory escape them;
-    and the kernel exempts real uid 0 from ``RLIMIT_NPROC``."""
-
-    def __init__(self, dirs: dict[str, Path]) -> None:
-        self.dirs = dirs  # controller -> directory (v2: the same directory for all)
-
-    @classmethod
-    def make(cls, lim: SandboxLimits) -> _RunCgroup | None:
-        if not _as_root():
-            return None
-        name = f"ponder-sandbox-{os.getpid()}-{time.monotonic_ns()}"
-        memory = (lim.memory_mb + lim.disk_mb) * 1024 * 1024  # tmpfs pages are charged too
-        root = Path("/sys/fs/cgroup")
-        made: list[Path] = []
-        try:
-            if (root / "cgroup.controllers").exists():  # v2
-                wanted = {"pids", "memory", "cpu"}
-                have = set((root / "cgroup.subtree_control").read_text().split())
-                for c in sorted(wanted - have):
-                    with contextlib.suppress(OSError):
-                        (root / "cgroup.subtree_control").write_text(f"+{c}")
-                path = root / name
-                path.mkdir()
-                made.append(path)
-                (path / "pids.max").write_text(str(lim.max_processes + 2))
-                (path / "memory.max").write_text(str(memory))
-                with contextlib.suppress(OSError):
-                    (path / "memory.swap.max").write_text("0")
-                return cls({"pids": path, "memory": path, "cpu": path})
-            own = _v1_own_cgroups()
-            dirs: dict[str, Path] = {}
-            for ctrl, hier in (("pids", "pids"), ("memory", "memory"), ("cpu", "cpuacct")):
-                base = root / hier
-                if not (base / "cgroup.procs").exists():
-                    continue
-                path = base / own.get(hier, "").lstrip("/") / name
-                path.mkdir()
-                made.append(path)
-                dirs[ctrl] = path
-            if "pids" in dirs:
-                (dirs["pids"] / "pids.max").write_text(str(lim.max_processes + 2))
-            if "memory" in dirs:
-                (dirs["memory"] / "memory.limit_in_bytes").write_text(str(memory))
-                with contextlib.suppress(OSError):  # only with swap accounting
-                    (dirs["memory"] / "memory.memsw.limit_in_bytes").write_text(str(memory))
-            return cls(dirs) if dirs else None
-        except OSError as e:
-            log.debug("no cgroup for the sandbox: %s", e)
-            for path in made:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-            return None
-
-    @property
-    def procs(self) -> list[str]:
-        """The cgroup.procs files the sandbox's first process joins."""
-        return sorted({str(d / "cgroup.procs") for d in self.dirs.values()})
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time used by every process of the run so far."""
-        d = self.dirs.get("cpu")
-        if d is None:
-            return None
-        try:
-            if (d / "cpu.stat").exists() and not (d / "cpuacct.usage").exists():
-                for line in (d / "cpu.stat").read_text().splitlines():
-                    if line.startswith("usage_usec "):
-                        return int(line.split()[1]) / 1e6
-                return None
-            return int((d / "cpuacct.usage").read_text()) / 1e9
-        except (OSError, ValueError):
-            return None
-
-    def out_of_memory(self) -> bool:
-        """Whether the run hit its memory limit."""
-        d = self.dirs.get("memory")
-        if d is None:
-            return False
-        try:
-            if (d / "memory.events").exists():
-                for line in (d / "memory.events").read_text().splitlines():
-                    key, _, value = line.partition(" ")
-                    if key in ("oom_kill", "max") and int(value) > 0:
-                        return True
-                return False
-            return int((d / "memory.failcnt").read_text()) > 0
-        except (OSError, ValueError):
-            return False
-
-    def kill_all(self) -> None:
-        """SIGKILL every process left in the run's cgroup. bubblewrap's die-with-parent
-        can miss a sandbox killed while it starts; the cgroup misses nothing."""
-        for path in {*self.dirs.values()}:
-            if (path / "cgroup.kill").exists():  # cgroup v2
-                with contextlib.suppress(OSError):
-                    (path / "cgroup.kill").write_text("1")
-                continue
-            with contextlib.suppress(OSError):
-                for pid in (path / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
-                        os.kill(int(pid), signal.SIGKILL)
-
-    def remove(self) -> None:
-        self.kill_all()
-        for path in {*self.dirs.values()}:
-            _remove_cgroup(path)
-
-
-def _v1_own_cgroups() -> dict[str, str]:
-    """This process's cgroup path in each v1 hierarchy (``memory`` -> ``/a/b``)."""
-    out: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            parts = line.split(":", 2)
-            if len(parts) == 3:
-                for ctrl in parts[1].split(","):
-                    out[ctrl] = parts[2]
-    return out
-
-
-def _remove_cgroup(path: Path) -> None:
-    deadline = time.monotonic() + 5  # the PID namespace's last tasks may still be exiting
-    while True:
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                log.warning("could not remove the sandbox's cgroup %s", path)
-                return
-            time.sleep(0.05)
-
-
-# Run as root: in a private mount namespace, join the run's cgroups, bind the paths the
-# sandbox needs onto a world-readable stage (the interpreter may live under /root, which
-# the sandbox's unprivileged uid cannot traverse), then drop to that uid with no groups and
-# no capabilities and become bubblewrap. Arguments: STAGE UID GID NPROCS PROCS... NBINDS
-# BINDS... -- BWRAP ARGV
-_DROP = r"""
-set -e
-stage=$1; uid=$2; gid=$3; n=$4; shift 4
-while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n - 1)); done
-n=$1; shift
-mount -t tmpfs -o mode=0755,size=64k,nosuid,nodev ponder-stage "$stage"
-i=0
-while [ "$i" -lt "$n" ]; do
-  mkdir "$stage/$i"
-  mount --bind "$1" "$stage/$i"
-  mount -o remount,bind,ro,nosuid,nodev "$stage/$i"
-  shift; i=$((i + 1))
-done
-shift
-exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all \
-  --bounding-set=-all --no-new-privs -- "$@"
-"""
 
 
 def _bind_sources(lim: SandboxLimits, workdir: Path) -> list[str]:
@@ -598,27 +376,6 @@ def _bwrap_argv(
     return [*argv, "--", exe, "-I", "-B", "-S", f"{_INPUTS}/_ponder_bootstrap.py"]
 
 
-def _drop_argv(
-    stage: Path, cgroup: _RunCgroup | None, binds: list[str], bwrap: list[str]
-) -> list[str]:
-    """As root: the command that runs ``bwrap`` as :data:`SANDBOX_UID` (see ``_DROP``)."""
-    procs = cgroup.procs if cgroup is not None else []
-    unshare = shutil.which("unshare") or "unshare"
-    return [
-        unshare, "--mount", "--propagation", "private", "--",
-        "/bin/sh", "-c", _DROP, "sh", str(stage), str(SANDBOX_UID), str(SANDBOX_GID),
-        str(len(procs)), *procs, str(len(binds)), *binds, "--", *bwrap,
-    ]  # fmt: skip
-
-
-def _give_to_sandbox(path: Path) -> None:
-    """As root: the run's inputs belong to the sandbox's uid, which must read them."""
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(root, name), SANDBOX_UID, SANDBOX_GID, follow_symlinks=False)
-    os.chown(path, SANDBOX_UID, SANDBOX_GID)
-
-
 async def _read_bounded(
     stream: asyncio.StreamReader, sink: bytearray, budget: list[int], over: asyncio.Event
 ) -> None:
@@ -683,7 +440,7 @@ class SandboxProcess:
 
     proc: asyncio.subprocess.Process
     limits: SandboxLimits
-    cgroup: _RunCgroup | None
+    cgroup: RunCgroup | None
     start: float
 
     def kill(self) -> None:
@@ -705,7 +462,7 @@ async def open_sandbox(
     kill it (the whole sandbox) and delete the directory on exit. The caller talks to it
     through the pipes and owns the timeout; :func:`run_python` is the one-shot form."""
     lim = limits or SandboxLimits()
-    cgroup: _RunCgroup | None = None
+    cgroup: RunCgroup | None = None
     stage: Path | None = None
     if lim.isolation == "os":
         why = await asyncio.to_thread(sandbox_unavailable_reason)
@@ -719,7 +476,7 @@ async def open_sandbox(
                 )
             lim = lim.model_copy(update={"isolation": "weak"})
     if lim.isolation == "weak":
-        if _as_root():
+        if as_root():
             raise ToolExecutionError(
                 "refusing to run untrusted code as root in the weak sandbox: it would run as "
                 "host root. Install bubblewrap and allow unprivileged user namespaces (the OS "
@@ -740,13 +497,15 @@ async def open_sandbox(
                 finally:
                     os.close(w)
             binds = _bind_sources(lim, workdir)
-            if _as_root():  # never host root: bwrap runs as SANDBOX_UID (see _DROP)
+            if as_root():  # never host root: bwrap runs as SANDBOX_UID (see _DROP)
                 stage = Path(tempfile.mkdtemp(prefix="ponder-stage-"))
                 source = {b: f"{stage}/{i}" for i, b in enumerate(binds)}
                 argv = _bwrap_argv(lim, workdir, seccomp_r, source)
-                await asyncio.to_thread(_give_to_sandbox, workdir)
-                cgroup = await asyncio.to_thread(_RunCgroup.make, lim)
-                argv = _drop_argv(stage, cgroup, binds, argv)
+                await asyncio.to_thread(give_to_sandbox, workdir)
+                # tmpfs pages are charged to the memory cgroup too
+                memory = (lim.memory_mb + lim.disk_mb) * 1024 * 1024
+                cgroup = await asyncio.to_thread(RunCgroup.make, memory, lim.max_processes)
+                argv = drop_argv(stage, cgroup, binds, argv)
             else:
                 argv = _bwrap_argv(lim, workdir, seccomp_r, {b: b for b in binds})
             cwd: Path = Path("/")
@@ -918,7 +677,7 @@ async def _write_stdin(pipe: asyncio.StreamWriter, data: bytes) -> None:
         pipe.close()
 
 
-async def _watch_cpu(cgroup: _RunCgroup, limit: float, over: asyncio.Event) -> None:
+async def _watch_cpu(cgroup: RunCgroup, limit: float, over: asyncio.Event) -> None:
     """Set ``over`` once every process of the run together has used ``limit`` CPU
     seconds (rlimits count each process alone)."""
     while True:
