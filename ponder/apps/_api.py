@@ -335,3 +335,19 @@ def usage_dict(spend: Spend) -> dict[str, Any]:
         "prompt_tokens_details": {"cached_tokens": spend.cached_tokens},
         "ponder_saved_cost": spend.saved_cost,
     }
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a decoded JSON value (iteratively: a deep
+    body cannot exhaust the stack)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in v)
+    return deepest

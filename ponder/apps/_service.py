@@ -5,14 +5,16 @@ is one; a front end depends on this protocol, never on the HTTP server."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from ponder.agents import Candidate, Pool
 from ponder.apps._serve_settings import ServeSettings
+from ponder.errors import ConfigurationError
 from ponder.graphs import GraphResult
-from ponder.workflows import Workflow
+from ponder.workflows import Workflow, load_workflow
 
-__all__ = ["RunService", "answer_texts"]
+__all__ = ["RunService", "answer_texts", "load_workflows"]
 
 
 class RunService(Protocol):
@@ -59,3 +61,31 @@ def answer_texts(pool: Pool, n: int) -> list[str]:
     if not out and pool.final is not None:
         out = [pool.final]
     return out[:n]
+
+
+def load_workflows(directory: str | Path, **kwargs: Any) -> dict[str, Workflow]:
+    """Every ``*.yaml``/``*.yml``/``*.json`` workflow in ``directory`` and its subfolders
+    (hidden ones skipped), by its name. Two files with one name are refused, naming both."""
+    found: dict[str, Workflow] = {}
+    source: dict[str, Path] = {}
+    path = Path(directory)
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.suffix in (".yaml", ".yml", ".json")
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise ConfigurationError(f"no workflow files (*.yaml, *.yml, *.json) in {path}")
+    for f in files:
+        wf = load_workflow(f, **kwargs)
+        name = wf.spec.name or f.stem
+        if name in found:
+            raise ConfigurationError(
+                f"two workflows are named {name!r}: {source[name]} and {f}; rename one "
+                "(its 'name:' field) so clients can tell them apart"
+            )
+        found[name] = wf
+        source[name] = f
+    return found

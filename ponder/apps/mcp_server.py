@@ -27,8 +27,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ponder.agents import Pool
 from ponder.apps._api import ApiError
+from ponder.apps._runs import workflow_layout
 from ponder.apps._service import answer_texts
-from ponder.apps.server import PonderServer, _layout
+from ponder.apps.server import PonderServer
 from ponder.workflows import Workflow
 
 __all__ = ["WorkflowAnswer", "build_mcp", "mcp_http_app", "tool_name"]
@@ -61,7 +62,7 @@ def tool_name(workflow: str) -> str:
 
 
 def _describe(name: str, wf: Workflow) -> str:
-    layout = _layout(wf)
+    layout = workflow_layout(wf)
     steps = " -> ".join("+".join(c) for c in layout["nodes"].values())
     return (
         f"Answer a question with the Ponder workflow {name!r} ({steps}): several model "

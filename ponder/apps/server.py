@@ -42,19 +42,29 @@ from ponder.agents import Pool, Spend
 from ponder.apps._api import (
     ApiError,
     ChatRequest,
+    _depth,
     _first_error,
     openapi_schema,
     usage_dict,
 )
 from ponder.apps._limits import Limits
+from ponder.apps._runs import (
+    FastJSON,
+    RunRecord,
+    answer_evidence,
+    event_dict,
+    tool_calls_response,
+    until_disconnect,
+    workflow_layout,
+)
 from ponder.apps._serve_settings import ServeSettings
-from ponder.apps._service import answer_texts
+from ponder.apps._service import answer_texts, load_workflows
 from ponder.backends import Budget
 from ponder.engine import RedisBudget
 from ponder.errors import ConfigurationError, ParseError, PonderError
-from ponder.graphs import Event, GraphResult
+from ponder.graphs import GraphResult
 from ponder.types import Message, ToolSpec
-from ponder.workflows import ToolTurn, Workflow, load_workflow, tool_turn, typed_answer
+from ponder.workflows import ToolTurn, Workflow, tool_turn, typed_answer
 
 __all__ = [
     "ChatRequest",
@@ -68,168 +78,12 @@ __all__ = [
 log = logging.getLogger("ponder.serve")
 
 
-# -- runs ----------------------------------------------------------------------------------
-
-
-class RunRecord:
-    """A run's events (kept after it ends, for ``/v1/runs/{id}/events``)."""
-
-    def __init__(self, run_id: str, owner: str, model: str) -> None:
-        self.id, self.owner, self.model = run_id, owner, model
-        self.events: list[dict[str, Any]] = []
-        self.done = False
-        self._waiters: list[asyncio.Future[None]] = []  # followers waiting for news
-
-    def _wake(self) -> None:
-        if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
-
-    def add(self, event: dict[str, Any]) -> None:
-        # a plain append: a run nobody follows pays no lock per event
-        self.events.append(event)
-        self._wake()
-
-    def finish(self) -> None:
-        self.done = True
-        self._wake()
-
-    async def follow(self) -> AsyncIterator[dict[str, Any]]:
-        """Every event so far, then the new ones until the run ends."""
-        i = 0
-        while True:
-            if i < len(self.events):
-                fresh = self.events[i:]
-                i += len(fresh)
-                for e in fresh:
-                    yield e
-                continue
-            if self.done:
-                return
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter
-
-
-async def _until_disconnect(request: Request, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """``items``, but stop (cancelling the producer, hence the run's model calls) as soon as
-    the client disconnects, even while the run is between events."""
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-    async def produce() -> None:
-        try:
-            async with aclosing(items):  # type: ignore[type-var]
-                async for item in items:
-                    queue.put_nowait(("item", item))
-        except Exception as e:
-            queue.put_nowait(("error", e))
-        finally:
-            queue.put_nowait(("end", None))
-
-    async def watch() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                log.info("client disconnected; cancelling its run")
-                run.cancel()
-                return
-
-    run = asyncio.create_task(produce())
-    watcher = asyncio.create_task(watch())
-    try:
-        while True:
-            kind, value = await queue.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        watcher.cancel()
-        run.cancel()
-        await asyncio.gather(run, watcher, return_exceptions=True)
-
-
-class _FastJSON(JSONResponse):
-    """JSON rendered by orjson (a chat completion's body in a few microseconds)."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=str)
-
-
-def _depth(value: Any) -> int:
-    """How deeply lists and objects nest in a decoded JSON value (iteratively: a deep
-    body cannot exhaust the stack)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            deepest = max(deepest, d)
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            deepest = max(deepest, d)
-            stack.extend((x, d + 1) for x in v)
-    return deepest
-
-
 _WEB = Path(str(resources.files("ponder.apps") / "web"))
 _PAGE_CSP = (
     "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "font-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
 )
-
-
-def _event_dict(e: Event) -> dict[str, Any]:
-    return {"kind": e.kind, "node": e.node, "iteration": e.iteration, "data": e.data}
-
-
-def _layout(wf: Workflow) -> dict[str, Any]:
-    """A workflow's nodes (each with its components), edges and entry, for the page."""
-    spec = wf.spec
-    nodes = spec.node_map()
-    edges = []
-    for e in spec.edge_list():
-        edges.append({"from": e.source, "to": e.to, "when": e.when})
-        if e.otherwise is not None:
-            edges.append({"from": e.source, "to": e.otherwise, "when": f"not ({e.when})"})
-    return {
-        "nodes": {n: [c.component for c in node.components] for n, node in nodes.items()},
-        "edges": edges,
-        "entry": spec.entry or next(iter(nodes), None),
-    }
-
-
-def _behind(pool: Pool) -> dict[str, Any]:
-    """The final answer's vote (its tally) and the candidates that gave that answer."""
-    from ponder.agents import normalize_answer
-
-    out: dict[str, Any] = {}
-    v = pool.vote
-    if v is not None:
-        out["vote"] = {"answer": v.answer, "tally": v.tally, "support": v.support,
-                       "counted": v.counted, "abstained": v.abstained}  # fmt: skip
-    key = v.key if v is not None else normalize_answer(pool.final)
-    if key is not None:
-        same = [c for c in pool.candidates if c.answer is not None
-                and normalize_answer(c.answer) == key]  # fmt: skip
-        # a vote over code or a custom kind keys answers its own way: then equal answers
-        same = same or [c for c in pool.candidates if c.answer == pool.final]
-        out["behind"] = [
-            {
-                "id": c.id,
-                "answer": c.answer,
-                "model": c.provenance.model,
-                "scores": c.scores,
-                "verdicts": c.verdicts,
-                "text": c.text[:2000],
-            }
-            for c in same[:20]
-        ]
-    return out
 
 
 def _host_name(netloc: str) -> str:
@@ -248,36 +102,6 @@ def _loopback(host: str) -> bool:
 
 
 # -- the server ----------------------------------------------------------------------------
-
-
-def load_workflows(directory: str | Path, **kwargs: Any) -> dict[str, Workflow]:
-    """Every ``*.yaml``/``*.yml``/``*.json`` workflow in ``directory`` and its subfolders
-    (hidden ones skipped), by its name. Two files with one name are refused, naming both."""
-    from ponder.errors import ConfigurationError
-
-    found: dict[str, Workflow] = {}
-    source: dict[str, Path] = {}
-    path = Path(directory)
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.suffix in (".yaml", ".yml", ".json")
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
-    if not files:
-        raise ConfigurationError(f"no workflow files (*.yaml, *.yml, *.json) in {path}")
-    for f in files:
-        wf = load_workflow(f, **kwargs)
-        name = wf.spec.name or f.stem
-        if name in found:
-            raise ConfigurationError(
-                f"two workflows are named {name!r}: {source[name]} and {f}; rename one "
-                "(its 'name:' field) so clients can tell them apart"
-            )
-        found[name] = wf
-        source[name] = f
-    return found
 
 
 class PonderServer:
@@ -539,14 +363,14 @@ class PonderServer:
                                 event, result = await anext(pairs)
                             except StopAsyncIteration:
                                 break
-                        d = _event_dict(event)
+                        d = event_dict(event)
                         if result is not None:
                             d["data"] = {**d["data"], "final": result.output.final}
                             d["data"]["tokens"] = result.output.spend.total_tokens
                             d["data"]["cost"] = result.output.spend.cost
                             d["data"]["cached_tokens"] = result.output.spend.cached_tokens
                             d["data"]["saved_cost"] = result.output.spend.saved_cost
-                            d["data"].update(_behind(result.output))
+                            d["data"].update(answer_evidence(result.output))
                         rec.add(d)
                         yield rec, d, result
         finally:
@@ -576,7 +400,7 @@ class PonderServer:
                 "created": 0,
                 "owned_by": "ponder",
                 # the pipeline's layout, for the chat page's graph (clients ignore it)
-                "ponder": _layout(self.workflows[name]),
+                "ponder": workflow_layout(self.workflows[name]),
             }
             for name in sorted(self.workflows)
         ]
@@ -639,7 +463,7 @@ class PonderServer:
         result: GraphResult[Pool] | None = None
         record: RunRecord | None = None
         try:
-            async for rec, _e, res in _until_disconnect(
+            async for rec, _e, res in until_disconnect(
                 request, self.execute(req.model, pool, who, tracing.extract(request.headers))
             ):
                 record, result = rec, res or result
@@ -650,7 +474,7 @@ class PonderServer:
             ) from e
         assert result is not None
         assert record is not None
-        return _FastJSON(
+        return FastJSON(
             await self._completion(req, result, record, who, created, turn.spend),
             headers={"X-Ponder-Run-Id": record.id},
         )
@@ -691,57 +515,7 @@ class PonderServer:
 
     def _tool_calls(self, req: ChatRequest, turn: ToolTurn, who: str) -> Response:
         """The turn's tool calls, in OpenAI's shape (streamed as deltas when asked)."""
-        rec = self._record(who, req.model)
-        rec.add({"kind": "tool_calls", "node": None, "iteration": None, "data": {
-            "calls": [c.model_dump() for c in turn.calls], "support": turn.support,
-            "samples": turn.samples, "tokens": turn.spend.total_tokens,
-            "cost": turn.spend.cost}})  # fmt: skip
-        rec.finish()
-        created = int(time.time())
-        calls = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in turn.calls
-        ]
-        ponder = {"run_id": rec.id, "support": turn.support, "samples": turn.samples,
-                  "cost": turn.spend.cost}  # fmt: skip
-        if not req.stream:
-            body = {
-                "id": rec.id,
-                "object": "chat.completion",
-                "created": created,
-                "model": req.model,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": None, "tool_calls": calls},
-                    "finish_reason": "tool_calls",
-                }],
-                "usage": usage_dict(turn.spend),
-                "ponder": ponder,
-            }  # fmt: skip
-            return _FastJSON(body, headers={"X-Ponder-Run-Id": rec.id})
-        usage_wanted = bool((req.stream_options or {}).get("include_usage"))
-
-        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
-            body = {"id": rec.id, "object": "chat.completion.chunk", "created": created,
-                    "model": req.model, "choices": choices, **extra}  # fmt: skip
-            return f"data: {json.dumps(body)}\n\n"
-
-        async def events() -> AsyncIterator[str]:
-            yield chunk([{"index": 0, "delta": {"role": "assistant", "content": None},
-                          "finish_reason": None}], ponder={"run_id": rec.id})  # fmt: skip
-            for i, c in enumerate(calls):
-                yield chunk([{"index": 0, "delta": {"tool_calls": [{"index": i, **c}]},
-                              "finish_reason": None}])  # fmt: skip
-            yield chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], ponder=ponder)
-            if usage_wanted:
-                yield chunk([], usage=usage_dict(turn.spend))
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Ponder-Run-Id": rec.id},
-        )
+        return tool_calls_response(req, turn, self._record(who, req.model))
 
     async def _formatted(
         self, req: ChatRequest, pool: Pool, texts: list[str], who: str
@@ -843,7 +617,7 @@ class PonderServer:
                     tracing.extract(request.headers),
                     live=req.n == 1 and not typed,
                 )
-                async for rec, e, res in _until_disconnect(request, run):
+                async for rec, e, res in until_disconnect(request, run):
                     if e["kind"] == "token":  # the answer, as the last step writes it
                         streamed = True
                         yield chunk(
