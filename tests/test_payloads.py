@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ponder import Model
+from ponder import Model, Settings
 
 PAYLOADS = Path(__file__).parent / "payloads"
 Start = Callable[[list[Any]], Awaitable[str]]
@@ -151,13 +151,11 @@ def served(*names: str) -> tuple[Callable[[web.Request], Awaitable[web.StreamRes
 async def openai_model(loopback_server: Start, *names: str) -> tuple[Model, list[Any]]:
     handler, bodies = served(*names)
     url = await loopback_server([("POST", "/v1/chat/completions", handler)])
-    return Model(f"openai:gpt-4o-mini@{url}/v1", cache=False), bodies
+    keyed = Settings.load(openai_api_key="k", cache=False)
+    return Model(f"openai:gpt-4o-mini@{url}/v1", settings=keyed), bodies
 
 
-async def test_openai_n_choices_in_one_response(
-    loopback_server: Start, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "k")
+async def test_openai_n_choices_in_one_response(loopback_server: Start) -> None:
     m, bodies = await openai_model(loopback_server, "openai_n3.json")
     async with m:
         c = await m.generate("What is 17 + 25?", n=3, temperature=0.8)
@@ -169,10 +167,7 @@ async def test_openai_n_choices_in_one_response(
     assert (c.usage.prompt_tokens, c.usage.completion_tokens) == (19, 27)
 
 
-async def test_openai_logprobs_with_their_alternatives(
-    loopback_server: Start, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "k")
+async def test_openai_logprobs_with_their_alternatives(loopback_server: Start) -> None:
     m, bodies = await openai_model(loopback_server, "openai_logprobs.json")
     async with m:
         c = await m.generate("2 + 2?", logprobs=True, top_logprobs=2)
@@ -184,12 +179,9 @@ async def test_openai_logprobs_with_their_alternatives(
     assert c.choices[0].mean_logprob == pytest.approx((-0.0000233 - 0.31326) / 2)
 
 
-async def test_openai_streamed_usage_arrives_after_the_finish(
-    loopback_server: Start, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_openai_streamed_usage_arrives_after_the_finish(loopback_server: Start) -> None:
     """With ``stream_options.include_usage`` the usage comes in a last chunk with no
     choices, after the finish reason; the last piece carries both."""
-    monkeypatch.setenv("OPENAI_API_KEY", "k")
     m, bodies = await openai_model(loopback_server, "openai_stream_usage.txt")
     async with m:
         pieces = [chunk async for chunk in m.stream("What is 17 + 25?")]
@@ -208,12 +200,11 @@ async def test_openai_streamed_usage_arrives_after_the_finish(
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_openai_429_with_retry_after_is_waited_out_then_retried(
-    loopback_server: Start, monkeypatch: pytest.MonkeyPatch, stream: bool
+    loopback_server: Start, stream: bool
 ) -> None:
     """A 429 as OpenAI sends it: the endpoint pauses for its ``retry-after`` (every
     request to it waits) and the call is retried, by the one retry path that plain and
     streamed calls share."""
-    monkeypatch.setenv("OPENAI_API_KEY", "k")
     ok = "openai_stream_usage.txt" if stream else "openai_n3.json"
     m, bodies = await openai_model(loopback_server, "openai_429.json", ok)
     async with m:
@@ -229,20 +220,19 @@ async def test_openai_429_with_retry_after_is_waited_out_then_retried(
 
 @pytest.mark.parametrize("name", ["openai_429.json", "anthropic_429.json"])
 async def test_a_429_that_outlasts_the_retries_names_the_limit_and_the_wait(
-    loopback_server: Start, monkeypatch: pytest.MonkeyPatch, name: str
+    loopback_server: Start, name: str
 ) -> None:
-    from ponder import RetryPolicy, Settings
+    from ponder import RetryPolicy
     from ponder.errors import RateLimitError
 
-    monkeypatch.setenv("OPENAI_API_KEY", "k")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
     handler, bodies = served(name)
     anthropic = name.startswith("anthropic")
     path = "/v1/messages" if anthropic else "/v1/chat/completions"
     url = await loopback_server([("POST", path, handler)])
     ref = f"anthropic:claude-sonnet-4-5@{url}" if anthropic else f"openai:gpt-4o-mini@{url}/v1"
     no_retry = RetryPolicy(max_retries=0)
-    async with Model(ref, settings=Settings.load(cache=False), retry=no_retry) as m:
+    keyed = Settings.load(openai_api_key="k", anthropic_api_key="k", cache=False)
+    async with Model(ref, settings=keyed, retry=no_retry) as m:
         with pytest.raises(RateLimitError) as err:
             await m.generate("hi")
     assert err.value.retry_after == 1.0
