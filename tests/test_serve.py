@@ -519,6 +519,29 @@ async def test_live_events_from_python_carry_the_final_steps_text() -> None:
         assert "token" not in kinds
 
 
+async def test_each_live_run_streams_its_own_answer_only() -> None:
+    """The live sink is a field of the run (engine.Run(live=...)): concurrent runs of one
+    compiled workflow, live or not, never get each other's text."""
+    async with StandinServer(StandinConfig(time_scale=0.01, oracle=ORACLE)) as s:
+        wf = fuse_workflow(s.base_url)
+
+        async def one(i: int, live: bool) -> tuple[str, str, int]:
+            texts, result = [], None
+            async for e, res in wf.aevents(question(i), live=live):
+                if e.kind == "token":
+                    texts.append(e.data["text"])
+                result = res or result
+            assert result is not None
+            fused = [c for c in result.output.candidates if c.provenance.component == "fuse"]
+            return "".join(texts), fused[0].text, len(texts)
+
+        runs = await asyncio.gather(one(1, True), one(5, False), one(9, True))
+    (a, fused_a, _), (b, _, pieces_b), (c, fused_c, _) = runs
+    assert (a, c) == (fused_a, fused_c)
+    assert a != c
+    assert (b, pieces_b) == ("", 0)
+
+
 async def test_leaving_a_live_run_early_stops_it() -> None:
     async with StandinServer(StandinConfig(time_scale=0.01, oracle=ORACLE)) as s:
         wf = fuse_workflow(s.base_url)

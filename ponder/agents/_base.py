@@ -240,9 +240,9 @@ def _messages(system: str | None, user: str) -> tuple[Message, ...]:
 
 
 LIVE_TEXT: ContextVar[Callable[[str], object] | None] = ContextVar("ponder_live_text", default=None)
-"""(Private to Ponder: the workflow runner sets it.) Where the step that writes the
-final answer sends its text as it is generated (set by a
-workflow run with live answers, for its last step only); None: no live answer."""
+"""(Private to Ponder.) Where the component being run sends its text as it is generated:
+the workflow runner sets it, around the one step that writes a live run's answer, to the
+run's own sink (``engine.Run(live=...)``); None: no live answer."""
 
 
 async def _complete(model: Model, messages: tuple[Message, ...], **kw: Any) -> Completion:

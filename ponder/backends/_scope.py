@@ -9,7 +9,7 @@ schedules waiting requests. The model layer never imports the engine.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ponder.backends._policies import Reservation, UsageMeter
@@ -34,13 +34,21 @@ class BudgetLike(Protocol):
 
 
 class RequestScope:
-    """One run's view from the model layer: its budgets and the service it has had."""
+    """One run's view from the model layer: its budgets and the service it has had, and
+    where its live answer goes (``live``: read by the workflow runner, not by models)."""
 
-    __slots__ = ("attained", "budgets", "name")
+    __slots__ = ("attained", "budgets", "live", "name")
 
-    def __init__(self, budgets: Sequence[BudgetLike] = (), *, name: str = "") -> None:
+    def __init__(
+        self,
+        budgets: Sequence[BudgetLike] = (),
+        *,
+        name: str = "",
+        live: Callable[[str], object] | None = None,
+    ) -> None:
         self.budgets = tuple(budgets)
         self.name = name
+        self.live = live
         self.attained = 0  # requests dispatched so far (least-attained-service priority)
 
 

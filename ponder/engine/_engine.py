@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from ponder.backends import (
@@ -70,10 +70,17 @@ class Run:
     block, in every task it starts, reserve on these budgets and count as this run for
     scheduling."""
 
-    def __init__(self, budgets: Sequence[BudgetLike] = (), *, name: str = "") -> None:
+    def __init__(
+        self,
+        budgets: Sequence[BudgetLike] = (),
+        *,
+        name: str = "",
+        live: Callable[[str], object] | None = None,
+    ) -> None:
         self.budgets = tuple(b for b in budgets if b is not None)
         self.name = name
-        self.scope = RequestScope(self.budgets, name=name)
+        self.live = live  # where the run's answer goes as it is written (None: nowhere)
+        self.scope = RequestScope(self.budgets, name=name, live=live)
         self._tokens: list[Any] = []
 
     @property
@@ -172,9 +179,15 @@ class Engine:
         """Every model built so far."""
         return list(self._models.values())
 
-    def run(self, *budgets: BudgetLike | None, name: str = "") -> Run:
-        """A run's scope: ``async with engine.run(budget): ...``."""
-        return Run([b for b in budgets if b is not None], name=name)
+    def run(
+        self,
+        *budgets: BudgetLike | None,
+        name: str = "",
+        live: Callable[[str], object] | None = None,
+    ) -> Run:
+        """A run's scope: ``async with engine.run(budget): ...``; ``live`` receives the
+        text of the step that writes the run's answer, as it is written."""
+        return Run([b for b in budgets if b is not None], name=name, live=live)
 
     async def aclose(self) -> None:
         """Close the endpoints' HTTP sessions and the models' wires (the shared caches

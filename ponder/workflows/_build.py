@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from ponder.agents import (
 )
 from ponder.agents._base import LIVE_TEXT
 from ponder.backends import Budget, Model
-from ponder.backends._scope import BudgetLike
+from ponder.backends._scope import BudgetLike, current_scope
 from ponder.engine import Engine, engine_for
 from ponder.graphs import CompiledGraph, Event, GraphResult
 from ponder.settings import Settings
@@ -192,10 +191,6 @@ def _pool_attributes(out: Pool, before: Pool, detail: bool = True) -> dict[str, 
     return attrs
 
 
-_LIVE_RUN: ContextVar[Callable[[str], object] | None] = ContextVar("ponder_live_run", default=None)
-"""The live-answer sink of the run in progress (Workflow.aevents(live=True))."""
-
-
 def _budget_left(budgets: Sequence[BudgetLike]) -> dict[str, Any]:
     """What the run's in-process budgets have left (the tightest of each limit), as span
     attributes (a Redis budget is shared across processes: not read here)."""
@@ -233,7 +228,8 @@ class _Node:
         self.final = final  # the last step of a layer stack: it may write a live answer
 
     async def __call__(self, pool: Pool) -> Pool:
-        sink = _LIVE_RUN.get()
+        scope = current_scope()  # the run's live sink, for its answer-writing step only
+        sink = scope.live if scope is not None else None
         live = sink is not None and self.final and len(self.built) == 1
         token = LIVE_TEXT.set(sink if live else None)
         try:
@@ -554,9 +550,13 @@ class Workflow:
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         final = list(self.spec.node_map())[-1] if self.spec.layers else None
 
+        def sink(text: str) -> None:
+            queue.put_nowait(("token", text))
+
         async def pump() -> None:
             try:
-                async with aclosing(self._events(question, thread_id, budgets)) as pairs:
+                events = self._events(question, thread_id, budgets, live=sink)
+                async with aclosing(events) as pairs:
                     async for pair in pairs:
                         queue.put_nowait(("pair", pair))
             except BaseException as e:  # handed to the consumer, which raises it
@@ -564,11 +564,7 @@ class Workflow:
             else:
                 queue.put_nowait(("end", None))
 
-        token = _LIVE_RUN.set(lambda text: queue.put_nowait(("token", text)))
-        try:
-            task = asyncio.create_task(pump())  # it copies the context: the sink goes along
-        finally:
-            _LIVE_RUN.reset(token)
+        task = asyncio.create_task(pump())
         try:
             while True:
                 kind, item = await queue.get()
@@ -589,11 +585,12 @@ class Workflow:
         question: str | Pool | None,
         thread_id: str | None,
         budgets: Sequence[BudgetLike],
+        live: Callable[[str], object] | None = None,
     ) -> AsyncGenerator[tuple[Event, GraphResult[Pool] | None], None]:
         async with AsyncExitStack() as stack:
             engine = self._engine()
             graph = await self._compiled(stack, engine)
-            run = engine.run(self._budget(), *budgets, name=self.spec.name)
+            run = engine.run(self._budget(), *budgets, name=self.spec.name, live=live)
             with run:  # the graph's tasks start inside the run: they inherit its scope
                 pairs = graph.aevents(self._pool(question), thread_id=thread_id)
             name = f"ponder.run {self.spec.name or 'workflow'}"
