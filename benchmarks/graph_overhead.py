@@ -20,6 +20,13 @@ vs on, interleaved. Ended spans are converted for the exporter on a background t
 conversion included (``tracing.flush()`` inside the measured window).
 
     python benchmarks/graph_overhead.py [--nodes 100] [--repeats 50] [--json]
+    python benchmarks/graph_overhead.py --memos    # what each hot-path memo saves
+
+``--memos`` measures Ponder's time per node with each memo of the hot path bypassed in
+turn (and all of them at once), in one run: the prompt's messages and the sampling params
+of a component (``ponder.agents._base``), the model's resolved params and its planned
+request params (``Model._params``, ``Model._plan``). The code cites these figures where
+it keeps a memo (and where it dropped one that did not matter).
 """
 
 from __future__ import annotations
@@ -223,12 +230,80 @@ async def measure_http(nodes: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def _memo_switches() -> dict[str, tuple[Any, Any]]:
+    """Each hot-path memo: how to bypass it, and how to restore it."""
+    import ponder.agents._base as base
+    import ponder.agents._components as comp
+    import ponder.agents._judges as judges
+    from ponder.backends import Model
+
+    users = (base, comp, judges)
+
+    def lru(name: str) -> tuple[Any, Any]:
+        cached = getattr(base, name)
+
+        def put(fn: Any) -> None:
+            for m in users:
+                if hasattr(m, name):
+                    setattr(m, name, fn)
+
+        return (lambda: put(cached.__wrapped__)), (lambda: put(cached))
+
+    def method(name: str, forget: Any) -> tuple[Any, Any]:
+        real = getattr(Model, name)
+
+        def bypass(self: Model, *a: Any) -> Any:
+            forget(self)
+            return real(self, *a)
+
+        return (lambda: setattr(Model, name, bypass)), (lambda: setattr(Model, name, real))
+
+    def forget_params(m: Any) -> None:
+        m._resolved.clear()
+        m._resolved_params.clear()
+        m._default_params = None
+
+    return {
+        "prompt messages (_messages)": lru("_messages"),
+        "sampling params (_sampling)": lru("_sampling"),
+        "resolved params (Model._params)": method("_params", forget_params),
+        "planned params (Model._plan)": method("_plan", lambda m: m._planned.clear()),
+    }
+
+
+async def measure_memos(nodes: int, repeats: int) -> dict[str, float]:
+    """Ponder's µs per node with every memo, with each bypassed, and with none."""
+    switches = _memo_switches()
+    out: dict[str, float] = {}
+    for label in ["every memo", *switches, "no memo"]:
+        off = list(switches) if label == "no memo" else [label] if label in switches else []
+        for name in off:
+            switches[name][0]()
+        try:
+            r = await measure(nodes, repeats)
+        finally:
+            for name in off:
+                switches[name][1]()
+        out[label] = 1000 * r["ponder_ms_per_node"]
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--memos", action="store_true", help="what each hot-path memo saves")
     args = ap.parse_args()
+    if args.memos:
+        memos = asyncio.run(measure_memos(args.nodes, max(3, args.repeats // 3)))
+        if args.json:
+            print(json.dumps(memos, indent=2))
+            return 0
+        base_us = memos["every memo"]
+        for label, us in memos.items():
+            print(f"{label:>34}: {us:6.1f} us/node ({us / base_us:.2f}x)")
+        return 0
     r = asyncio.run(measure(args.nodes, args.repeats))
     r |= asyncio.run(measure_http(20, max(5, args.repeats // 5)))
     if args.json:

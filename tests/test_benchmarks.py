@@ -40,6 +40,21 @@ SMOKE: dict[str, list[str]] = {
 ELSEWHERE = {"real_model.py", "real_model_pipelines.py", "real_model_pal.py"}
 
 
+def test_the_memo_table_runs() -> None:
+    """graph_overhead.py --memos: the figures the code cites where it keeps a memo."""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", str(BENCH / "graph_overhead.py"), "--memos",
+         "--nodes", "5", "--repeats", "3", "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2500:]
+    import json
+
+    table = json.loads(done.stdout)
+    assert set(table) >= {"every memo", "no memo", "resolved params (Model._params)"}
+    assert all(us > 0 for us in table.values())
+
+
 def test_every_benchmark_script_has_a_smoke_run() -> None:
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
     assert scripts == set(SMOKE) | ELSEWHERE

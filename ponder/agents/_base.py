@@ -232,6 +232,7 @@ def _listing(candidates: Sequence[Candidate]) -> str:
     return "\n\n".join(f"Candidate {i + 1}: {c.text.strip()}" for i, c in enumerate(candidates))
 
 
+# memo kept: 1.06-1.08x per node without it (benchmarks/graph_overhead.py --memos)
 @functools.lru_cache(maxsize=256)
 def _messages(system: str | None, user: str) -> tuple[Message, ...]:
     """The prompt's messages; built once per prompt (they are frozen), since every sample
@@ -254,6 +255,8 @@ async def _complete(model: Model, messages: tuple[Message, ...], **kw: Any) -> C
     return await model.generate(messages, **kw)
 
 
+# memo kept: 1.27-1.36x per node without it, since a new params object is also resolved
+# again by the model (benchmarks/graph_overhead.py --memos)
 @functools.lru_cache(maxsize=1024)
 def _sampling(
     n: int, temperature: float | None, max_tokens: int | None, seed: int | None, logprobs: bool
@@ -272,9 +275,9 @@ def _sample_provenance(
     return _provenance(component, model.id, layer, s, index)
 
 
-@functools.lru_cache(maxsize=4096)
 def _provenance(
     component: str, model: str | None, layer: int, seed: int | None, index: int
 ) -> Provenance:
-    """Provenance is frozen and the same for sample ``index`` of a step in every run."""
+    """Sample ``index`` of a step's provenance (no memo: 1.00-1.08x per node without one,
+    benchmarks/graph_overhead.py --memos)."""
     return Provenance(component=component, model=model, layer=layer, seed=seed, index=index)

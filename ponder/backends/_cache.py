@@ -25,19 +25,11 @@ from ponder.types import Choice, GenerateParams, Message, TokenLogprob, ToolCall
 __all__ = ["MemoryCache", "ResponseCache", "SQLiteCache", "request_key", "share_usage"]
 
 
-_PARAMS_JSON: dict[int, tuple[GenerateParams, bytes]] = {}
-
-
 def _params_bytes(params: GenerateParams) -> bytes:
-    # the model layer reuses its validated params objects, so their JSON is made once
-    hit = _PARAMS_JSON.get(id(params))
-    if hit is not None and hit[0] is params:
-        return hit[1]
-    raw = params.model_dump_json(exclude={"n", "timeout"}).encode()
-    if len(_PARAMS_JSON) >= 512:
-        _PARAMS_JSON.clear()
-    _PARAMS_JSON[id(params)] = (params, raw)
-    return raw
+    # no memo: about 1 us of a request's ~450 us of client CPU (benchmarks/batch.py), not
+    # worth an identity-keyed table (removed after benchmarks/fanout.py --stress showed no
+    # difference)
+    return params.model_dump_json(exclude={"n", "timeout"}).encode()
 
 
 def request_key(model: str, messages: Sequence[Message], params: GenerateParams) -> str:

@@ -246,19 +246,9 @@ def engine_for(settings: Settings | None = None) -> Engine:
     return engine
 
 
-# settings are frozen: their JSON (the key of equal configurations) is made once per object
-_KEYS: dict[int, tuple[Settings, str]] = {}
-
-
 def _settings_key(settings: Settings) -> str:
-    hit = _KEYS.get(id(settings))
-    if hit is not None and hit[0] is settings:
-        return hit[1]
-    if len(_KEYS) >= 256:
-        _KEYS.clear()
-    key = settings.model_dump_json()
-    _KEYS[id(settings)] = (settings, key)
-    return key
+    # no memo: an engine is looked up once per workflow and loop, not per request
+    return settings.model_dump_json()
 
 
 def default_engine() -> Engine:
