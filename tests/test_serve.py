@@ -453,6 +453,25 @@ async def test_the_web_page_is_served_without_a_cdn(served: tuple[str, PonderSer
 # -- live answers ----------------------------------------------------------------------------
 
 
+async def test_runs_at_once_default_to_what_the_endpoints_can_serve(standin_url: str) -> None:
+    """Admission by the engine: with no max_concurrent_runs, serve lets in as many runs as
+    its workflows' endpoints have request slots (each endpoint once); a setting wins."""
+    slow = WorkflowSpec.model_validate({
+        "name": "slow", "models": {"m": {"ref": f"vllm:m@{standin_url}", "max_concurrency": 5}},
+        "layers": [{"generate": {"n": 1}}],
+    })  # fmt: skip
+    other = vote_workflow("http://127.0.0.1:9/v1", name="other")  # a second endpoint
+    wfs = {"vote": vote_workflow(standin_url), "other": other}
+    server = PonderServer(wfs, ServeSettings(api_keys=[KEY]))
+    default = Settings.load(cache=False).max_concurrency
+    assert server._admission()._value == min(1024, 2 * default)
+    limited = PonderServer({"slow": Workflow(slow, settings=Settings.load(cache=False))},
+                           ServeSettings(api_keys=[KEY]))  # fmt: skip
+    assert limited._admission()._value == 8  # 5 slots, raised to the floor of 8
+    fixed = PonderServer(wfs, ServeSettings(api_keys=[KEY], max_concurrent_runs=3))
+    assert fixed._admission()._value == 3
+
+
 def fuse_workflow(url: str) -> Workflow:
     spec = WorkflowSpec.model_validate(
         {

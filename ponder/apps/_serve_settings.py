@@ -50,7 +50,12 @@ class ServeSettings(BaseSettings):
         "answers: a web page on another site that rebinds its DNS name to 127.0.0.1 sends "
         "its own name and is refused. '*' allows any.",
     )
-    max_concurrent_runs: int = Field(64, ge=1, description="Runs at once; more wait.")
+    max_concurrent_runs: int | None = Field(
+        None,
+        ge=1,
+        description="Runs at once; more wait. Default: what the workflows' endpoints can "
+        "serve (their request slots, summed once per endpoint, 8-1024).",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (none: CORS off)."
     )

@@ -118,7 +118,7 @@ class PonderServer:
         self.settings = settings or ServeSettings()
         self.limits = Limits(self.settings)
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
-        self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
+        self._runs_at_once: asyncio.Semaphore | None = None  # made in the serving loop
         self._keys = self.settings.keys()
         for secret in (
             *self._keys,
@@ -185,6 +185,18 @@ class PonderServer:
             # cached as they complete), then cancel what is left
             await self.slack.aclose(grace=self.settings.graceful_shutdown_seconds)
         await self.limits.aclose()
+
+    def _admission(self) -> asyncio.Semaphore:
+        """Runs at once: ``max_concurrent_runs``, or by default what the workflows'
+        endpoints can serve (ponder.eval.admission: their slots, 8-1024)."""
+        if self._runs_at_once is None:
+            n = self.settings.max_concurrent_runs
+            if n is None:
+                from ponder.eval import admission
+
+                n = admission(*self.workflows.values())
+            self._runs_at_once = asyncio.Semaphore(n)
+        return self._runs_at_once
 
     @staticmethod
     async def _api_error(_request: Request, exc: Exception) -> Response:
@@ -351,7 +363,7 @@ class PonderServer:
         the last step writes it (:meth:`Workflow.aevents`)."""
         rec = self._record(owner, workflow)
         try:
-            async with self._slots:
+            async with self._admission():
                 key_budget = self.limits.budget(owner)
                 pairs = self.workflows[workflow].aevents(
                     pool, budgets=(key_budget,) if key_budget is not None else (), live=live
@@ -494,7 +506,7 @@ class PonderServer:
     ) -> ToolTurn:
         """The workflow's lead step samples this turn with the client's tools."""
         try:
-            async with self._slots:
+            async with self._admission():
                 return await tool_turn(
                     self.workflows[req.model],
                     messages,

@@ -233,19 +233,23 @@ DEFAULT_ITEMS = 8
 MAX_ITEMS = 1024
 
 
-def admission(workflow: Any) -> int:
-    """Items in flight for ``workflow``: the request slots of its models' endpoints
-    (each distinct endpoint's ``max_concurrency``, summed), between 8 and 1024. Each item
-    then waits for a slot at the endpoint, in the order the items started; more items
-    would only queue, fewer would leave slots idle (200 stand-in items took 75.9 s at a
-    fixed 8 in flight and 29.6 s at 64)."""
-    models = getattr(workflow, "models", None)
-    if not callable(models):
-        return DEFAULT_ITEMS
+def admission(*workflows: Any) -> int:
+    """Runs (or items) in flight for ``workflows``: the request slots of their models'
+    endpoints (each distinct endpoint's ``max_concurrency``, counted once), between 8 and
+    1024. Each run then waits for a slot at the endpoint, in the order the runs started;
+    more runs would only queue, fewer would leave slots idle (200 stand-in items took
+    75.9 s at a fixed 8 in flight and 29.6 s at 64). Call it inside the event loop that
+    runs them (the models come from its engine)."""
     slots: dict[str, int] = {}
-    for m in models().values():
-        for e in m.pool.endpoints:
-            slots[e.base_url] = max(slots.get(e.base_url, 0), e.max_concurrency)
+    for workflow in workflows:
+        models = getattr(workflow, "models", None)
+        if not callable(models):
+            continue
+        for m in models().values():
+            for e in m.pool.endpoints:
+                slots[e.base_url] = max(slots.get(e.base_url, 0), e.max_concurrency)
+    if not slots:
+        return DEFAULT_ITEMS
     return max(DEFAULT_ITEMS, min(MAX_ITEMS, sum(slots.values())))
 
 

@@ -107,7 +107,8 @@ async def _score(
 
     wf = Workflow(WorkflowSpec.model_validate(spec), settings=Settings.load(cache=False))
     items = dataset.items[:limit] if limit else dataset.items
-    rows = await evaluate(wf, Dataset(dataset.name, items, dataset.scorer), out, concurrency=16)
+    # items in flight: what the stack's endpoints can serve (admission), as for ponder eval
+    rows = await evaluate(wf, Dataset(dataset.name, items, dataset.scorer), out)
     s = summarize(rows)
     # what the stack costs, whether or not the cache already held some of its samples
     return s.accuracy, s.cost_per_item + s.saved_cost_per_item, s.items
