@@ -487,6 +487,46 @@ async def test_memory_steps_wrap_a_workflow(tmp_path: Path) -> None:
         )
 
 
+async def test_a_workflows_memory_store_is_its_engines(tmp_path: Path) -> None:
+    """A memory step's store is opened once by the workflow's engine (shared by every run
+    and step that names it) and closed with the engine; an in-process ``memory:NAME``
+    store lives as long as its engine, not the process."""
+    from ponder import Settings
+    from ponder.engine import Engine
+
+    def spec(store: str) -> WorkflowSpec:
+        return WorkflowSpec.model_validate({
+            "models": {"m": "vllm:m@http://127.0.0.1:9/v1"},
+            "layers": [{"memory_read": {"namespace": "n", "store": store}}, {"generate": {}},
+                       {"memory_curate": {"namespace": "n", "store": store}}],
+        })  # fmt: skip
+
+    def respond(messages: Sequence[Message], _p: GenerateParams, _i: int) -> str:
+        if "You curate" in messages[0].content:
+            return "<cheatsheet>- noted</cheatsheet>"
+        return "\\boxed{1}"
+
+    def _never() -> MemoryStore:
+        raise AssertionError("the store was opened twice")
+
+    path = str(tmp_path / "mem.sqlite")
+    async with Engine(Settings.load(cache=False)) as engine:
+        wf = Workflow(spec(path), models={"m": FakeModel(respond)}, engine=engine)
+        await wf.arun("q1")
+        store: MemoryStore = engine.resource(("memory-store", path), _never)
+        await wf.arun("q2")
+        assert (await store.latest("n")) is not None  # the runs wrote through it
+        mem = Workflow(spec("memory:shared"), models={"m": FakeModel(respond)}, engine=engine)
+        await mem.arun("q3")
+        second = await mem.arun("q4")
+        assert any("memory n v1" in note for note in second.output.notes)
+    assert engine._resources == {}  # closed with its engine
+    async with Engine(Settings.load(cache=False)) as other:
+        fresh = Workflow(spec("memory:shared"), models={"m": FakeModel(respond)}, engine=other)
+        first = await fresh.arun("q5")
+        assert any("memory n v0" in note for note in first.output.notes)
+
+
 # -- Game of 24 data and checker ------------------------------------------------------------
 
 

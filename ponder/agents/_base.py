@@ -28,8 +28,8 @@ from ponder.errors import ConfigurationError
 from ponder.types import Completion, GenerateParams, Message
 
 if TYPE_CHECKING:  # at run time components only call the models they are given
-    from ponder.backends import Model, ModelRef
-    from ponder.settings import Settings
+    from ponder.backends import Model
+    from ponder.engine import Engine
 
 
 __all__ = [
@@ -79,23 +79,24 @@ class Component(Protocol):
 
 Arity = Literal["none", "one", "many"]
 Builder = Callable[[Any, "list[Model]", "Model | None"], Any]
-OwnModel = Callable[[Any, "Settings"], "ModelRef"]
+EngineBuilder = Callable[[Any, "list[Model]", "Model | None", "Engine"], Any]
 
 
 @dataclass(frozen=True)
 class ComponentInfo:
     """What a workflow needs to know to build a registered component from YAML: its config
-    class, how many models it takes, whether it takes a step scorer (``prm_model``),
-    how to build it, and the model its config names itself (``own_model``: a reward
-    model at a URL), which the workflow's engine builds and passes as its one model."""
+    class, how many models it takes, whether it takes a step scorer (``prm_model``) and
+    how to build it (``with_engine``: the builder also gets the workflow's engine, which
+    builds what the component's config names itself, such as a reward model at a URL or
+    a memory store, once per engine)."""
 
     name: str
     cls: type[Any]
     config: type[BaseModel] | None
     models: Arity
     prm: bool
-    build: Builder
-    own_model: OwnModel | None = None
+    build: Builder | EngineBuilder
+    with_engine: bool = False
 
     @property
     def needs_model(self) -> bool:
@@ -158,8 +159,8 @@ def register_component(
     config: type[BaseModel] | None = None,
     models: Arity = "one",
     prm: bool = False,
-    build: Builder | None = None,
-    own_model: OwnModel | None = None,
+    build: Builder | EngineBuilder | None = None,
+    with_engine: bool = False,
 ) -> Callable[[type[T]], type[T]]: ...
 def register_component(
     cls: type[T] | None = None,
@@ -167,17 +168,18 @@ def register_component(
     config: type[BaseModel] | None = None,
     models: Arity = "one",
     prm: bool = False,
-    build: Builder | None = None,
-    own_model: OwnModel | None = None,
+    build: Builder | EngineBuilder | None = None,
+    with_engine: bool = False,
 ) -> type[T] | Callable[[type[T]], type[T]]:
     """Class decorator: make a component addressable by its ``name`` (workflows, YAML).
 
     ``@register_component(config=MyConfig, models="one")`` declares what YAML needs:
     the config class its parameters validate against, how many models it takes
     (``none``, ``one``, ``many``), whether it takes a step scorer (``prm``), and
-    optionally ``build(config, models, prm_model)``, and ``own_model(config, settings)``
-    for a component whose config names its own model (its reference; the workflow's
-    engine builds it and ``build`` gets it in ``models``); by default it is built as
+    optionally ``build(config, models, prm_model)`` (with ``with_engine=True``:
+    ``build(config, models, prm_model, engine)``, for a component whose config names
+    something the engine should build and own: ``engine.model(ref)``,
+    ``engine.resource(key, make)``); by default it is built as
     ``cls(config)``, ``cls(model, config)`` or ``cls(models, config)`` (a component that
     takes a step scorer gives its own ``build``). A bare ``@register_component``
     registers a component for Python use only (YAML refuses it with a message).
@@ -190,13 +192,15 @@ def register_component(
         old = COMPONENTS.get(name)
         if old is not None and old.cls is not c:
             raise ConfigurationError(f"a component named {name!r} is already registered")
+        if with_engine and build is None:
+            raise ConfigurationError(f"{c.__name__}: with_engine=True needs a build function")
         if prm and build is None:
             raise ConfigurationError(
                 f"{c.__name__} takes a step scorer (prm=True): give build=(config, models, "
                 "prm_model) -> component"
             )
         COMPONENTS[name] = ComponentInfo(
-            name, c, config, models, prm, build or _default_builder(c, models), own_model
+            name, c, config, models, prm, build or _default_builder(c, models), with_engine
         )
         return c
 

@@ -31,6 +31,7 @@ from ponder.settings import Settings
 
 if TYPE_CHECKING:
     from ponder.backends import Model
+    from ponder.engine import Engine
 
 __all__ = ["RewardRankConfig", "RewardRanker"]
 
@@ -78,16 +79,14 @@ def reward_model_ref(config: RewardRankConfig, settings: Settings) -> ModelRef:
     )
 
 
-def _build(config: RewardRankConfig, models: list[Model], prm: object) -> RewardRanker:
-    return RewardRanker(config, models[0] if models else None)
+def _build(
+    config: RewardRankConfig, models: list[Model], prm: object, engine: Engine
+) -> RewardRanker:
+    # the reward model is the engine's: its endpoint, limits and cache are shared
+    return RewardRanker(config, engine.model(reward_model_ref(config, engine.settings)))
 
 
-@register_component(
-    config=RewardRankConfig,
-    models="none",
-    build=_build,
-    own_model=reward_model_ref,
-)
+@register_component(config=RewardRankConfig, models="none", build=_build, with_engine=True)
 class RewardRanker:
     """Order candidates by a reward model's score and keep the top k.
 

@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
+from typing import Any, TypeVar
 
 from ponder.backends import (
     Model,
@@ -36,6 +36,8 @@ from ponder.errors import ConfigurationError
 from ponder.settings import Settings
 
 __all__ = ["Engine", "Run", "default_engine", "engine_for"]
+
+T = TypeVar("T")
 
 
 # one SQLite cache (connection + writer thread) per file and one Redis cache per URL,
@@ -123,6 +125,7 @@ class Engine:
         self.settings = settings if settings is not None else Settings.load()
         self._models: dict[tuple[Any, ...], Model] = {}
         self._endpoints = Endpoints()  # one per server and limits, each with its sessions
+        self._resources: dict[Hashable, Any] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -174,6 +177,17 @@ class Engine:
             m = m.with_prices(PriceTable({m.id: p}))
         return m
 
+    def resource(self, key: Hashable, make: Callable[[], T]) -> T:
+        """A resource that components share through this engine (a memory store, say):
+        made by ``make()`` the first time ``key`` is asked for, the same object after
+        that, closed with the engine (its ``aclose()`` or ``close()``)."""
+        if self._closed:
+            raise ConfigurationError("this engine is closed; make a new Engine")
+        if key not in self._resources:
+            self._resources[key] = make()
+        found: T = self._resources[key]
+        return found
+
     @property
     def models(self) -> list[Model]:
         """Every model built so far."""
@@ -197,6 +211,13 @@ class Engine:
         for m in models:
             await m.wire.aclose()
         await self._endpoints.aclose()
+        resources, self._resources = list(self._resources.values()), {}
+        for r in resources:
+            close = getattr(r, "aclose", None)
+            if close is not None:
+                await close()
+            elif callable(getattr(r, "close", None)):
+                r.close()
         cache = _CACHES.get(("redis", self.settings.cache_url or "", self.settings.cache_ttl))
         if isinstance(cache, RedisCache):
             await cache.aclose()

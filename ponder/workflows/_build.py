@@ -382,11 +382,12 @@ class Workflow:
                 if not refs and default is not None and info.needs_model:
                     refs = [next(iter(models))]
                 ms = [slot_model(r) for r in refs] if info.needs_model else []
-                if info.own_model is not None:  # a model its config names (a reward model)
-                    ms.append(engine.model(info.own_model(config, engine.settings)))
                 prm_name = comp.params.get("prm_model")
                 prm = models[prm_name] if isinstance(prm_name, str) else None
-                built.append(info.build(config, ms, prm))
+                if info.with_engine:  # it builds what its config names through the engine
+                    built.append(info.build(config, ms, prm, engine))  # type: ignore[call-arg]
+                else:
+                    built.append(info.build(config, ms, prm))  # type: ignore[call-arg]
             steps[n] = _Node(n, built, final=n == last)
         graph = _graph(self.spec, steps, _describe)
         probe: Any = None

@@ -4,7 +4,9 @@ answer and, for DC-Cu, rewrites the cheatsheet). See docs/memory.md."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
@@ -19,9 +21,10 @@ from ponder.memory import (
 )
 from ponder.types import Completion
 
-__all__ = ["MemoryCurate", "MemoryRead", "MemoryStepConfig"]
+if TYPE_CHECKING:
+    from ponder.engine import Engine
 
-_IN_PROCESS: dict[str, InMemoryStore] = {}
+__all__ = ["MemoryCurate", "MemoryRead", "MemoryStepConfig"]
 
 
 class MemoryStepConfig(CheatsheetConfig):
@@ -34,11 +37,44 @@ class MemoryStepConfig(CheatsheetConfig):
     )
 
 
-def _open(url: str | None) -> tuple[MemoryStore, bool]:
-    """The store and whether the caller must close it."""
+def _make_store(url: str | None) -> MemoryStore:
     if url is not None and (url == "memory" or url.startswith("memory:")):
-        return _IN_PROCESS.setdefault(url, InMemoryStore()), False
-    return open_store(url), True
+        return InMemoryStore()
+    return open_store(url)
+
+
+def _engine_store(engine: Engine, url: str | None) -> MemoryStore:
+    """The engine's store for ``url``: opened once, shared by every step and run of the
+    engine that names it (a ``memory:NAME`` store lives as long as the engine), closed
+    with the engine."""
+    return engine.resource(("memory-store", url), lambda: _make_store(url))
+
+
+class _StoreUser:
+    """A memory step's store: the engine's (a workflow's steps), or, for a step made by
+    hand, one opened for each call and closed after it."""
+
+    store: MemoryStore | None
+    config: MemoryStepConfig
+
+    @contextlib.asynccontextmanager
+    async def _store(self) -> AsyncIterator[MemoryStore]:
+        if self.store is not None:
+            yield self.store
+            return
+        store = _make_store(self.config.store)
+        try:
+            yield store
+        finally:
+            await store.aclose()
+
+
+def _read_step(config: Any, models: list[Model], prm: Model | None, engine: Engine) -> Any:
+    return MemoryRead(models[0], config, store=_engine_store(engine, config.store))
+
+
+def _curate_step(config: Any, models: list[Model], prm: Model | None, engine: Engine) -> Any:
+    return MemoryCurate(models[0], config, store=_engine_store(engine, config.store))
 
 
 def _spend(calls: list[Completion]) -> Spend:
@@ -48,24 +84,30 @@ def _spend(calls: list[Completion]) -> Spend:
     )
 
 
-@register_component(config=MemoryStepConfig)
-class MemoryRead:
-    """Before: the variant's memory for this query becomes ``pool.system``."""
+@register_component(config=MemoryStepConfig, build=_read_step, with_engine=True)
+class MemoryRead(_StoreUser):
+    """Before: the variant's memory for this query becomes ``pool.system``.
+
+    ``store`` is the memory store to use (a workflow's engine gives its own, opened once);
+    without one, the config's ``store`` is opened for each call."""
 
     name: ClassVar[str] = "memory_read"
 
-    def __init__(self, model: Model, config: MemoryStepConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        config: MemoryStepConfig | None = None,
+        *,
+        store: MemoryStore | None = None,
+    ) -> None:
         self.model = model
         self.config = config or MemoryStepConfig()
+        self.store = store
 
     async def __call__(self, pool: Pool) -> Pool:
-        store, close = _open(self.config.store)
-        try:
+        async with self._store() as store:
             dc = DynamicCheatsheet(self.model, store, self.config)
             prep = await dc.prepare(pool.query)
-        finally:
-            if close:
-                await store.aclose()
         spend = Spend(prep.usage.prompt_tokens, prep.usage.completion_tokens, 0, prep.cost)
         note = f"memory {self.config.namespace} v{prep.used_version} ({self.config.variant})"
         if prep.retrieved:
@@ -74,16 +116,24 @@ class MemoryRead:
         return updated.noted(note + (f": {prep.note}" if prep.note else ""))
 
 
-@register_component(config=MemoryStepConfig)
-class MemoryCurate:
+@register_component(config=MemoryStepConfig, build=_curate_step, with_engine=True)
+class MemoryCurate(_StoreUser):
     """After: record the chosen answer (the candidate behind ``pool.final``, else the
-    first candidate) and let the curator update the cheatsheet."""
+    first candidate) and let the curator update the cheatsheet (``store`` as for
+    :class:`MemoryRead`)."""
 
     name: ClassVar[str] = "memory_curate"
 
-    def __init__(self, model: Model, config: MemoryStepConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        config: MemoryStepConfig | None = None,
+        *,
+        store: MemoryStore | None = None,
+    ) -> None:
         self.model = model
         self.config = config or MemoryStepConfig()
+        self.store = store
 
     async def __call__(self, pool: Pool) -> Pool:
         chosen = next((c for c in pool.candidates if pool.final and c.answer == pool.final), None)
@@ -91,14 +141,10 @@ class MemoryCurate:
         text = chosen.text if chosen else pool.final
         if not text:
             return pool.noted("memory: nothing to curate (no answer)")
-        store, close = _open(self.config.store)
         calls: list[Completion] = []
-        try:
+        async with self._store() as store:
             dc = DynamicCheatsheet(self.model, store, self.config)
             version, note = await dc.curate(pool.query, text, calls)
-        finally:
-            if close:
-                await store.aclose()
         done = pool.model_copy(update={"spend": pool.spend + _spend(calls)})
         return done.noted(
             f"memory {self.config.namespace}: {note}" + (f" (v{version})" if version else "")
