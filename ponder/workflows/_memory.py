@@ -51,11 +51,20 @@ def _engine_store(engine: Engine, url: str | None) -> MemoryStore:
 
 
 class _StoreUser:
-    """A memory step's store: the engine's (a workflow's steps), or, for a step made by
-    hand, one opened for each call and closed after it."""
+    """A memory step: its model, config and store: the engine's (a workflow's steps), or,
+    for a step made by hand without one, the config's store opened for each call and
+    closed after it."""
 
-    store: MemoryStore | None
-    config: MemoryStepConfig
+    def __init__(
+        self,
+        model: Model,
+        config: MemoryStepConfig | None = None,
+        *,
+        store: MemoryStore | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config or MemoryStepConfig()
+        self.store = store
 
     @contextlib.asynccontextmanager
     async def _store(self) -> AsyncIterator[MemoryStore]:
@@ -93,17 +102,6 @@ class MemoryRead(_StoreUser):
 
     name: ClassVar[str] = "memory_read"
 
-    def __init__(
-        self,
-        model: Model,
-        config: MemoryStepConfig | None = None,
-        *,
-        store: MemoryStore | None = None,
-    ) -> None:
-        self.model = model
-        self.config = config or MemoryStepConfig()
-        self.store = store
-
     async def __call__(self, pool: Pool) -> Pool:
         async with self._store() as store:
             dc = DynamicCheatsheet(self.model, store, self.config)
@@ -123,17 +121,6 @@ class MemoryCurate(_StoreUser):
     :class:`MemoryRead`)."""
 
     name: ClassVar[str] = "memory_curate"
-
-    def __init__(
-        self,
-        model: Model,
-        config: MemoryStepConfig | None = None,
-        *,
-        store: MemoryStore | None = None,
-    ) -> None:
-        self.model = model
-        self.config = config or MemoryStepConfig()
-        self.store = store
 
     async def __call__(self, pool: Pool) -> Pool:
         chosen = next((c for c in pool.candidates if pool.final and c.answer == pool.final), None)
