@@ -259,6 +259,30 @@ async def _complete(model: Model, messages: tuple[Message, ...], **kw: Any) -> C
     return await model.generate(messages, **kw)
 
 
+async def _ask(
+    model: Model,
+    cfg: Any,
+    messages: Sequence[Message],
+    *,
+    n: int = 1,
+    seed_offset: int = 0,
+    live: bool = False,
+) -> Completion:
+    """One call with a component's sampling settings (its config's ``temperature``,
+    ``max_tokens`` and ``seed``, the seed moved by ``seed_offset`` so that each item or
+    round draws its own samples). ``live``: this step may write the run's answer, so its
+    one sample streams to the live sink."""
+    seed = None if cfg.seed is None else cfg.seed + seed_offset
+    if live:
+        return await _complete(
+            model, tuple(messages), n=n, temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens, seed=seed,
+        )  # fmt: skip
+    return await model.generate(
+        messages, n=n, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=seed
+    )
+
+
 # memo kept: 1.27-1.36x per node without it, since a new params object is also resolved
 # again by the model (benchmarks/graph_overhead.py --memos)
 @functools.lru_cache(maxsize=1024)

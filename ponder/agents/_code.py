@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ponder.agents._answers import extract_answer
-from ponder.agents._base import _Config, _messages, _spend, register_component
+from ponder.agents._base import _ask, _Config, _messages, _spend, register_component
 from ponder.agents._judges import FilterConfig, JudgeConfig, check_in_order
 from ponder.agents._state import Candidate, Pool, Spend
 from ponder.backends import Model
@@ -116,12 +116,8 @@ class WriteTests:
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
         default = TEST_WRITER_SYSTEM if cfg.kind == "code" else NATURAL_TEST_WRITER_SYSTEM
-        out = await self.model.generate(
-            _messages(cfg.system or default, f"Task: {pool.query}"),
-            n=cfg.samples,
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            seed=cfg.seed,
+        out = await _ask(
+            self.model, cfg, _messages(cfg.system or default, f"Task: {pool.query}"), n=cfg.samples
         )
         tests: list[str] = []
         problems: list[str] = []
@@ -179,15 +175,15 @@ class JudgeTests:
         query = pool.query
         if cfg.strip_tests_from_query:
             query = query.split(_TESTS_IN_QUERY)[0].strip()
-        out = await self.model.generate(
+        out = await _ask(
+            self.model,
+            cfg,
             _messages(
                 cfg.system or TEST_JUDGE_SYSTEM,
                 f"Problem: {query}\n\nProposed solution:\n{c.text.strip()}{answer}"
                 f"\n\nUnit tests:\n{listing}",
             ),
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            seed=None if cfg.seed is None else cfg.seed + 1000 * index,
+            seed_offset=1000 * index,
         )
         found = parse_test_verdicts(out.text, len(pool.tests))
         if not found:

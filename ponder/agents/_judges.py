@@ -27,7 +27,7 @@ from ponder.agents._answers import (
     answers_equivalent,
 )
 from ponder.agents._base import (
-    _complete,
+    _ask,
     _Config,
     _listing,
     _messages,
@@ -208,12 +208,8 @@ class ModelVerifier:
             f"Problem: {pool.query}\n\nProposed solution:\n{c.text.strip()}\n\n"
             f"Proposed answer: \\boxed{{{c.answer}}}"
         )
-        out = await self.model.generate(
-            _messages(cfg.system, user),
-            n=cfg.samples,
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            seed=None if cfg.seed is None else cfg.seed + 1000 * index,
+        out = await _ask(
+            self.model, cfg, _messages(cfg.system, user), n=cfg.samples, seed_offset=1000 * index
         )
         verdicts = [parse_verdict(t) for t in out.texts]
         parsed = [v for v in verdicts if v is not None]
@@ -356,14 +352,13 @@ class Critic:
         if not pool.candidates:
             return pool.noted("critique: no candidates")
         cfg = self.config
-        out = await self.model.generate(
+        out = await _ask(
+            self.model,
+            cfg,
             _messages(
                 cfg.system or CRITIC_SYSTEM,
                 f"Problem: {pool.query}\n\n{_listing(pool.candidates)}",
             ),
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            seed=cfg.seed,
         )
         found = parse_critiques(out.text, len(pool.candidates))
         cands = [
@@ -420,11 +415,11 @@ class Ranker:
                 for i, c in enumerate(cands)
                 if c.critiques
             )
-        out = await self.model.generate(
+        out = await _ask(
+            self.model,
+            cfg,
             _messages(cfg.system or RANKER_SYSTEM, f"Problem: {pool.query}\n\n{listing}"),
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            seed=None if cfg.seed is None else cfg.seed + seed_offset,
+            seed_offset=seed_offset,
         )
         return parse_ranking(out.text, len(cands)), _spend(out)
 
@@ -546,16 +541,15 @@ class Fuser:
             if cfg.length_control
             else ""
         )
-        out = await _complete(
+        out = await _ask(
             self.model,
+            cfg,
             _messages(
                 cfg.system or FUSER_SYSTEM,
                 f"Problem: {pool.query}\n\n{_listing(cands)}\n{critiques}{limit}",
             ),
             n=cfg.n,
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            seed=cfg.seed,
+            live=True,
         )
         parents = tuple(c.id for c in cands)
         fused = []

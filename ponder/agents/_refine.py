@@ -17,6 +17,7 @@ from ponder.agents._answers import (
     normalize_answer,
 )
 from ponder.agents._base import (
+    _ask,
     _Config,
     _spend,
     register_component,
@@ -129,17 +130,13 @@ class Refine:
                 reviewed = await self.critic(single)
                 rc = reviewed.candidates[0]
                 feedback = rc.critiques[-1] if rc.critiques else "The answer may be wrong."
-                out = await self.model.generate(
-                    [
-                        Message.system(REVISER_SYSTEM),
-                        Message.user(pool.query),
-                        Message.assistant(c.text),
-                        Message.user(f"Feedback: {feedback}\nRevise your answer."),
-                    ],
-                    temperature=cfg.temperature,
-                    max_tokens=cfg.max_tokens,
-                    seed=None if cfg.seed is None else cfg.seed + 1000 * rnd + i,
-                )
+                revise = [
+                    Message.system(REVISER_SYSTEM),
+                    Message.user(pool.query),
+                    Message.assistant(c.text),
+                    Message.user(f"Feedback: {feedback}\nRevise your answer."),
+                ]
+                out = await _ask(self.model, cfg, revise, seed_offset=1000 * rnd + i)
                 new = Candidate.read(
                     id=f"{c.id}/r{rnd}",
                     text=out.text,

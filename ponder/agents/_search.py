@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ponder.agents._answers import AnswerKind
-from ponder.agents._base import _Config, _messages, _spend, register_component
+from ponder.agents._base import _ask, _Config, _messages, _spend, register_component
 from ponder.agents._components import GENERATOR_SYSTEM
 from ponder.agents._state import Candidate, Pool, Provenance, Spend
 from ponder.agents._vote import vote
@@ -441,12 +441,7 @@ class FirstFinish:
         system = cfg.system or pool.system or GENERATOR_SYSTEM
 
         async def one(i: int) -> Candidate:
-            out = await self.model.generate(
-                _messages(system, pool.query),
-                temperature=cfg.temperature,
-                max_tokens=cfg.max_tokens,
-                seed=cfg.seed + i,
-            )
+            out = await _ask(self.model, cfg, _messages(system, pool.query), seed_offset=i)
             return Candidate.read(
                 id=f"{cfg.slot or self.name}:{i}",
                 text=out.text,
