@@ -157,6 +157,13 @@ async def import_namespace(
 # -- in-memory -----------------------------------------------------------------------------
 
 
+def _next(namespace: str, actual: int, content: str, note: str) -> Cheatsheet:
+    """The version after ``actual`` of ``namespace``, written now."""
+    return Cheatsheet(
+        namespace=namespace, version=actual + 1, content=content, created=time.time(), note=note
+    )
+
+
 class InMemoryStore:
     """Process-local (tests, notebooks)."""
 
@@ -176,13 +183,7 @@ class InMemoryStore:
             actual = versions[-1].version if versions else 0
             if actual != expected_version:
                 raise VersionConflict(namespace, expected_version, actual)
-            c = Cheatsheet(
-                namespace=namespace,
-                version=actual + 1,
-                content=content,
-                created=time.time(),
-                note=note,
-            )
+            c = _next(namespace, actual, content, note)
             versions.append(c)
             return c
 
@@ -287,13 +288,7 @@ class SQLiteStore:
             if actual != expected:
                 db.execute("ROLLBACK")
                 raise VersionConflict(namespace, expected, actual)
-            c = Cheatsheet(
-                namespace=namespace,
-                version=actual + 1,
-                content=content,
-                created=time.time(),
-                note=note,
-            )
+            c = _next(namespace, actual, content, note)
             db.execute(
                 "INSERT INTO cheatsheets VALUES (?, ?, ?, ?, ?)",
                 (namespace, c.version, content, c.created, note),
