@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ponder import BadRequestError, ConfigurationError, Message, Model, Settings
-from ponder.backends import _model as model_module
+from ponder.backends import _wiring
 from ponder.backends._local import LocalConfig, LocalEngine, LocalWire, default_model_path
 
 pytest.importorskip("llama_cpp", reason="the local extra is not installed")
@@ -234,7 +234,7 @@ async def test_missing_package_names_what_to_install(monkeypatch: pytest.MonkeyP
 async def test_default_model_is_the_embedded_one_and_is_announced_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(model_module, "_announced", False)
+    monkeypatch.setattr(_wiring, "_announced", False)
     s = Settings.load(cache_path=tmp_path / "c.sqlite")
     with caplog.at_level(logging.WARNING, logger="ponder"):
         a, b = Model(settings=s), Model(settings=s)
