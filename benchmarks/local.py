@@ -8,8 +8,11 @@ For each model and each ``n`` it measures, in one run:
   on this machine.
 * **ponder**: ``Model("local:...").generate(prompt, n=n)`` on the batching engine.
 * **one at a time**: the same request on an engine limited to one sequence
-  (``PONDER_LOCAL_MAX_SEQUENCES=1``), which decodes the samples one after another as the
-  engine did before batching.
+  (``PONDER_LOCAL_MAX_SEQUENCES=1``) and on the base (AVX2) kernels, which decodes the
+  samples one after another as the engine did before batching ("today" in issue 28).
+
+Raw and Ponder run the CPU kernels Ponder picks for this machine (``--cpu-variant``,
+docs/local.md "The build"); each part prints the kernels it ran.
 
 Then 8 concurrent requests with different prompts (``n=1`` each): awaited one after
 another, all at once through Ponder (continuous batching), and raw batched.
@@ -25,6 +28,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -34,6 +38,7 @@ from typing import Any
 from ponder import Model, Settings
 from ponder.backends._fixtures import fixture_path
 from ponder.backends._llama_batch import Sampling
+from ponder.backends._llama_cpu import in_use
 from ponder.backends._local import LocalConfig, LocalWire, resolve_model_path
 from ponder.types import Message
 
@@ -222,11 +227,13 @@ async def part_ponder(
 def _run_part(part: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
     """One measurement in a fresh process: one llama.cpp context at a time (OpenMP
     threads of an idle context spin for a while and would slow the next)."""
+    variant = args.today_variant if part == "single" else args.cpu_variant
+    env = {**os.environ, "PONDER_LOCAL_CPU_VARIANT": variant}
     done = subprocess.run(
         [sys.executable, __file__, "--part", part, "--models", model, "--ns", args.ns,
          "--tokens", str(args.tokens), "--trials", str(args.trials), "--threads",
          str(args.threads)],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"benchmarks/local.py --part {part} failed:\n{done.stderr[-3000:]}")
@@ -247,6 +254,11 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     (kr, tr), (kq, tq), (kc, tc) = raw["concurrent"], ponder["sequential"], ponder["concurrent"]
     return {
         "model": name,
+        "kernels": {
+            "raw": raw["kernels"],
+            "ponder": ponder["kernels"],
+            "one_at_a_time": single["kernels"],
+        },
         "n": rows,
         "concurrent8": {
             "raw_tps": kr / tr,
@@ -264,6 +276,8 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--trials", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cpu-variant", default="auto", help="llama.cpp CPU kernels of raw and ponder")
+    ap.add_argument("--today-variant", default="base", help="kernels of the one-at-a-time engine")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--part", choices=["raw", "ponder", "single"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -275,7 +289,9 @@ def main() -> int:
             if args.part == "raw"
             else part_ponder(args.models, ns, args.tokens, args.trials, args.threads, max_seqs)
         )
-        print(json.dumps(asyncio.run(coro)))
+        result = asyncio.run(coro)
+        result["kernels"] = in_use()
+        print(json.dumps(result))
         return 0
     models = [m for m in args.models.split(",") if m] or (
         ["smollm2"] + (["qwen0.5b"] if fixture_path("qwen0.5b").is_file() else [])
@@ -285,7 +301,10 @@ def main() -> int:
         print(json.dumps(out, indent=2))
         return 0
     for r in out:
-        print(f"\n{r['model']}, {args.threads} threads, {args.tokens} tokens per sample (tokens/s)")
+        k = r["kernels"]
+        print(f"\n{r['model']}, {args.threads} threads, {args.tokens} tokens per sample "
+              f"(tokens/s); CPU kernels: raw {k['raw']}, ponder {k['ponder']}, one at a time "
+              f"{k['one_at_a_time']}")  # fmt: skip
         print(f"{'n':>4} {'raw batched':>12} {'ponder':>8} {'x raw':>6} {'one at a time':>14} "
               f"{'batched / one':>14}")  # fmt: skip
         for row in r["n"]:

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         "a clear error rather than a crash.",
     )
     local_threads: int = Field(0, ge=0, description="CPU threads of local models (0: all).")
+    local_cpu_variant: Literal["auto", "base", "icelake", "skylakex"] = Field(
+        "auto",
+        description="Which build of llama.cpp's CPU kernels to run: auto (the best this CPU "
+        "supports among those ./dev built), base (the wheel's own, AVX2), icelake or skylakex "
+        "(AVX-512). One per process.",
+    )
 
     openai_api_key: SecretStr | None = _key("OPENAI_API_KEY")
     anthropic_api_key: SecretStr | None = _key("ANTHROPIC_API_KEY")

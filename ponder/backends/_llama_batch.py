@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ponder.backends._llama_cpu import load_library
 from ponder.errors import ConfigurationError
 from ponder.types import FinishReason
 
@@ -254,6 +255,7 @@ class BatchEngine:
         with self._load_lock:
             if self._model is not None:
                 return self._model
+            load_library()  # the CPU kernels this machine runs best, before llama_cpp loads
             import llama_cpp
             from llama_cpp._internals import LlamaModel
 

@@ -6,9 +6,11 @@ also on a VM whose CPU advertises AMX without the kernel granting the tile state
 llama.cpp's worker threads. A dead process says nothing useful, so before llama.cpp is
 loaded in-process the local backend runs it once in a child process: load the model, then
 decode a prompt and a two-sequence batch on every configured thread. A child killed by a
-signal means the library cannot run here, and :func:`check_native_library` raises
-:class:`~ponder.errors.ConfigurationError` with the rebuild command. The verdict is kept
-on disk per library build, CPU and model file, so the probe runs once.
+signal means the library cannot run here. For one of the AVX-512 kernel variants
+(:mod:`._llama_cpu`), :func:`check_native_library` then falls back to the base build, with a
+warning; for the base build it raises :class:`~ponder.errors.ConfigurationError` with the
+rebuild command. The verdict is kept on disk per library build, kernel variant, CPU and
+model file, so the probe runs once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import threading
 from importlib import util
 from pathlib import Path
 
+from ponder.backends._llama_cpu import BASE, variant_file
 from ponder.errors import ConfigurationError
 from ponder.settings import default_cache_path
 
@@ -40,6 +43,8 @@ REBUILD = (
 # The child: the same engine code the parent runs, on a tiny batch.
 _CHILD = """
 import asyncio, sys
+from ponder.backends._llama_cpu import load_library
+load_library(sys.argv[3])
 from ponder.backends._llama_batch import BatchEngine, Sampling
 
 async def main() -> None:
@@ -54,7 +59,7 @@ asyncio.run(main())
 print("ok")
 """
 
-_verdicts: dict[str, None] = {}
+_verdicts: dict[str, bool] = {}  # key -> the library ran
 _lock = threading.Lock()  # one probe at a time: concurrent first requests wait for it
 
 
@@ -79,9 +84,10 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _key(model: Path, threads: int) -> str:
+def _key(model: Path, threads: int, variant: str) -> str:
     h = hashlib.sha256()
-    for p in [*library_files(), model]:
+    kernels = variant_file(variant) if variant != BASE else None
+    for p in [*library_files(), *([kernels] if kernels else []), model]:
         st = p.stat()
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     h.update(_cpu().encode())
@@ -96,25 +102,44 @@ def _signal_name(code: int) -> str:
         return f"signal {code}"
 
 
-def check_native_library(model: Path, threads: int, *, timeout: float = 300.0) -> None:
-    """Run llama.cpp once in a child process, unless a verdict for this library build,
-    CPU and model is on record; raise :class:`ConfigurationError` if it crashed. Blocks:
-    call it from a worker thread."""
+def check_native_library(
+    model: Path, threads: int, variant: str = BASE, *, timeout: float = 300.0
+) -> str:
+    """Run llama.cpp with the CPU kernels ``variant`` once in a child process, unless a
+    verdict for this library build, variant, CPU and model is on record. Return the variant
+    to load: ``variant``, or the base build if ``variant`` crashed (logged as a warning).
+    Raise :class:`ConfigurationError` if the base build crashed. Blocks: call it from a
+    worker thread."""
     with _lock:
-        _check(model, threads, timeout)
+        if variant != BASE and not _check(model, threads, variant, timeout):
+            log.warning(
+                "llama.cpp's %s CPU kernels crashed in a probe process on this CPU; running "
+                "the base build instead (PONDER_LOCAL_CPU_VARIANT=base skips the probe of %s)",
+                variant,
+                variant,
+            )
+            variant = BASE
+        if variant == BASE:
+            _check(model, threads, BASE, timeout)  # raises if it crashed
+        return variant
 
 
-def _check(model: Path, threads: int, timeout: float) -> None:
-    key = _key(model, threads)
+def _check(model: Path, threads: int, variant: str, timeout: float) -> bool:
+    """Whether ``variant`` runs here; a crash of the base build raises."""
+    key = _key(model, threads, variant)
     if key in _verdicts:
-        return
+        return _verdicts[key]
     record = default_cache_path().parent / "llama-probe" / f"{key}.json"
     if record.is_file():
-        _verdicts[key] = None
-        return
+        try:
+            ok = bool(json.loads(record.read_text()).get("ok", True))
+        except (OSError, ValueError):
+            ok = True  # an unreadable record: the in-process load will tell
+        _verdicts[key] = ok
+        return ok
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(model), str(threads)],
+            [sys.executable, "-c", _CHILD, str(model), str(threads), variant],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -122,7 +147,10 @@ def _check(model: Path, threads: int, timeout: float) -> None:
         )
     except subprocess.TimeoutExpired:
         log.warning("the llama.cpp probe took over %.0f s; loading the model anyway", timeout)
-        return
+        return True
+    if done.returncode < 0 and variant != BASE:
+        _record(record, key, model, threads, variant, ok=False)
+        return False
     if done.returncode < 0:
         name = _signal_name(-done.returncode)
         what = "Illegal instruction" if name == "SIGILL" else name
@@ -136,7 +164,14 @@ def _check(model: Path, threads: int, timeout: float) -> None:
     if done.returncode != 0:
         # an ordinary error (bad file, missing package): the in-process load reports it
         log.debug("llama.cpp probe exited %d: %s", done.returncode, done.stderr[-500:])
-        return
+        return True
+    _record(record, key, model, threads, variant, ok=True)
+    return True
+
+
+def _record(record: Path, key: str, model: Path, threads: int, variant: str, *, ok: bool) -> None:
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"model": str(model), "threads": threads, "ok": True}))
-    _verdicts[key] = None
+    record.write_text(
+        json.dumps({"model": str(model), "threads": threads, "variant": variant, "ok": ok})
+    )
+    _verdicts[key] = ok

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ponder.backends._llama_batch import BatchEngine, EngineStats, Sampling
+from ponder.backends._llama_cpu import choose, in_use, load_library
 from ponder.backends._pool import Endpoint
 from ponder.errors import BadRequestError, ConfigurationError
 from ponder.types import (
@@ -121,6 +122,7 @@ class LocalConfig:
     max_sequences: int = 16  # samples decoded together
     kv_cells: int = 0  # 0: 4 x n_ctx
     probe: bool = True  # run llama.cpp once in a child process before loading it
+    cpu_variant: str = "auto"  # which build of llama.cpp's CPU kernels (_llama_cpu.py)
 
 
 class LocalEngine:
@@ -214,10 +216,14 @@ class LocalEngine:
             )
 
     def _load_blocking(self) -> None:
-        if self.config.probe:  # the native library runs on this CPU: asked of a child process
+        variant = in_use() or choose(self.config.cpu_variant)
+        if self.config.probe:
+            # the native library runs on this CPU: asked of a child process, which may
+            # fall back from an AVX-512 variant to the base build
             from ponder.backends._llama_probe import check_native_library
 
-            check_native_library(self.path, self.n_threads)
+            variant = check_native_library(self.path, self.n_threads, variant)
+        load_library(variant)
         self._batch.call(lambda _m: None)
 
     async def load(self) -> None:
@@ -270,6 +276,7 @@ class LocalEngine:
         text = json.dumps(schema, sort_keys=True)
         g = self._grammars.get(text)
         if g is None:
+            load_library()  # before llama_cpp's first import
             from llama_cpp.llama_grammar import json_schema_to_gbnf
 
             try:

@@ -28,6 +28,7 @@ def make_wire(provider: Provider, quirks: Quirks, settings: Settings) -> Wire:
                 max_sequences=settings.local_max_sequences,
                 kv_cells=settings.local_kv_cells,
                 probe=settings.local_probe,
+                cpu_variant=settings.local_cpu_variant,
             )
         )
     if provider.protocol in ("anthropic", "bedrock"):
