@@ -20,7 +20,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ponder.backends._base import error_for_status
+from ponder.backends._base import WireRequest, error_for_status
 from ponder.backends._pool import Endpoint
 from ponder.errors import ConfigurationError, ParseError, RequestTimeout, TransportError
 from ponder.types import (
@@ -232,13 +232,9 @@ class AnthropicWire:
         return e
 
     async def complete(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-        n: int,
+        self, endpoint: Endpoint, request: WireRequest
     ) -> tuple[list[Choice], Usage]:
+        model, messages, params, n = request
         client = self._client(endpoint)
         kw = self.request(model, messages, params)
         results = []
@@ -270,13 +266,8 @@ class AnthropicWire:
             )
         return choices, usage
 
-    async def stream(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-    ) -> AsyncIterator[StreamChunk]:
+    async def stream(self, endpoint: Endpoint, request: WireRequest) -> AsyncIterator[StreamChunk]:
+        model, messages, params, _ = request
         client = self._client(endpoint)
         kw = self.request(model, messages, params)
         try:

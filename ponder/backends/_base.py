@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ponder.backends._pool import Endpoint
 from ponder.backends._providers import Quirks
@@ -20,7 +20,17 @@ from ponder.errors import (
 )
 from ponder.types import Choice, GenerateParams, Message, StreamChunk, Usage
 
-__all__ = ["Wire", "error_for_status", "parse_retry_after"]
+__all__ = ["Wire", "WireRequest", "error_for_status", "parse_retry_after"]
+
+
+class WireRequest(NamedTuple):
+    """What one request asks of a model, whichever endpoint serves it (a tuple: a wire
+    unpacks it as ``model, messages, params, n = request``)."""
+
+    model: str  # the model's name on the server
+    messages: Sequence[Message]
+    params: GenerateParams
+    n: int = 1  # choices asked for (a stream has one)
 
 
 class Wire(Protocol):
@@ -28,23 +38,12 @@ class Wire(Protocol):
     those policies are applied once, by :class:`ponder.Model`, for every wire."""
 
     async def complete(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-        n: int,
+        self, endpoint: Endpoint, request: WireRequest
     ) -> tuple[list[Choice], Usage]:
-        """One request for ``n`` choices; raises :class:`ponder.errors.PonderError`."""
+        """One request for ``request.n`` choices; raises :class:`ponder.errors.PonderError`."""
         ...
 
-    def stream(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-    ) -> AsyncIterator[StreamChunk]:
+    def stream(self, endpoint: Endpoint, request: WireRequest) -> AsyncIterator[StreamChunk]:
         """One streamed request for one choice."""
         ...
 

@@ -28,6 +28,7 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ponder.backends._base import WireRequest
 from ponder.backends._llama_batch import BatchEngine, EngineStats, Sampling
 from ponder.backends._llama_cpu import choose, in_use, load_library
 from ponder.backends._pool import Endpoint
@@ -511,26 +512,17 @@ class LocalWire:
         return [random.getrandbits(32) for _ in range(n)]
 
     async def complete(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-        n: int,
+        self, endpoint: Endpoint, request: WireRequest
     ) -> tuple[list[Choice], Usage]:
+        model, messages, params, n = request
         return await self.engine(model).complete(messages, params, self._seeds(params, n))
 
-    async def stream(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-    ) -> AsyncIterator[StreamChunk]:
+    async def stream(self, endpoint: Endpoint, request: WireRequest) -> AsyncIterator[StreamChunk]:
+        model, messages, params, _ = request
         engine = self.engine(model)
         if params.tools and params.tool_choice != "none":
             # a turn that may call tools is read whole: a call is not shown as text
-            (choice,), usage = await self.complete(endpoint, model, messages, params, 1)
+            (choice,), usage = await self.complete(endpoint, request)
             if choice.text:
                 yield StreamChunk(0, choice.text)
             yield StreamChunk(0, "", choice.finish_reason, usage, choice.tool_calls)

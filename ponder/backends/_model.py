@@ -12,7 +12,7 @@ import asyncio
 import copy
 import dataclasses
 import functools
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -21,10 +21,10 @@ from ponder import tracing
 from ponder._internal import guard
 from ponder._internal.loop import run_blocking
 from ponder._redact import register_secret
-from ponder.backends._base import Wire, check_params
+from ponder.backends._base import Wire, WireRequest, check_params
 from ponder.backends._cache import ResponseCache, request_key, share_usage
 from ponder.backends._modelref import ModelRef
-from ponder.backends._parts import Prompt, Tally
+from ponder.backends._parts import Prompt, Send, Tally
 from ponder.backends._policies import (
     Budget,
     PriceTable,
@@ -349,15 +349,15 @@ class Model:
         self,
         tokens: int,
         tally: Tally | None,
-        send: Callable[..., Awaitable[tuple[R, Usage]]],
+        send: Send[R],
         *args: Any,
     ) -> tuple[R, Usage]:
-        """One attempt of one request: ``send(endpoint, model name, *args)`` (a wire's
-        ``complete`` or ``score``) on a slot of an endpoint, its outcome reported."""
+        """One attempt of one request: ``send(endpoint, *args)`` (a wire's ``complete``
+        or ``score``) on a slot of an endpoint, its outcome reported."""
         async with self._lease(tokens) as ep:
             self._admit(ep, tally)
             try:
-                out = await send(ep, self.ref.name, *args)
+                out = await send(ep, *args)
             except PonderError as e:
                 self._failed(ep, e)
                 raise
@@ -365,18 +365,13 @@ class Model:
             return out
 
     async def _call(
-        self,
-        messages: Sequence[Message],
-        params: GenerateParams,
-        n: int,
-        tally: Tally | None,
-        send: Callable[..., Awaitable[tuple[R, Usage]]],
-        *args: Any,
+        self, bound: WireRequest, tally: Tally | None, send: Send[R], *args: Any
     ) -> tuple[R, Usage]:
-        """One request (``send(endpoint, model name, *args)``) with every policy: reserved
-        on the budgets before it is sent (``messages``, ``params`` and ``n`` bound its
-        worst case), retried, settled. Plain calls and score calls come through here,
-        streams through the same pieces (:meth:`stream`)."""
+        """One request (``send(endpoint, *args)``) with every policy: reserved on the
+        budgets before it is sent (``bound``'s messages, params and n bound its worst
+        case), retried, settled. Plain calls and score calls come through here, streams
+        through the same pieces (:meth:`stream`)."""
+        _, messages, params, n = bound
         tokens, held = await self._reserve(messages, params, n)
         try:
             # the first attempt is a plain await (no closure, no retry machinery per request)
@@ -403,9 +398,8 @@ class Model:
         n: int,
         tally: Tally | None = None,
     ) -> tuple[list[Choice], Usage]:
-        choices, usage = await self._call(
-            messages, params, n, tally, self.wire.complete, messages, params, n
-        )
+        request = WireRequest(self.ref.name, messages, params, n)
+        choices, usage = await self._call(request, tally, self.wire.complete, request)
         if len(choices) < n:
             raise ParseError(
                 f"{self.id} returned {len(choices)} choices for n={n}; if this server ignores "
@@ -501,13 +495,17 @@ class Model:
                 self, as_messages(prompt), output, overrides, repair=repair, use_cache=use_cache
             )
         if not tracing.enabled():
-            return await self._generate(prompt, params, use_cache, overrides)
-        return await traced_generate(self, prompt, params, use_cache, overrides)
+            return await self._generate(prompt, params, use_cache=use_cache, overrides=overrides)
+        messages = as_messages(prompt)
+        return await traced_generate(
+            self, messages, params, use_cache=use_cache, overrides=overrides
+        )
 
     async def _generate(
         self,
         prompt: Prompt,
         params: GenerateParams | None,
+        *,
         use_cache: bool,
         overrides: dict[str, Any],
     ) -> Completion:

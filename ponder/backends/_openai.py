@@ -15,9 +15,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ponder.backends._base import error_for_status
+from ponder.backends._base import WireRequest, error_for_status
 from ponder.backends._pool import Endpoint
 from ponder.backends._providers import Quirks
+from ponder.backends._score import ScoreRequest
 from ponder.errors import ConfigurationError, ParseError, RequestTimeout, TransportError
 from ponder.types import (
     Choice,
@@ -355,13 +356,9 @@ class OpenAIWire:
             )
 
     async def complete(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-        n: int,
+        self, endpoint: Endpoint, request: WireRequest
     ) -> tuple[list[Choice], Usage]:
+        model, messages, params, n = request
         if params.prefill is not None and self.quirks.prefill_probe:
             await self._check_prefill(endpoint)
         body = orjson.dumps(self.payload(model, messages, params, n))
@@ -369,16 +366,10 @@ class OpenAIWire:
         raw = await self._request(endpoint, url, body, params.timeout)
         return self._parse(raw, url, params.prefill)
 
-    async def score(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        query: str,
-        texts: Sequence[str],
-        request_timeout: float | None,
-    ) -> tuple[list[float], Usage]:
+    async def score(self, endpoint: Endpoint, request: ScoreRequest) -> tuple[list[float], Usage]:
         """vLLM's score API, which serves reward and cross-encoder models: one score per
         text for the query (``POST {url}/score {"model", "text_1", "text_2": [...]}``)."""
+        model, query, texts, request_timeout = request
         url = endpoint.base_url + "/score"
         body = orjson.dumps({"model": model, "text_1": query, "text_2": list(texts)})
         raw = await self._request(endpoint, url, body, request_timeout)
@@ -441,13 +432,8 @@ class OpenAIWire:
         choices.sort(key=lambda c: c.index)
         return choices, _usage(data.get("usage"))
 
-    async def stream(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-    ) -> AsyncIterator[StreamChunk]:
+    async def stream(self, endpoint: Endpoint, request: WireRequest) -> AsyncIterator[StreamChunk]:
+        model, messages, params, _ = request
         if params.prefill is not None and self.quirks.prefill_probe:
             await self._check_prefill(endpoint)
         payload = self.payload(model, messages, params, 1)

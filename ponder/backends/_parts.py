@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from ponder.types import Choice, Completion, GenerateParams, Message, Usage
 
 if TYPE_CHECKING:
-    from ponder.backends._base import Wire
+    from ponder.backends._base import Wire, WireRequest
     from ponder.backends._cache import ResponseCache
     from ponder.backends._modelref import ModelRef
     from ponder.backends._policies import Price, Reservation, RetryPolicy, UsageMeter
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["Held", "ModelCore", "Prompt", "Tally"]
 
 R = TypeVar("R")
+#: a wire's request method (``complete`` or ``score``) as :meth:`Model._call` sends it
+Send = Callable[..., Awaitable[tuple[R, Usage]]]
 Prompt = str | Message | Sequence[Message | dict[str, Any]]
 Held = Sequence[tuple["BudgetLike", "Reservation"]]
 
@@ -70,20 +72,10 @@ class ModelCore(Protocol):
     def _served(self, ep: Endpoint, tokens: int, usage: Usage) -> None: ...
     def _lease(self, tokens: int) -> _Lease: ...
     async def _call(
-        self,
-        messages: Sequence[Message],
-        params: GenerateParams,
-        n: int,
-        tally: Tally | None,
-        send: Callable[..., Awaitable[tuple[R, Usage]]],
-        *args: Any,
+        self, bound: WireRequest, tally: Tally | None, send: Send[R], *args: Any
     ) -> tuple[R, Usage]: ...
     async def _generate(
-        self,
-        prompt: Prompt,
-        params: GenerateParams | None,
-        use_cache: bool,
-        overrides: dict[str, Any],
+        self, prompt: Prompt, params: GenerateParams | None, *, use_cache: bool, overrides: Any
     ) -> Completion: ...
     async def generate(
         self,

@@ -12,20 +12,30 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
 from ponder import tracing
+from ponder.backends._base import WireRequest
 from ponder.backends._parts import ModelCore
 from ponder.backends._pool import Endpoint
 from ponder.errors import ConfigurationError
 from ponder.types import Choice, GenerateParams, Message, Usage
 
-__all__ = ["ScoreWire", "score"]
+__all__ = ["ScoreRequest", "ScoreWire", "score"]
 
 # what a score request may use, for budgets: its prompt (the texts) and no generated token
 _PARAMS = GenerateParams(max_tokens=1)
+
+
+class ScoreRequest(NamedTuple):
+    """One score request: ``model``'s score of each of ``texts`` for ``query``."""
+
+    model: str  # the model's name on the server
+    query: str
+    texts: Sequence[str]
+    timeout: float | None = None  # seconds for the whole request
 
 
 @runtime_checkable
@@ -33,12 +43,7 @@ class ScoreWire(Protocol):
     """A wire that can ask a server for scores (the OpenAI-compatible wire can)."""
 
     def score(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        query: str,
-        texts: Sequence[str],
-        request_timeout: float | None,
+        self, endpoint: Endpoint, request: ScoreRequest
     ) -> Awaitable[tuple[list[float], Usage]]: ...
 
 
@@ -83,9 +88,9 @@ async def score(
     }
     with tracing.span(f"score {model.ref.name}", attrs) as span:
         prompt = [Message(role="user", content=t) for t in (query, *texts)]  # for budgets
-        scores, usage = await model._call(
-            prompt, _PARAMS, 1, None, wire.score, query, texts, request_timeout
-        )
+        request = ScoreRequest(model.ref.name, query, texts, request_timeout)
+        bound = WireRequest(model.ref.name, prompt, _PARAMS)  # what budgets reserve for
+        scores, usage = await model._call(bound, None, wire.score, request)
         tracing.set_attributes(span, {"gen_ai.usage.input_tokens": usage.prompt_tokens})
     await model._cache_put(key, [Choice(0, orjson.dumps(scores).decode(), "stop", usage=usage)])
     return scores

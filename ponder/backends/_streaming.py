@@ -13,6 +13,7 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
+from ponder.backends._base import WireRequest
 from ponder.backends._parts import ModelCore, Prompt
 from ponder.backends._pool import Endpoint, _Lease
 from ponder.errors import ConfigurationError, PonderError
@@ -185,7 +186,7 @@ async def _open(
     ep = await lease.__aenter__()
     try:
         model._admit(ep, None)
-        it = aiter(model.wire.stream(ep, model.ref.name, messages, p))
+        it = aiter(model.wire.stream(ep, WireRequest(model.ref.name, messages, p)))
         head: list[StreamChunk] = []
         try:
             async for chunk in it:

@@ -118,7 +118,7 @@ async def generate_json_tools(
     """Tools on a backend without a tool API: the request as constrained JSON, each reply
     read back as a call or an answer."""
     sent, sp = to_json_request(messages, p)
-    c = await model._generate(sent, sp, use_cache, {})
+    c = await model._generate(sent, sp, use_cache=use_cache, overrides={})
     if not sp.json_schema:
         return c
     turn = sum(1 for m in messages if m.role == "assistant")

@@ -6,22 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 from ponder import tracing
-from ponder.backends._parts import ModelCore, Prompt
-from ponder.types import Completion, GenerateParams, as_messages
+from ponder.backends._parts import ModelCore
+from ponder.types import Completion, GenerateParams, Message
 
 __all__ = ["traced_generate"]
 
 
 async def traced_generate(
-    model: ModelCore,
-    prompt: Prompt,
-    params: GenerateParams | None,
-    use_cache: bool,
-    overrides: dict[str, Any],
+    model: ModelCore, messages: list[Message], params: GenerateParams | None, **kw: Any
 ) -> Completion:
-    """``model.generate`` inside a ``chat MODEL`` span."""
-    messages = as_messages(prompt)
-    p = model._params(params, overrides)
+    """``model.generate`` inside a ``chat MODEL`` span (``kw``: ``use_cache`` and
+    ``overrides``, passed on to ``model._generate``)."""
+    p = model._params(params, kw["overrides"])
     static = model.__dict__.get("_span_static")
     if static is None:  # what every call of this model shares, built once
         static = model.__dict__["_span_static"] = {
@@ -45,7 +41,7 @@ async def traced_generate(
         request["gen_ai.prompt"] = [m.model_dump() for m in messages]
     with tracing.span(f"chat {model.ref.name}", request) as s:
         # the caller's params and overrides, not ``p``: their resolution is memoised
-        c = await model._generate(messages, params, use_cache, overrides)
+        c = await model._generate(messages, params, **kw)
         done: dict[str, Any] = {
             "gen_ai.usage.input_tokens": c.usage.prompt_tokens,
             "gen_ai.usage.output_tokens": c.usage.completion_tokens,

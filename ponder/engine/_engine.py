@@ -65,33 +65,34 @@ def _shared_cache(settings: Settings) -> ResponseCache | None:
         return cache
 
 
-class Run:
-    """One run's own state: its budgets and the service it has had from endpoints.
+class Run(RequestScope):
+    """One run's own state: its budgets and the service it has had from endpoints, and
+    where its answer goes as it is written (``live``; None: nowhere). It is the scope the
+    model layer reads (:class:`~ponder.backends.RequestScope`).
 
     ``async with engine.run(budget=...)`` (or ``with``) makes every model call of the
     block, in every task it starts, reserve on these budgets and count as this run for
     scheduling."""
 
+    __slots__ = ("_tokens",)
+
     def __init__(
         self,
-        budgets: Sequence[BudgetLike] = (),
+        budgets: Sequence[BudgetLike | None] = (),
         *,
         name: str = "",
         live: Callable[[str], object] | None = None,
     ) -> None:
-        self.budgets = tuple(b for b in budgets if b is not None)
-        self.name = name
-        self.live = live  # where the run's answer goes as it is written (None: nowhere)
-        self.scope = RequestScope(self.budgets, name=name, live=live)
+        super().__init__([b for b in budgets if b is not None], name=name, live=live)
         self._tokens: list[Any] = []
 
     @property
     def requests(self) -> int:
         """Requests this run has dispatched so far."""
-        return self.scope.attained
+        return self.attained
 
     def __enter__(self) -> Run:
-        self._tokens.append(SCOPE.set(self.scope))
+        self._tokens.append(SCOPE.set(self))
         return self
 
     def __exit__(self, *exc: object) -> None:

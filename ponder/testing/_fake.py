@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ponder._internal import guard
+from ponder.backends._base import WireRequest
 from ponder.backends._cache import ResponseCache
 from ponder.backends._model import Model
 from ponder.backends._policies import Budget, PriceTable, RetryPolicy
@@ -53,13 +54,9 @@ class _FakeWire:
         self._sample = 0
 
     async def complete(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-        n: int,
+        self, endpoint: Endpoint, request: WireRequest
     ) -> tuple[list[Choice], Usage]:
+        _, messages, params, n = request
         self.calls.append(FakeCall(tuple(messages), params, n))
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -89,14 +86,8 @@ class _FakeWire:
         prompt_tokens = sum(len(m.content.split()) for m in messages)
         return choices, Usage(prompt_tokens, completion_tokens)
 
-    async def stream(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        messages: Sequence[Message],
-        params: GenerateParams,
-    ) -> AsyncIterator[StreamChunk]:
-        (choice,), usage = await self.complete(endpoint, model, messages, params, 1)
+    async def stream(self, endpoint: Endpoint, request: WireRequest) -> AsyncIterator[StreamChunk]:
+        (choice,), usage = await self.complete(endpoint, request)
         if choice.text:
             words = choice.text.split(" ")
             for j, w in enumerate(words):
