@@ -11,7 +11,9 @@ For each model and each ``n`` it measures, in one run:
   (``PONDER_LOCAL_MAX_SEQUENCES=1``) and on the base (AVX2) kernels, which decodes the
   samples one after another as the engine did before batching ("today" in issue 28).
 
-Raw and Ponder run the CPU kernels Ponder picks for this machine (``--cpu-variant``,
+Each measurement runs in a process of its own, ``--trials`` times, best kept; the three ways
+of one ``n`` run one after another, so that drift in the machine's speed over minutes hits
+all three alike. Raw and Ponder run the CPU kernels Ponder picks for this machine (``--cpu-variant``,
 docs/local.md "The build"); each part prints the kernels it ran.
 
 Then 8 concurrent requests with different prompts (``n=1`` each): awaited one after
@@ -174,22 +176,25 @@ def _story(topic: str) -> str:
 
 
 async def part_raw(
-    name: str, ns: list[int], tokens: int, trials: int, threads: int
-) -> dict[str, Any]:
+    name: str, ns: list[int], tokens: int, trials: int, threads: int, max_seqs: int,
+    concurrent: bool,
+) -> dict[str, Any]:  # fmt: skip
     prompt, prompts = await _prompts(name, threads)
-    raw = Raw(resolve_model_path(name), 4096, max([*ns, len(TOPICS)]), threads)
+    raw = Raw(resolve_model_path(name), 4096, max_seqs, threads)
     out: dict[str, Any] = {}
     for n in ns:
         t, k = _best(trials, lambda n=n: raw.run([prompt], list(range(n)), tokens))
         out[f"n{n}"] = (k, t)
-    t, k = _best(trials, lambda: raw.run(prompts, list(range(len(TOPICS))), tokens))
-    out["concurrent"] = (k, t)
+    if concurrent:
+        t, k = _best(trials, lambda: raw.run(prompts, list(range(len(TOPICS))), tokens))
+        out["concurrent"] = (k, t)
     return out
 
 
 async def part_ponder(
-    name: str, ns: list[int], tokens: int, trials: int, threads: int, max_seqs: int
-) -> dict[str, Any]:
+    name: str, ns: list[int], tokens: int, trials: int, threads: int, max_seqs: int,
+    concurrent: bool,
+) -> dict[str, Any]:  # fmt: skip
     settings = Settings.load(cache=False, local_threads=threads, local_max_sequences=max_seqs)
     out: dict[str, Any] = {}
     async with Model(f"local:{name}", settings=settings, cache=False) as m:
@@ -204,7 +209,7 @@ async def part_ponder(
 
             t, k = await _abest(trials, samples)
             out[f"n{n}"] = (k, t)
-        if max_seqs > 1:
+        if concurrent:
 
             async def one(i: int) -> int:
                 c = await m.generate(_story(TOPICS[i]), seed=i, temperature=TEMPERATURE,
@@ -224,15 +229,19 @@ async def part_ponder(
     return out
 
 
-def _run_part(part: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+def _run_part(
+    part: str, model: str, args: argparse.Namespace, ns: list[int], concurrent: bool
+) -> dict[str, Any]:
     """One measurement in a fresh process: one llama.cpp context at a time (OpenMP
     threads of an idle context spin for a while and would slow the next)."""
     variant = args.today_variant if part == "single" else args.cpu_variant
     env = {**os.environ, "PONDER_LOCAL_CPU_VARIANT": variant}
+    max_seqs = 1 if part == "single" else max([*_ns(args), len(TOPICS)])
     done = subprocess.run(
-        [sys.executable, __file__, "--part", part, "--models", model, "--ns", args.ns,
-         "--tokens", str(args.tokens), "--trials", str(args.trials), "--threads",
-         str(args.threads)],
+        [sys.executable, __file__, "--part", part, "--models", model,
+         "--ns", ",".join(map(str, ns)), "--tokens", str(args.tokens), "--trials", "1",
+         "--threads", str(args.threads), "--max-seqs", str(max_seqs)]
+        + (["--concurrent"] if concurrent else []),
         capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip
     if done.returncode != 0:
@@ -241,12 +250,31 @@ def _run_part(part: str, model: str, args: argparse.Namespace) -> dict[str, Any]
     return result
 
 
+def _ns(args: argparse.Namespace) -> list[int]:
+    return [int(x) for x in args.ns.split(",") if x]
+
+
 def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    raw = _run_part("raw", name, args)
-    ponder = _run_part("ponder", name, args)
-    single = _run_part("single", name, args)
+    """Each measurement ``--trials`` times, best kept; the three ways of one ``n`` run one
+    after another, so that drift in the machine's speed over minutes hits all three."""
+    best: dict[str, dict[str, tuple[int, float]]] = {"raw": {}, "ponder": {}, "single": {}}
+    kernels: dict[str, str] = {}
+
+    def keep(part: str, result: dict[str, Any]) -> None:
+        kernels[part] = result.pop("kernels")
+        for key, (k, t) in result.items():
+            if key not in best[part] or t < best[part][key][1]:
+                best[part][key] = (k, t)
+
+    for _ in range(args.trials):
+        for n in _ns(args):
+            for part in ("raw", "ponder", "single"):
+                keep(part, _run_part(part, name, args, [n], concurrent=False))
+        for part in ("raw", "ponder"):
+            keep(part, _run_part(part, name, args, [], concurrent=True))
+    raw, ponder, single = best["raw"], best["ponder"], best["single"]
     rows = []
-    for n in [int(x) for x in args.ns.split(",")]:
+    for n in _ns(args):
         key = f"n{n}"
         (kr, tr), (kp, tp), (ks, ts) = raw[key], ponder[key], single[key]
         rows.append({"n": n, "raw_tps": kr / tr, "ponder_tps": kp / tp,
@@ -255,9 +283,9 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": name,
         "kernels": {
-            "raw": raw["kernels"],
-            "ponder": ponder["kernels"],
-            "one_at_a_time": single["kernels"],
+            "raw": kernels["raw"],
+            "ponder": kernels["ponder"],
+            "one_at_a_time": kernels["single"],
         },
         "n": rows,
         "concurrent8": {
@@ -280,15 +308,13 @@ def main() -> int:
     ap.add_argument("--today-variant", default="base", help="kernels of the one-at-a-time engine")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--part", choices=["raw", "ponder", "single"], help=argparse.SUPPRESS)
+    ap.add_argument("--max-seqs", type=int, default=16, help=argparse.SUPPRESS)
+    ap.add_argument("--concurrent", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    ns = [int(x) for x in args.ns.split(",")]
     if args.part is not None:  # one measurement, in this process (see _run_part)
-        max_seqs = 1 if args.part == "single" else max([*ns, len(TOPICS)])
-        coro = (
-            part_raw(args.models, ns, args.tokens, args.trials, args.threads)
-            if args.part == "raw"
-            else part_ponder(args.models, ns, args.tokens, args.trials, args.threads, max_seqs)
-        )
+        part = part_raw if args.part == "raw" else part_ponder
+        coro = part(args.models, _ns(args), args.tokens, args.trials, args.threads,
+                    args.max_seqs, args.concurrent)  # fmt: skip
         result = asyncio.run(coro)
         result["kernels"] = in_use()
         print(json.dumps(result))
