@@ -11,10 +11,10 @@ For each model and each ``n`` it measures, in one run:
   (``PONDER_LOCAL_MAX_SEQUENCES=1``) and on the base (AVX2) kernels, which decodes the
   samples one after another as the engine did before batching ("today" in issue 28).
 
-Each measurement runs in a process of its own, ``--trials`` times, best kept; the three ways
-of one ``n`` run one after another, so that drift in the machine's speed over minutes hits
-all three alike. Raw and Ponder run the CPU kernels Ponder picks for this machine (``--cpu-variant``,
-docs/local.md "The build"); each part prints the kernels it ran.
+Each measurement runs in a process of its own, ``--trials`` times, best kept; the three
+ways of one ``n`` run one after another, so that drift in the machine's speed over minutes
+hits all three alike. Raw and Ponder run the CPU kernels Ponder picks for this machine
+(``--cpu-variant``, docs/local.md "The build"); each part prints the kernels it ran.
 
 Then 8 concurrent requests with different prompts (``n=1`` each): awaited one after
 another, all at once through Ponder (continuous batching), and raw batched.

@@ -88,6 +88,33 @@ async def test_concurrent_requests_join_the_running_batch(local: Model) -> None:
     assert 0 < steps < tokens
 
 
+SYSTEM = Message.system(
+    "You are a careful assistant. Think about the question, then answer in one short "
+    "sentence, and never add anything after the answer."
+)
+
+
+async def test_a_prompt_prefix_a_running_request_evaluated_is_shared_not_recomputed(
+    local: Model,
+) -> None:
+    """Concurrent requests with one system prompt: the second takes the first's cells for
+    the common prefix and evaluates only the rest, with the same greedy answer as alone."""
+    engine = _engine()
+    question = [SYSTEM, Message.user("What is the capital of Italy?")]
+    alone = await local.generate(question, temperature=0, max_tokens=16)
+    before = (engine.stats.prefix_tokens_shared, engine.stats.prompt_tokens_evaluated)
+    first, second = await asyncio.gather(
+        local.generate([SYSTEM, Message.user("Name a colour.")], temperature=0, max_tokens=40),
+        local.generate(question, temperature=0, max_tokens=16, use_cache=False),
+    )
+    shared = engine.stats.prefix_tokens_shared - before[0]
+    evaluated = engine.stats.prompt_tokens_evaluated - before[1]
+    assert shared >= 16  # the system prompt, at least
+    assert evaluated == first.usage.prompt_tokens + second.usage.prompt_tokens - shared
+    assert second.text == alone.text  # the shared cells hold what its own would
+    assert first.text
+
+
 async def test_more_samples_than_sequences_run_in_groups(settings: Settings) -> None:
     small = settings.model_copy(update={"local_max_sequences": 3})
     m = Model("local:smollm2", settings=small, cache=False)

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["BatchEngine", "EngineStats", "SampleOut", "Sampling"]
 
 _PENALTY_LAST_N = 64  # llama-cpp-python's default window for repeat_penalty
+# a shorter common prefix is evaluated anew: sharing it would save less than a decode step
+_MIN_SHARED_PREFIX = 16
 
 
 @dataclass
@@ -53,6 +55,7 @@ class EngineStats:
     samples: int = 0
     prompt_tokens_evaluated: int = 0
     prompt_tokens_reused: int = 0
+    prefix_tokens_shared: int = 0  # prompt tokens taken from a running request's cells
     generated_tokens: int = 0
     cancelled: int = 0
     decode_steps: int = 0
@@ -119,6 +122,8 @@ class _Group:
 
     prompt: int
     live: int
+    tokens: list[int] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)  # its sequences still running
 
 
 @dataclass(eq=False)
@@ -380,19 +385,21 @@ class BatchEngine:
         assert self._ctx is not None
         assert req.tokens is not None
         ctx, model, tokens = self._ctx, self._load(), req.tokens
-        group = _Group(len(tokens), len(indices))
         ids = [self._free.pop() for _ in indices]
         first = ids[0]
         mem = ctx.memory
         llama_cpp.llama_memory_seq_rm(mem, first, -1, -1)
-        logits_at = self._prefill(tokens, first)
+        shared = self._share_prefix(tokens, first)
+        logits_at = self._prefill(tokens, first, shared)
         if logits_at < 0:
             self._free.extend(ids)
             self._cells_free += len(tokens) + len(ids) * limit
             llama_cpp.llama_memory_seq_rm(mem, first, -1, -1)
             self._finish_request(req, RuntimeError("llama_decode failed on the prompt"))
             return
-        self.stats.prompt_tokens_evaluated += len(tokens)
+        self.stats.prompt_tokens_evaluated += len(tokens) - shared
+        self.stats.prefix_tokens_shared += shared
+        group = _Group(len(tokens), len(indices), tokens, list(ids))
         s = req.sampling
         hold = max((len(x) for x in s.stop), default=1) - 1
         new: list[_Seq] = []
@@ -410,15 +417,42 @@ class BatchEngine:
             self._advance(seq, tok)
         self.stats.peak_sequences = max(self.stats.peak_sequences, len(self._active))
 
-    def _prefill(self, tokens: list[int], seq_id: int) -> int:
-        """Evaluate ``tokens`` into ``seq_id`` in chunks; the batch index of the last
-        token's logits, or -1 if llama.cpp failed."""
+    def _share_prefix(self, tokens: list[int], seq_id: int) -> int:
+        """Give ``seq_id`` the cells of the longest prompt prefix a running group already
+        evaluated (a system prompt, a shared instruction: Hydragen's shared prefixes), so
+        that only the rest is evaluated; returns its length (0: none worth sharing). The
+        group's cells stay counted against the group that made them, and this request
+        still reserves its whole prompt, so the cell accounting only over-counts."""
+        import llama_cpp
+
+        assert self._ctx is not None
+        best, source = 0, -1
+        for group in {id(q.group): q.group for q in self._active}.values():
+            if not group.seqs:
+                continue
+            n = 0
+            for a, b in zip(group.tokens, tokens, strict=False):
+                if a != b:
+                    break
+                n += 1
+            n = min(n, len(tokens) - 1)  # the last token is evaluated: its logits are needed
+            if n > best:
+                best, source = n, group.seqs[0]
+        if best < _MIN_SHARED_PREFIX:
+            return 0
+        llama_cpp.llama_memory_seq_cp(self._ctx.memory, source, seq_id, 0, best)
+        return best
+
+    def _prefill(self, tokens: list[int], seq_id: int, skip: int = 0) -> int:
+        """Evaluate ``tokens[skip:]`` (the cells of the first ``skip`` are the sequence's
+        already) into ``seq_id`` in chunks; the batch index of the last token's logits, or
+        -1 if llama.cpp failed."""
         import llama_cpp
 
         assert self._ctx is not None
         b = self._batch
         idx = -1
-        for start in range(0, len(tokens), self.n_batch):
+        for start in range(skip, len(tokens), self.n_batch):
             chunk = tokens[start : start + self.n_batch]
             b.n_tokens = len(chunk)
             for i, t in enumerate(chunk):
@@ -539,6 +573,7 @@ class BatchEngine:
         self._free.append(seq.seq_id)
         self._cells_free += seq.limit
         seq.group.live -= 1
+        seq.group.seqs.remove(seq.seq_id)
         if seq.group.live == 0:  # the last owner of the prompt's cells
             self._cells_free += seq.group.prompt
         seq.req.running -= 1
