@@ -8,14 +8,17 @@ from then on every active sequence of every request advances by one token per
 ``llama_decode`` call. Requests that arrive while others run join the running batch at
 the next step, up to ``max_sequences`` sequences and ``kv_cells`` cells, first come first
 served. A group reserves its worst case (the prompt once, plus ``max_tokens`` per
-sample) before it starts, so a running batch never runs out of cells.
+sample) before it starts, so a running batch never runs out of cells. A prompt whose first
+16 or more tokens a running request already evaluated (a shared system prompt) takes those
+cells too, and only the rest is evaluated.
 
 Each sequence has its own sampler chain (its own seed, penalties and grammar), stop
 strings, token streaming and cancellation.
 
 Reproducibility: a request with a seed, run while nothing else runs, gives the same
 samples every time (the KV cache is cleared whenever the engine goes idle, and a prompt is
-evaluated on its own, never mixed with other requests' tokens). Under concurrency the
+evaluated on its own, never mixed with other requests' tokens; alone, it shares no prefix).
+Under concurrency the
 batch a sequence decodes in changes the order of floating-point sums inside llama.cpp's
 kernels, so a sampled token may differ in rare near-ties; the response cache (keyed per
 sample index) still makes reruns of a workflow reproducible.
