@@ -285,7 +285,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "kernels": {
             "raw": kernels["raw"],
             "ponder": kernels["ponder"],
-            "one_at_a_time": kernels["single"],
+            "one_at_a_time": kernels.get("single", ""),
         },
         "n": rows,
         "concurrent8": {
