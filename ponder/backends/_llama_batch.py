@@ -18,10 +18,9 @@ strings, token streaming and cancellation.
 Reproducibility: a request with a seed, run while nothing else runs, gives the same
 samples every time (the KV cache is cleared whenever the engine goes idle, and a prompt is
 evaluated on its own, never mixed with other requests' tokens; alone, it shares no prefix).
-Under concurrency the
-batch a sequence decodes in changes the order of floating-point sums inside llama.cpp's
-kernels, so a sampled token may differ in rare near-ties; the response cache (keyed per
-sample index) still makes reruns of a workflow reproducible.
+Under concurrency the batch a sequence decodes in changes the order of floating-point sums
+inside llama.cpp's kernels, so a sampled token may differ in rare near-ties; the response
+cache (keyed per sample index) still makes reruns of a workflow reproducible.
 """
 
 from __future__ import annotations
@@ -124,9 +123,8 @@ class _Group:
     """Sequences admitted together: they share the prompt's KV cells."""
 
     prompt: int
-    live: int
-    tokens: list[int] = field(default_factory=list)
-    seqs: list[int] = field(default_factory=list)  # its sequences still running
+    tokens: list[int]
+    seqs: list[int]  # its sequences still running (each owns the prompt's cells)
 
 
 @dataclass(eq=False)
@@ -402,7 +400,7 @@ class BatchEngine:
             return
         self.stats.prompt_tokens_evaluated += len(tokens) - shared
         self.stats.prefix_tokens_shared += shared
-        group = _Group(len(tokens), len(indices), tokens, list(ids))
+        group = _Group(len(tokens), tokens, list(ids))
         s = req.sampling
         hold = max((len(x) for x in s.stop), default=1) - 1
         new: list[_Seq] = []
@@ -431,8 +429,6 @@ class BatchEngine:
         assert self._ctx is not None
         best, source = 0, -1
         for group in {id(q.group): q.group for q in self._active}.values():
-            if not group.seqs:
-                continue
             n = 0
             for a, b in zip(group.tokens, tokens, strict=False):
                 if a != b:
@@ -575,9 +571,8 @@ class BatchEngine:
         llama_cpp.llama_sampler_free(seq.sampler)
         self._free.append(seq.seq_id)
         self._cells_free += seq.limit
-        seq.group.live -= 1
         seq.group.seqs.remove(seq.seq_id)
-        if seq.group.live == 0:  # the last owner of the prompt's cells
+        if not seq.group.seqs:  # the last owner of the prompt's cells
             self._cells_free += seq.group.prompt
         seq.req.running -= 1
 
