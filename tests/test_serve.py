@@ -252,14 +252,14 @@ def test_an_open_server_answers_only_loopback_clients(standin_url: str) -> None:
 
     wf = {"single": vote_workflow(standin_url, "single", 1)}
     closed = PonderServer(wf, ServeSettings())
-    assert closed._client(request("127.0.0.1")) == "ip:127.0.0.1"
-    assert closed._client(request("::1")) == "ip:::1"
+    assert closed.callers.identify(request("127.0.0.1")) == "ip:127.0.0.1"
+    assert closed.callers.identify(request("::1")) == "ip:::1"
     with pytest.raises(ApiError) as e:
-        closed._client(request("203.0.113.9"))
+        closed.callers.identify(request("203.0.113.9"))
     assert e.value.status == 403
     assert "PONDER_SERVE_API_KEYS" in e.value.message
     opened = PonderServer(wf, ServeSettings(allow_open_remote=True))
-    assert opened._client(request("203.0.113.9")) == "ip:203.0.113.9"
+    assert opened.callers.identify(request("203.0.113.9")) == "ip:203.0.113.9"
 
 
 async def test_an_open_server_refuses_foreign_host_and_origin_names(standin_url: str) -> None:

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ponder.agents import Pool
 from ponder.apps._api import ApiError
+from ponder.apps._callers import bearer, client_id
 from ponder.apps._runs import workflow_layout
 from ponder.apps._service import answer_texts
 from ponder.apps.server import PonderServer
@@ -74,10 +75,9 @@ def _owner(server: PonderServer, ctx: Context[Any, Any]) -> str:
     headers = ctx.headers
     if headers is None:
         return STDIO_OWNER
-    auth = headers.get("authorization", "")
-    token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    token = bearer(headers.get("authorization", ""))
     # the HTTP app checked this key before the message reached the session
-    return server.client_id(token) if token and server._keys else "http:local"
+    return client_id(token) if token and server.callers.keys else "http:local"
 
 
 def _tool(server: PonderServer, name: str) -> Callable[..., Awaitable[WorkflowAnswer]]:
@@ -166,7 +166,7 @@ class _KeyCheck:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
-                self.server._client(Request(scope))
+                self.server.callers.identify(Request(scope))
             except ApiError as e:
                 await e.response()(scope, receive, send)
                 return

@@ -11,10 +11,8 @@ See docs/serve.md.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
-import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -23,7 +21,6 @@ from contextlib import aclosing, asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
@@ -47,6 +44,7 @@ from ponder.apps._api import (
     openapi_schema,
     usage_dict,
 )
+from ponder.apps._callers import Callers, client_id
 from ponder.apps._limits import Limits
 from ponder.apps._runs import (
     FastJSON,
@@ -86,21 +84,6 @@ _PAGE_CSP = (
 )
 
 
-def _host_name(netloc: str) -> str:
-    """``localhost`` from ``localhost:8000``; ``::1`` from ``[::1]:8000``."""
-    netloc = netloc.strip().lower()
-    if netloc.startswith("["):
-        return netloc[1:].split("]", 1)[0]
-    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host in ("localhost", "testclient")  # Starlette's TestClient
-
-
 # -- the server ----------------------------------------------------------------------------
 
 
@@ -119,9 +102,9 @@ class PonderServer:
         self.limits = Limits(self.settings)
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
         self._runs_at_once: asyncio.Semaphore | None = None  # made in the serving loop
-        self._keys = self.settings.keys()
+        self.callers = Callers(self.settings)
         for secret in (
-            *self._keys,
+            *self.callers.keys,
             *(
                 t.get_secret_value() if t is not None else None
                 for t in (self.settings.slack_bot_token, self.settings.slack_signing_secret,
@@ -167,7 +150,7 @@ class PonderServer:
 
     @asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        if not self._keys:
+        if not self.callers.keys:
             who = (
                 "everyone (PONDER_SERVE_ALLOW_OPEN_REMOTE)"
                 if self.settings.allow_open_remote
@@ -205,68 +188,7 @@ class PonderServer:
 
     # -- plumbing --
 
-    def _client(self, request: Request) -> str:
-        """The caller's API key (checked), or its address when the API is open."""
-        if not self._keys:
-            if not self.settings.allow_open_remote:  # serving everyone: no name to guard
-                self._check_host(request)
-            host = request.client.host if request.client else ""
-            if not self.settings.allow_open_remote and not _loopback(host):
-                raise ApiError(
-                    403,
-                    "this server is open (no API keys) and so answers only clients on its "
-                    "own machine; set PONDER_SERVE_API_KEYS, or PONDER_SERVE_ALLOW_OPEN_REMOTE="
-                    "true to serve everyone without keys",
-                    type_="permission_error",
-                    code="open_server_loopback_only",
-                )
-            return f"ip:{host or '?'}"
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        if token and not token.isascii():  # compare_digest takes ASCII text only
-            raise ApiError(
-                401, "invalid API key", type_="authentication_error", code="invalid_api_key"
-            )
-        if not token:
-            raise ApiError(
-                401,
-                "missing API key: send 'Authorization: Bearer <key>'",
-                type_="authentication_error",
-                code="missing_api_key",
-            )
-        if not any(secrets.compare_digest(token, k) for k in self._keys):
-            raise ApiError(
-                401, "invalid API key", type_="authentication_error", code="invalid_api_key"
-            )
-        return self.client_id(token)
-
-    def _check_host(self, request: Request) -> None:
-        """Open mode: only the allowed Host names and Origins (DNS rebinding defence)."""
-        allowed = self.settings.allowed_hosts
-        if "*" in allowed:
-            return
-        names = {h.lower().strip("[]") for h in allowed}
-        host = _host_name(request.headers.get("host", ""))
-        origin = request.headers.get("origin")
-        bad = None
-        if host and host not in names and host != "testserver":
-            bad = f"Host {host!r}"
-        elif origin and origin != "null" and _host_name(urlsplit(origin).netloc) not in names:
-            bad = f"Origin {origin!r}"
-        if bad is not None:
-            raise ApiError(
-                403,
-                f"this server is open (no API keys) and answers only {', '.join(allowed)}; "
-                f"{bad} is not one of them. Add it to PONDER_SERVE_ALLOWED_HOSTS, or set "
-                "PONDER_SERVE_API_KEYS",
-                type_="permission_error",
-                code="host_not_allowed",
-            )
-
-    @staticmethod
-    def client_id(token: str) -> str:
-        """How a key is named in limits, budgets and run records (never the key itself)."""
-        return f"key:{token[:6]}…{uuid.uuid5(uuid.NAMESPACE_OID, token).hex[:8]}"
+    client_id = staticmethod(client_id)
 
     @asynccontextmanager
     async def running(self, host: str = "127.0.0.1") -> AsyncIterator[str]:
@@ -404,7 +326,7 @@ class PonderServer:
         return HTMLResponse(html, headers={"Content-Security-Policy": _PAGE_CSP})
 
     async def models(self, request: Request) -> Response:
-        self._client(request)
+        self.callers.identify(request)
         data = [
             {
                 "id": name,
@@ -419,9 +341,9 @@ class PonderServer:
         return JSONResponse({"object": "list", "data": data})
 
     async def run_events(self, request: Request) -> Response:
-        who = self._client(request)
+        who = self.callers.identify(request)
         rec = self.runs.get(request.path_params["run_id"])
-        if rec is None or (self._keys and rec.owner != who):
+        if rec is None or (self.callers.keys and rec.owner != who):
             raise ApiError(404, "no such run (runs are kept for a while)", code="run_not_found")
 
         async def stream() -> AsyncIterator[dict[str, str]]:
@@ -432,7 +354,7 @@ class PonderServer:
         return EventSourceResponse(stream(), ping=15)
 
     async def chat(self, request: Request) -> Response:
-        who = self._client(request)
+        who = self.callers.identify(request)
         await self.limits.hit(who)
         body = await self._body(request)
         if not isinstance(body, dict):
