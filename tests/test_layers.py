@@ -140,3 +140,14 @@ def test_no_two_modules_import_each_other_even_indirectly() -> None:
         if v not in index:
             visit(v)
     assert not cycles, f"import cycles: {cycles}"
+
+
+def test_no_module_is_over_700_lines() -> None:
+    """Rooms a newcomer can find: a module that grows past 700 lines is doing several jobs
+    and is split by job (docs/architecture.md names where each job lives)."""
+    long = {
+        str(p.relative_to(ROOT.parent)): n
+        for p in ROOT.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 700
+    }
+    assert not long, f"split these by job: {long}"
