@@ -55,7 +55,7 @@ def test_jsonl_rows_without_answers_are_reported_and_bad_lines_named(tmp_path: P
     assert ds.skipped == ["qa.jsonl:2 (id b): no 'answer' field; skipped"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "x", "answer": "1"}\n{oops\n')
-    with pytest.raises(ConfigurationError, match=r"bad\.jsonl:2: not a JSON object"):
+    with pytest.raises(ConfigurationError, match=r"bad\.jsonl:2: not a JSON value"):
         load_jsonl(bad)
     with pytest.raises(ConfigurationError, match="unknown dataset"):
         load_dataset("imagenet")
@@ -356,3 +356,19 @@ async def test_items_in_flight_default_to_the_endpoints_slots(
     ds = load_dataset("bank:arithmetic:30")
     rows = await evaluate(_workflow(standin.base_url), ds, tmp_path / "r.jsonl")
     assert sorted(r["id"] for r in rows) == sorted(it.id for it in ds.items)
+
+
+def test_every_jsonl_reader_names_the_bad_line_and_the_unreadable_file(tmp_path: Path) -> None:
+    from ponder._internal.jsonl import read_jsonl
+    from ponder.memory import load_corpus
+
+    good = tmp_path / "docs.jsonl"
+    good.write_text('"first"\n\n{"text": "second"}\n')
+    assert list(read_jsonl(good)) == [(1, "first"), (3, {"text": "second"})]
+    assert load_corpus(good) == ["first", "second"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('"ok"\n{oops\n')
+    with pytest.raises(ConfigurationError, match=r"bad\.jsonl:2: not a JSON value"):
+        load_corpus(bad)
+    with pytest.raises(ConfigurationError, match=r"cannot read the questions file .*missing"):
+        list(read_jsonl(tmp_path / "missing.jsonl", "the questions file"))

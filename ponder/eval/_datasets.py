@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ponder._internal.jsonl import read_jsonl
 from ponder.errors import ConfigurationError
 
 __all__ = [
@@ -190,17 +191,7 @@ def load_jsonl(
     p = Path(path)
     items: list[Item] = []
     skipped: list[str] = []
-    try:
-        lines = p.read_text().splitlines()
-    except OSError as e:
-        raise ConfigurationError(f"cannot read the dataset {p}: {e}") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise ConfigurationError(f"{p}:{n}: not a JSON object ({e})") from None
+    for n, row in read_jsonl(p, "the dataset"):
         if not isinstance(row, dict) or question not in row:
             raise ConfigurationError(f"{p}:{n}: no {question!r} field")
         rid = str(row.get(id_field, n))

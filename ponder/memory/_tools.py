@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from ponder._internal.jsonl import read_jsonl
 from ponder.errors import ConfigurationError
 from ponder.memory._retrieval import BM25Retriever
 from ponder.memory._store import MemoryStore
@@ -61,13 +62,7 @@ def load_corpus(path: str | Path) -> list[str]:
     text = p.read_text(encoding="utf-8")
     if p.suffix in (".jsonl", ".ndjson"):
         docs = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as e:
-                raise ConfigurationError(f"{p}:{n}: not JSON ({e})") from None
+        for n, item in read_jsonl(p, "the search corpus"):
             doc = item.get("text") if isinstance(item, dict) else item
             if not isinstance(doc, str):
                 raise ConfigurationError(f"{p}:{n}: expected a string or an object with 'text'")

@@ -12,6 +12,7 @@ import typer.main
 
 import ponder
 from ponder._internal import loop as _loop
+from ponder._internal.jsonl import read_jsonl
 from ponder.apps.cli._app import (
     EXIT_RUN_FAILED,
     ModelOption,
@@ -55,18 +56,7 @@ def _questions(question: str | None, questions: str | None) -> list[tuple[str, s
         return [("0", question)]
     assert questions is not None
     out = []
-    try:
-        with open(questions, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ponder.ConfigurationError(f"cannot read {questions}: {e.strerror}") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError as e:
-            raise ponder.ConfigurationError(f"{questions}:{n}: not JSON ({e})") from None
+    for n, item in read_jsonl(questions, "the questions file"):
         if isinstance(item, str):
             out.append((str(n), item))
         elif isinstance(item, dict) and isinstance(item.get("question"), str):
