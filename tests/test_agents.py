@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from collections.abc import AsyncIterator
@@ -25,6 +26,8 @@ from ponder.agents import (
     Fuser,
     Generate,
     GenerateConfig,
+    JudgeConfig,
+    ModelStep,
     ModelVerifier,
     Pool,
     ProgrammaticVerifier,
@@ -49,7 +52,8 @@ from ponder.agents import (
     split_tests,
     vote,
 )
-from ponder.errors import ConfigurationError
+from ponder.agents._base import _Config
+from ponder.errors import ConfigurationError, RateLimitError
 from ponder.testing import FakeModel, StandinConfig, StandinServer
 from ponder.testing.oracle import OracleConfig, ProblemBank, majority_vote_accuracy
 
@@ -533,3 +537,35 @@ async def test_pools_and_results_render_in_a_notebook() -> None:
     assert "Final answer</b>: <code>7</code>" in page
     assert "Vote</b>: 7 with 67% of 3" in page
     assert page.count("<tr") == 4  # the header and three candidates
+
+
+# -- a component of one's own ---------------------------------------------------------------
+
+
+class _ShoutConfig(_Config):
+    suffix: str = "!"
+
+
+class _Shout(ModelStep[_ShoutConfig]):
+    name = "shout_test"
+
+    async def __call__(self, pool: Pool) -> Pool:
+        c = await self.model.generate(pool.query)
+        return pool.model_copy(update={"final": c.text + self.config.suffix})
+
+
+async def test_a_model_step_takes_its_model_and_config_and_names_the_config_class() -> None:
+    fake = FakeModel(["hello"])
+    assert (await _Shout(fake)(Pool(query="q"))).final == "hello!"
+    assert _Shout(fake).config == _ShoutConfig()
+    assert (await _Shout(fake, _ShoutConfig(suffix="?"))(Pool(query="q"))).final == "hello?"
+    assert "config: '_ShoutConfig | None' = None" in str(inspect.signature(_Shout))
+    assert "config: 'JudgeConfig | None' = None" in str(inspect.signature(Critic))
+    with pytest.raises(ConfigurationError, match="_Shout takes a _ShoutConfig, got a JudgeConfig"):
+        _Shout(fake, JudgeConfig())  # type: ignore[arg-type]
+
+
+async def test_a_model_step_passes_a_model_fault_on() -> None:
+    fake = FakeModel([RateLimitError("slow down", retry_after=1.0)])
+    with pytest.raises(RateLimitError):
+        await _Shout(fake)(Pool(query="q"))

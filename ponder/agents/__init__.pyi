@@ -31,6 +31,7 @@ from ._base import (
     COMPONENTS,
     Component,
     ComponentInfo,
+    ModelStep,
     find_component,
     get_component,
     load_components,
@@ -90,6 +91,7 @@ from ._search import (
     ParticleFilterConfig,
     ProcessRewardModel,
     StepConfig,
+    StepSearch,
     parse_step_scores,
 )
 from ._state import (
@@ -145,6 +147,7 @@ __all__ = [
     "JudgeTests",
     "JudgeTestsConfig",
     "MCTSConfig",
+    "ModelStep",
     "ModelVerifier",
     "ParticleFilter",
     "ParticleFilterConfig",
@@ -166,6 +169,7 @@ __all__ = [
     "SpeculativeReasoning",
     "Spend",
     "StepConfig",
+    "StepSearch",
     "ToolUse",
     "VerifierConfig",
     "VerifierQuality",

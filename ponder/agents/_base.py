@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -14,9 +15,12 @@ from typing import (
     TYPE_CHECKING,
     Any,
     ClassVar,
+    Generic,
     Literal,
     Protocol,
     TypeVar,
+    cast,
+    get_args,
     overload,
     runtime_checkable,
 )
@@ -36,6 +40,7 @@ __all__ = [
     "COMPONENTS",
     "Component",
     "ComponentInfo",
+    "ModelStep",
     "find_component",
     "get_component",
     "load_components",
@@ -75,6 +80,47 @@ class Component(Protocol):
     name: ClassVar[str]
 
     async def __call__(self, pool: Pool) -> Pool: ...
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class ModelStep(Generic[C]):
+    """The base of a component that calls one model: ``Step(model, config=None)``.
+
+    The config class is the subscript (``class Critic(ModelStep[JudgeConfig])``), and no
+    config means its defaults. Subclasses add only what they do::
+
+        class Shorten(ModelStep[ShortenConfig]):
+            name: ClassVar[str] = "shorten"
+
+            async def __call__(self, pool: Pool) -> Pool: ...  # self.model, self.config
+    """
+
+    config_type: ClassVar[type[BaseModel]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            for arg in get_args(base):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    cls.config_type = arg
+                    # help() and signature() name the config class, not ``C``
+                    sig = inspect.signature(cls.__init__)
+                    params = [
+                        q.replace(annotation=f"{arg.__name__} | None") if q.name == "config" else q
+                        for q in list(sig.parameters.values())[1:]
+                    ]
+                    setattr(cls, "__signature__", sig.replace(parameters=params))  # noqa: B010
+
+    def __init__(self, model: Model, config: C | None = None) -> None:
+        if config is not None and not isinstance(config, self.config_type):
+            raise ConfigurationError(
+                f"{type(self).__name__} takes a {self.config_type.__name__}, "
+                f"got a {type(config).__name__}"
+            )
+        self.model = model
+        self.config: C = config if config is not None else cast(C, self.config_type())
 
 
 Arity = Literal["none", "one", "many"]

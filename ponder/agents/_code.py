@@ -17,10 +17,16 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ponder.agents._answers import extract_answer
-from ponder.agents._base import _ask, _Config, _messages, _spend, register_component
+from ponder.agents._base import (
+    ModelStep,
+    _ask,
+    _Config,
+    _messages,
+    _spend,
+    register_component,
+)
 from ponder.agents._judges import FilterConfig, JudgeConfig, check_in_order
 from ponder.agents._state import Candidate, Pool, Spend
-from ponder.backends import Model
 from ponder.tools import SandboxLimits, run_checked
 
 __all__ = [
@@ -104,14 +110,10 @@ class WriteTestsConfig(JudgeConfig):
 
 
 @register_component(config=WriteTestsConfig)
-class WriteTests:
+class WriteTests(ModelStep[WriteTestsConfig]):
     """A model writes unit tests for the query; they go to ``pool.tests``."""
 
     name: ClassVar[str] = "write_tests"
-
-    def __init__(self, model: Model, config: WriteTestsConfig | None = None):
-        self.model = model
-        self.config = config or WriteTestsConfig()
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
@@ -156,17 +158,13 @@ _TESTS_IN_QUERY = "Your response should pass the following unit tests:"
 
 
 @register_component(config=JudgeTestsConfig)
-class JudgeTests:
+class JudgeTests(ModelStep[JudgeTestsConfig]):
     """Archon's unit-test evaluator: a model judges, for each candidate, whether it passes
     each of the pool's tests (plain-language ones, such as "The answer mentions X").
     ``scores[score_name]`` is the share of tests passed; ``verdicts[score_name]`` is True
     when every test passed. For code, ``run_tests`` executes the tests instead."""
 
     name: ClassVar[str] = "judge_tests"
-
-    def __init__(self, model: Model, config: JudgeTestsConfig | None = None):
-        self.model = model
-        self.config = config or JudgeTestsConfig()
 
     async def _judge(self, pool: Pool, c: Candidate, index: int) -> tuple[Candidate, Spend]:
         cfg = self.config

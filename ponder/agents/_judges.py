@@ -27,6 +27,7 @@ from ponder.agents._answers import (
     answers_equivalent,
 )
 from ponder.agents._base import (
+    ModelStep,
     _ask,
     _Config,
     _listing,
@@ -39,7 +40,7 @@ from ponder.agents._state import Candidate, Pool, Provenance, Spend
 from ponder.errors import ConfigurationError
 
 if TYPE_CHECKING:  # at run time components only call the models they are given
-    from ponder.backends import Model
+    pass
 
 
 __all__ = [
@@ -185,7 +186,7 @@ def parse_verdict(text: str) -> bool | None:
 
 
 @register_component(config=VerifierConfig)
-class ModelVerifier:
+class ModelVerifier(ModelStep[VerifierConfig]):
     """A model reasons about each candidate, then says 'Verdict: yes' or 'Verdict: no'.
 
     Sets ``scores[score_name]`` to the share of yes verdicts among those that parsed and
@@ -194,10 +195,6 @@ class ModelVerifier:
     """
 
     name: ClassVar[str] = "verify"
-
-    def __init__(self, model: Model, config: VerifierConfig | None = None):
-        self.model = model
-        self.config = config or VerifierConfig()
 
     async def check(self, pool: Pool, c: Candidate, index: int = 0) -> tuple[Candidate, Spend]:
         """Verify one candidate; ``index`` offsets the seed so verdicts are independent."""
@@ -339,14 +336,10 @@ def parse_ranking(text: str, count: int) -> list[int] | None:
 
 
 @register_component(config=JudgeConfig)
-class Critic:
+class Critic(ModelStep[JudgeConfig]):
     """One call reviews every candidate; each gets its critique (strengths, weaknesses)."""
 
     name: ClassVar[str] = "critique"
-
-    def __init__(self, model: Model, config: JudgeConfig | None = None):
-        self.model = model
-        self.config = config or JudgeConfig()
 
     async def __call__(self, pool: Pool) -> Pool:
         if not pool.candidates:
@@ -391,7 +384,7 @@ class RankerConfig(JudgeConfig):
 
 
 @register_component(config=RankerConfig)
-class Ranker:
+class Ranker(ModelStep[RankerConfig]):
     """Rank candidates (one listwise call, or a knockout of batches) and keep the top k.
 
     Sets ``scores['rank']`` (1.0 for the best, falling linearly). An unparseable ranking
@@ -399,10 +392,6 @@ class Ranker:
     """
 
     name: ClassVar[str] = "rank"
-
-    def __init__(self, model: Model, config: RankerConfig | None = None):
-        self.model = model
-        self.config = config or RankerConfig()
 
     async def _rank(
         self, pool: Pool, cands: Sequence[Candidate], seed_offset: int
@@ -503,17 +492,13 @@ class FuserConfig(JudgeConfig):
 
 
 @register_component(config=FuserConfig)
-class Fuser:
+class Fuser(ModelStep[FuserConfig]):
     """Mixture-of-agents: synthesise the candidates into ``n`` new ones (which replace them).
 
     The fused answer is the pool's ``final`` (with ``n > 1``, the most common one; a later
     step such as ``vote`` or ``best_of_n`` may choose again)."""
 
     name: ClassVar[str] = "fuse"
-
-    def __init__(self, model: Model, config: FuserConfig | None = None):
-        self.model = model
-        self.config = config or FuserConfig()
 
     def inputs(self, pool: Pool) -> list[Candidate]:
         """The candidates this fuser reads: all, or the ``top_k`` best ranked."""

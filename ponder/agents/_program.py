@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ponder.agents._answers import AnswerKind, normalize_answer
 from ponder.agents._base import (
+    ModelStep,
     _Config,
     _messages,
     _origin,
@@ -29,7 +30,6 @@ from ponder.agents._base import (
     register_component,
 )
 from ponder.agents._state import Candidate, Pool
-from ponder.backends import Model
 from ponder.errors import ToolExecutionError
 from ponder.tools import SandboxLimits, run_python
 
@@ -99,15 +99,11 @@ class ProgramConfig(_Config):
 
 
 @register_component(config=ProgramConfig, models="one")
-class ProgramAided:
+class ProgramAided(ModelStep[ProgramConfig]):
     """``n`` programs for the pool's query, each run in the sandbox; the printed result
     is the candidate's answer (follow with ``vote`` for an execution vote)."""
 
     name: ClassVar[str] = "program"
-
-    def __init__(self, model: Model, config: ProgramConfig | None = None) -> None:
-        self.model = model
-        self.config = config or ProgramConfig()
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config

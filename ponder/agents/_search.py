@@ -20,7 +20,15 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ponder.agents._answers import AnswerKind
-from ponder.agents._base import _ask, _Config, _messages, _spend, register_component
+from ponder.agents._base import (
+    C,
+    ModelStep,
+    _ask,
+    _Config,
+    _messages,
+    _spend,
+    register_component,
+)
 from ponder.agents._components import GENERATOR_SYSTEM
 from ponder.agents._state import Candidate, Pool, Provenance, Spend
 from ponder.agents._vote import vote
@@ -37,6 +45,7 @@ __all__ = [
     "ParticleFilterConfig",
     "ProcessRewardModel",
     "StepConfig",
+    "StepSearch",
     "parse_step_scores",
 ]
 
@@ -189,6 +198,15 @@ class _Stepper:
         return out.model_copy(update={"final": final}).noted(notes)
 
 
+class StepSearch(ModelStep[C]):
+    """The base of a search over steps: ``Search(model, prm, config=None)``; ``prm``
+    scores partial solutions."""
+
+    def __init__(self, model: Model, prm: ProcessRewardModel, config: C | None = None) -> None:
+        super().__init__(model, config)
+        self.prm = prm
+
+
 # -- beam search ----------------------------------------------------------------------------
 
 
@@ -203,16 +221,10 @@ class BeamSearchConfig(_Config):
     prm=True,
     build=lambda c, ms, p: BeamSearch(ms[0], ProcessRewardModel(p or ms[0]), c),
 )
-class BeamSearch:
+class BeamSearch(StepSearch[BeamSearchConfig]):
     """Keep the ``beam_width`` best partial solutions (by step score) at every depth."""
 
     name: ClassVar[str] = "beam_search"
-
-    def __init__(
-        self, model: Model, prm: ProcessRewardModel, config: BeamSearchConfig | None = None
-    ):
-        self.model, self.prm = model, prm
-        self.config = config or BeamSearchConfig()
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
@@ -256,7 +268,7 @@ class ParticleFilterConfig(_Config):
     prm=True,
     build=lambda c, ms, p: ParticleFilter(ms[0], ProcessRewardModel(p or ms[0]), c),
 )
-class ParticleFilter:
+class ParticleFilter(StepSearch[ParticleFilterConfig]):
     """Particle filtering over steps (Puri et al., 2025): extend every particle by one
     step, weight it by its step score, resample; finished particles leave the pool.
 
@@ -264,12 +276,6 @@ class ParticleFilter:
     """
 
     name: ClassVar[str] = "particle_filter"
-
-    def __init__(
-        self, model: Model, prm: ProcessRewardModel, config: ParticleFilterConfig | None = None
-    ):
-        self.model, self.prm = model, prm
-        self.config = config or ParticleFilterConfig()
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
@@ -319,7 +325,7 @@ class MCTSConfig(_Config):
     prm=True,
     build=lambda c, ms, p: MCTS(ms[0], ProcessRewardModel(p or ms[0]), c),
 )
-class MCTS:
+class MCTS(StepSearch[MCTSConfig]):
     """Monte Carlo tree search over steps with UCT selection.
 
     Each iteration selects a leaf by UCT (mean value + c * sqrt(ln N_parent / N)),
@@ -329,10 +335,6 @@ class MCTS:
     """
 
     name: ClassVar[str] = "mcts"
-
-    def __init__(self, model: Model, prm: ProcessRewardModel, config: MCTSConfig | None = None):
-        self.model, self.prm = model, prm
-        self.config = config or MCTSConfig()
 
     def _select(self, root: _Node) -> _Node | None:
         """The leaf to expand next by UCT, or None once every path is finished."""
@@ -423,7 +425,7 @@ class FirstFinishConfig(_Config):
 
 
 @register_component(config=FirstFinishConfig)
-class FirstFinish:
+class FirstFinish(ModelStep[FirstFinishConfig]):
     """Start ``launch`` samples, keep the first ``keep`` to finish, cancel the rest, vote.
 
     Short answers are often right answers, and slow stragglers cost latency; cancelled
@@ -431,10 +433,6 @@ class FirstFinish:
     """
 
     name: ClassVar[str] = "first_finish"
-
-    def __init__(self, model: Model, config: FirstFinishConfig | None = None):
-        self.model = model
-        self.config = config or FirstFinishConfig()
 
     async def __call__(self, pool: Pool) -> Pool:
         cfg = self.config
