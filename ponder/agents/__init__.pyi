@@ -93,6 +93,7 @@ from ._search import (
     StepConfig,
     StepSearch,
     parse_step_scores,
+    register_search,
 )
 from ._state import (
     AgentStep,
@@ -200,6 +201,7 @@ __all__ = [
     "parse_verdict",
     "probes_from_tests",
     "register_component",
+    "register_search",
     "run_agent",
     "split_tests",
     "survivors",

@@ -30,7 +30,13 @@ from ponder.agents._answers import AnswerKind
 from ponder.agents._base import _Config, register_component
 from ponder.agents._components import Generate, GenerateConfig
 from ponder.agents._judges import ModelVerifier
-from ponder.agents._search import START, STEP_SYSTEM, ProcessRewardModel
+from ponder.agents._search import (
+    START,
+    STEP_SYSTEM,
+    ProcessRewardModel,
+    StepSearch,
+    register_search,
+)
 from ponder.agents._state import Candidate, Pool, Provenance, Spend
 from ponder.agents._vote import leader_settled_probability, vote
 from ponder.backends import Model
@@ -323,24 +329,13 @@ class _Partial:
     done: bool = False
 
 
-@register_component(
-    config=EarlyRejectionConfig,
-    prm=True,
-    build=lambda c, ms, p: EarlyRejection(ms[0], ProcessRewardModel(p or ms[0]), c),
-)
-class EarlyRejection:
+@register_search
+class EarlyRejection(StepSearch[EarlyRejectionConfig]):
     """Sample ``samples`` step-by-step solutions; every ``checkpoint_steps`` steps a
     process reward model scores the unfinished ones and only :func:`survivors` go on; the
     rest stop (their tokens are not spent). Finished solutions are then voted on."""
 
     name: ClassVar[str] = "early_rejection"
-
-    def __init__(
-        self, model: Model, prm: ProcessRewardModel, config: EarlyRejectionConfig | None = None
-    ) -> None:
-        self.model = model
-        self.prm = prm
-        self.config = config or EarlyRejectionConfig()
 
     async def _step(self, query: str, p: _Partial, seed: int) -> Spend:
         cfg = self.config

@@ -15,7 +15,7 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
@@ -47,6 +47,7 @@ __all__ = [
     "StepConfig",
     "StepSearch",
     "parse_step_scores",
+    "register_search",
 ]
 
 STEP_SYSTEM = (
@@ -207,6 +208,20 @@ class StepSearch(ModelStep[C]):
         self.prm = prm
 
 
+S = TypeVar("S", bound=StepSearch[Any])
+
+
+def register_search(cls: type[S]) -> type[S]:
+    """Register a step search for workflows: its config class is its ``StepSearch[...]``
+    subscript, and it is built as ``cls(model, ProcessRewardModel(prm_model or model),
+    config)``."""
+    return register_component(
+        config=cls.config_type,
+        prm=True,
+        build=lambda c, ms, p: cls(ms[0], ProcessRewardModel(p or ms[0]), c),
+    )(cls)
+
+
 # -- beam search ----------------------------------------------------------------------------
 
 
@@ -216,11 +231,7 @@ class BeamSearchConfig(_Config):
     step: StepConfig = Field(default_factory=StepConfig)
 
 
-@register_component(
-    config=BeamSearchConfig,
-    prm=True,
-    build=lambda c, ms, p: BeamSearch(ms[0], ProcessRewardModel(p or ms[0]), c),
-)
+@register_search
 class BeamSearch(StepSearch[BeamSearchConfig]):
     """Keep the ``beam_width`` best partial solutions (by step score) at every depth."""
 
@@ -263,11 +274,7 @@ class ParticleFilterConfig(_Config):
     step: StepConfig = Field(default_factory=StepConfig)
 
 
-@register_component(
-    config=ParticleFilterConfig,
-    prm=True,
-    build=lambda c, ms, p: ParticleFilter(ms[0], ProcessRewardModel(p or ms[0]), c),
-)
+@register_search
 class ParticleFilter(StepSearch[ParticleFilterConfig]):
     """Particle filtering over steps (Puri et al., 2025): extend every particle by one
     step, weight it by its step score, resample; finished particles leave the pool.
@@ -320,11 +327,7 @@ class MCTSConfig(_Config):
     step: StepConfig = Field(default_factory=StepConfig)
 
 
-@register_component(
-    config=MCTSConfig,
-    prm=True,
-    build=lambda c, ms, p: MCTS(ms[0], ProcessRewardModel(p or ms[0]), c),
-)
+@register_search
 class MCTS(StepSearch[MCTSConfig]):
     """Monte Carlo tree search over steps with UCT selection.
 
