@@ -8,11 +8,12 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.testing._solve24 import solve24
 
 __all__ = [
     "Kind",
@@ -116,31 +117,7 @@ def _distractors(rng: random.Random, answer: int, k: int) -> tuple[str, ...]:
 @lru_cache(maxsize=8192)
 def solve24_expression(nums: tuple[int, ...]) -> str | None:
     """One expression over ``nums`` that makes 24, or None (memoised per multiset)."""
-
-    def go(items: list[tuple[Fraction, str]]) -> str | None:
-        if len(items) == 1:
-            return items[0][1] if items[0][0] == 24 else None
-        for i in range(len(items)):
-            for j in range(i + 1, len(items)):
-                (a, ea), (b, eb) = items[i], items[j]
-                rest = items[:i] + items[i + 1 : j] + items[j + 1 :]
-                options = [
-                    (a + b, f"({ea}+{eb})"),
-                    (a * b, f"({ea}*{eb})"),
-                    (a - b, f"({ea}-{eb})"),
-                    (b - a, f"({eb}-{ea})"),
-                ]
-                if b != 0:
-                    options.append((a / b, f"({ea}/{eb})"))
-                if a != 0:
-                    options.append((b / a, f"({eb}/{ea})"))
-                for value, expr in options:
-                    found = go([*rest, (value, expr)])
-                    if found:
-                        return found
-        return None
-
-    return go([(Fraction(n), str(n)) for n in sorted(nums)])
+    return solve24(nums)
 
 
 class ProblemBank:

@@ -27,6 +27,7 @@ computes the exact accuracy of plurality voting under this model.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -42,6 +43,7 @@ from ponder.testing._bank import (
     rng_for,
     solve24_expression,
 )
+from ponder.testing._solve24 import solve24
 
 __all__ = [
     "OracleConfig",
@@ -287,37 +289,10 @@ GAME24_INSIGHTS = (
     "* With repeated numbers, x/x = 1 and x-x = 0 are free helpers.",
     "* Check every candidate by evaluating it; use each number exactly once.",
 )
-GAME24_SOLVER = """```python
-from fractions import Fraction
-
-
-def solve24(nums):
-    \"\"\"An expression over nums (each once) equal to 24, or None: exhaustive search.\"\"\"
-
-    def go(items):
-        if len(items) == 1:
-            return items[0][1] if items[0][0] == 24 else None
-        for i in range(len(items)):
-            for j in range(len(items)):
-                if i == j:
-                    continue
-                (a, ea), (b, eb) = items[i], items[j]
-                rest = [items[k] for k in range(len(items)) if k not in (i, j)]
-                options = [
-                    (a + b, f"({ea}+{eb})"),
-                    (a - b, f"({ea}-{eb})"),
-                    (a * b, f"({ea}*{eb})"),
-                ]
-                if b != 0:
-                    options.append((a / b, f"({ea}/{eb})"))
-                for value, expr in options:
-                    found = go([*rest, (value, expr)])
-                    if found:
-                        return found
-        return None
-
-    return go([(Fraction(n), str(n)) for n in nums])
-```"""
+# the cheatsheet's program is the oracle's own solver, as a reader would paste it
+GAME24_SOLVER = (
+    "```python\nfrom fractions import Fraction\n\n\n" + inspect.getsource(solve24) + "```"
+)
 
 
 def _wrong24(nums: tuple[int, ...], rng: random.Random) -> str:
