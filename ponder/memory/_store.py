@@ -261,18 +261,21 @@ class SQLiteStore:
         db.execute("PRAGMA busy_timeout=30000")
         return db
 
-    def _latest(self, namespace: str) -> Cheatsheet | None:
+    def _versions(self, namespace: str, order: str = "", limit: int = -1) -> list[Cheatsheet]:
         with self._session() as db:
-            row = db.execute(
+            rows = db.execute(
                 "SELECT version, content, created, note FROM cheatsheets WHERE namespace = ? "
-                "ORDER BY version DESC LIMIT 1",
-                (namespace,),
-            ).fetchone()
-        if row is None:
-            return None
-        return Cheatsheet(
-            namespace=namespace, version=row[0], content=row[1], created=row[2], note=row[3]
-        )
+                f"ORDER BY version {order} LIMIT ?",  # order: "" or "DESC", never user text
+                (namespace, limit),
+            ).fetchall()
+        return [
+            Cheatsheet(namespace=namespace, version=v, content=c, created=t, note=n)
+            for v, c, t, n in rows
+        ]
+
+    def _latest(self, namespace: str) -> Cheatsheet | None:
+        newest = self._versions(namespace, "DESC", 1)
+        return newest[0] if newest else None
 
     async def latest(self, namespace: str) -> Cheatsheet | None:
         return await asyncio.to_thread(self._latest, namespace)
@@ -303,20 +306,8 @@ class SQLiteStore:
     ) -> Cheatsheet:
         return await asyncio.to_thread(self._put, namespace, content, expected_version, note)
 
-    def _history(self, namespace: str) -> list[Cheatsheet]:
-        with self._session() as db:
-            rows = db.execute(
-                "SELECT version, content, created, note FROM cheatsheets WHERE namespace = ? "
-                "ORDER BY version",
-                (namespace,),
-            ).fetchall()
-        return [
-            Cheatsheet(namespace=namespace, version=v, content=c, created=t, note=n)
-            for v, c, t, n in rows
-        ]
-
     async def history(self, namespace: str) -> list[Cheatsheet]:
-        return await asyncio.to_thread(self._history, namespace)
+        return await asyncio.to_thread(self._versions, namespace)
 
     def _namespaces(self) -> list[str]:
         with self._session() as db:
