@@ -14,6 +14,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from ponder import Settings
+from ponder.agents import Candidate, Provenance
 from ponder.testing import StandinConfig, StandinServer, block_remote_models
 
 
@@ -26,6 +27,17 @@ def _no_remote_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     with block_remote_models():
         yield
+
+
+def cand(answer: str | None, i: int = 0, **scores: float) -> Candidate:
+    """A candidate whose text boxes ``answer`` (``None``: no answer), with ``scores``."""
+    return Candidate(
+        id=f"c{i}",
+        text=f"... \\boxed{{{answer}}}" if answer else "no idea",
+        answer=answer,
+        scores=scores,
+        provenance=Provenance(component="test", index=i),
+    )
 
 
 def processes_with(token: str) -> list[int]:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from conftest import cand
 
 from ponder import GenerateParams, Message, Model, Settings
 from ponder.agents import (
     BatchAdaptive,
     BatchAdaptiveConfig,
-    Candidate,
     Cascade,
     CascadeConfig,
     ConfidenceVote,
@@ -25,7 +25,6 @@ from ponder.agents import (
     GenerateConfig,
     Pool,
     ProcessRewardModel,
-    Provenance,
     SpeculativeConfig,
     SpeculativeReasoning,
     accept_step,
@@ -38,17 +37,6 @@ from ponder.agents import (
 from ponder.errors import ConfigurationError
 from ponder.testing import FakeModel, StandinConfig, StandinServer
 from ponder.testing.oracle import OracleConfig, ProblemBank
-
-
-def cand(answer: str | None, i: int = 0, **scores: float) -> Candidate:
-    return Candidate(
-        id=f"c{i}",
-        text=f"\\boxed{{{answer}}}" if answer else "?",
-        answer=answer,
-        scores=scores,
-        provenance=Provenance(component="t", index=i),
-    )
-
 
 # -- decision rules ---------------------------------------------------------------------------
 

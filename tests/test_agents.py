@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from conftest import cand
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -71,16 +72,6 @@ async def oracle_url() -> AsyncIterator[str]:
 _PROV = Provenance(component="test")
 
 
-def _cand(answer: str | None, i: int = 0, **scores: float) -> Candidate:
-    return Candidate(
-        id=f"c{i}",
-        text=f"... \\boxed{{{answer}}}" if answer else "no idea",
-        answer=answer,
-        scores=scores,
-        provenance=Provenance(component="test", index=i),
-    )
-
-
 # -- answers ----------------------------------------------------------------------------
 
 
@@ -133,7 +124,7 @@ def test_math_equivalence_uses_math_verify() -> None:
 
 
 def test_vote_counts_normalised_answers_and_skips_unparsed() -> None:
-    r = vote([_cand("1/2", 0), _cand("0.5", 1), _cand("3", 2), _cand(None, 3)])
+    r = vote([cand("1/2", 0), cand("0.5", 1), cand("3", 2), cand(None, 3)])
     assert r.key == "1/2"
     assert r.answer == "1/2"
     assert r.tally == {"1/2": 2.0, "3": 1.0}
@@ -142,9 +133,9 @@ def test_vote_counts_normalised_answers_and_skips_unparsed() -> None:
 
 
 def test_weighted_vote_and_deterministic_ties() -> None:
-    cands = [_cand("1", 0, verifier=0.0), _cand("1", 1, verifier=0.0), _cand("2", 2, verifier=1)]
+    cands = [cand("1", 0, verifier=0.0), cand("1", 1, verifier=0.0), cand("2", 2, verifier=1)]
     assert vote(cands, weight="verifier").answer == "2"
-    tie = [_cand("1", 0), _cand("2", 1)]
+    tie = [cand("1", 0), cand("2", 1)]
     assert {vote(tie, seed=s).answer for s in range(20)} == {"1", "2"}
     assert vote(tie, seed=3).answer == vote(tie, seed=3).answer
     assert vote([]).answer is None
@@ -284,7 +275,7 @@ def test_verdict_and_ranking_parsers() -> None:
 
 async def test_unparseable_judges_mark_candidates_instead_of_failing() -> None:
     babble = FakeModel(["I cannot decide, they are all lovely."])
-    pool = Pool(query="q", candidates=(_cand("1", 0), _cand("2", 1), _cand(None, 2)))
+    pool = Pool(query="q", candidates=(cand("1", 0), cand("2", 1), cand(None, 2)))
     verified = await ModelVerifier(babble)(pool)
     assert [c.verdicts["verifier"] for c in verified.candidates] == [None, None, None]
     assert verified.candidates[0].error == "the verifier said neither yes nor no"
@@ -308,7 +299,7 @@ async def test_ranker_puts_right_answers_first_as_often_as_configured(
     async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
         for pid in BANK.ids("arithmetic", trials):
             p = BANK.problem(pid)
-            cands = [_cand(p.distractors[0], 0), _cand(p.answer, 1), _cand(p.distractors[1], 2)]
+            cands = [cand(p.distractors[0], 0), cand(p.answer, 1), cand(p.distractors[1], 2)]
             ranked = await Ranker(m, RankerConfig(top_k=2, seed=pid))(
                 Pool(query=p.question, candidates=tuple(cands))
             )
@@ -323,7 +314,7 @@ async def test_pairwise_tournament_ranks_every_candidate(
     oracle_url: str, settings: Settings
 ) -> None:
     p = BANK.problem(BANK.ids("arithmetic", 1)[0])
-    cands = [_cand(d, i) for i, d in enumerate(p.distractors)] + [_cand(p.answer, 9)]
+    cands = [cand(d, i) for i, d in enumerate(p.distractors)] + [cand(p.answer, 9)]
     async with Model(f"vllm:m@{oracle_url}", settings=settings) as m:
         ranked = await Ranker(m, RankerConfig(mode="pairwise"))(
             Pool(query=p.question, candidates=tuple(cands))
@@ -343,7 +334,7 @@ async def test_critic_fuser_refine_on_the_oracle(oracle_url: str, settings: Sett
         assert len(fused.candidates) == 1
         assert fused.candidates[0].provenance.parents == tuple(c.id for c in pool.candidates)
         assert fused.spend.total_tokens > pool.spend.total_tokens
-        wrong = Pool(query=p.question, candidates=(_cand(p.distractors[0], 0),))
+        wrong = Pool(query=p.question, candidates=(cand(p.distractors[0], 0),))
         checker = ProgrammaticVerifier.math(p.answer)
         refined = await Refine(m, checker)(wrong)
     assert refined.candidates[0].id.startswith("c0/r")
@@ -355,10 +346,10 @@ async def test_programmatic_verifier_records_checker_failures() -> None:
     def boom(answer: str, _c: Candidate) -> bool:
         raise RuntimeError("bad checker")
 
-    pool = await ProgrammaticVerifier(boom)(Pool(query="q", candidates=(_cand("1"),)))
+    pool = await ProgrammaticVerifier(boom)(Pool(query="q", candidates=(cand("1"),)))
     assert pool.candidates[0].verdicts["check"] is None
     assert "bad checker" in (pool.candidates[0].error or "")
-    ok = await ProgrammaticVerifier.math("1/2")(Pool(query="q", candidates=(_cand("0.5"),)))
+    ok = await ProgrammaticVerifier.math("1/2")(Pool(query="q", candidates=(cand("0.5"),)))
     assert ok.candidates[0].scores["math"] == 1.0
 
 
