@@ -33,28 +33,23 @@ from ponder.testing import StandinConfig, StandinServer
 pytestmark = pytest.mark.asyncio
 
 
-async def test_n_samples_go_out_as_one_request_where_supported(
-    standin: StandinServer, settings: Settings
+@pytest.mark.parametrize("provider", ["vllm", "llamacpp"])
+async def test_n_samples_go_out_as_one_request_or_fan_out_where_n_is_unsupported(
+    standin: StandinServer, settings: Settings, provider: str
 ) -> None:
-    async with Model(f"vllm:strong@{standin.base_url}", settings=settings) as m:
+    async with Model(f"{provider}:strong@{standin.base_url}", settings=settings) as m:
         c = await m.generate("Problem 1: go", n=8, seed=3)
     assert len(c.choices) == 8
     assert [ch.index for ch in c.choices] == list(range(8))
-    assert standin.stats.requests == 1
-    assert c.requests == 1
-    # the prompt was prefilled once and reused by the other 7 samples
-    assert standin.stats.prompt_tokens_reused == 7 * standin.stats.prompt_tokens
-
-
-async def test_n_samples_fan_out_as_parallel_requests_where_unsupported(
-    standin: StandinServer, settings: Settings
-) -> None:
-    async with Model(f"llamacpp:strong@{standin.base_url}", settings=settings) as m:
-        c = await m.generate("Problem 1: go", n=8, seed=3)
-    assert len(c.choices) == 8
-    assert standin.stats.requests == 8
-    assert standin.stats.max_concurrency > 1  # they really ran in parallel
-    assert len(set(c.texts)) > 1  # distinct seeds per sample
+    if provider == "vllm":  # supports n
+        assert standin.stats.requests == 1
+        assert c.requests == 1
+        # the prompt was prefilled once and reused by the other 7 samples
+        assert standin.stats.prompt_tokens_reused == 7 * standin.stats.prompt_tokens
+    else:  # llama.cpp's server does not: 8 requests, in parallel, with distinct seeds
+        assert standin.stats.requests == 8
+        assert standin.stats.max_concurrency > 1
+        assert len(set(c.texts)) > 1
 
 
 async def test_second_identical_run_is_served_from_cache_with_zero_requests(
