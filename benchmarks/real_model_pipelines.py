@@ -62,7 +62,7 @@ from ponder.agents import (
     extract_answer,
     verifier_quality,
 )
-from ponder.eval import load_dataset, pass_at_k
+from ponder.eval import Dataset, load_dataset, pass_at_k
 from ponder.memory import CheatsheetConfig, DynamicCheatsheet, SQLiteStore
 
 HERE = Path(__file__).parent
@@ -198,20 +198,29 @@ async def arithmetic(
     }
 
 
+async def four_samples(
+    data: Dataset, gen: Generate, tag: str, ledger: Ledger, t0: float
+) -> tuple[list[list[bool]], float]:
+    """Four samples of each item, each scored: the verdicts per item, and the mean
+    completion tokens per sample (the ledger keeps them under ``tag:item``)."""
+    verdicts, toks = [], []
+    for item in data.items:
+        pool = await gen(Pool(query=item.question))
+        ok = [await asyncio.to_thread(data.scorer, item, c.answer, c.text) for c in pool.candidates]
+        verdicts.append(ok)
+        toks.append(ledger(f"{tag}:{item.id}", pool.spend.completion_tokens) / 4)
+        log(f"{tag} {item.id}: {sum(ok)}/4", t0)
+    return verdicts, statistics.fmean(toks)
+
+
 async def game24(
     model: Model, args: argparse.Namespace, ledger: Ledger, t0: float
 ) -> dict[str, Any]:
     data = load_dataset(f"game24@900:{args.puzzles}")
     gen = Generate(model, GenerateConfig(n=4, temperature=0.7, max_tokens=args.max_tokens, seed=0))
-    p1, cov, toks = [], [], []
-    for item in data.items:
-        pool = await gen(Pool(query=item.question))
-        ok = [data.scorer(item, c.answer, c.text) for c in pool.candidates]
-        p1.append(statistics.fmean(ok))
-        cov.append(float(any(ok)))
-        toks.append(ledger(f"g24:{item.id}", pool.spend.completion_tokens) / 4)
-        log(f"game24 {item.question[:40]!r}: {sum(ok)}/4", t0)
-    tok = statistics.fmean(toks)
+    verdicts, tok = await four_samples(data, gen, "g24", ledger, t0)
+    p1 = [statistics.fmean(ok) for ok in verdicts]
+    cov = [float(any(ok)) for ok in verdicts]
     return {
         "task": f"Game of 24, puzzles 900-{899 + len(data.items)} of 24.csv",
         "rows": {"one sample": (p1, tok), "coverage@4 (any of 4 right)": (cov, 4 * tok)},
@@ -222,21 +231,12 @@ async def humaneval(
     model: Model, args: argparse.Namespace, ledger: Ledger, t0: float
 ) -> dict[str, Any]:
     data = load_dataset(f"humaneval:{args.code}")
-    gen = Generate(
-        model,
-        GenerateConfig(
-            n=4, temperature=0.7, max_tokens=args.code_tokens, seed=0, answer_kind="code"
-        ),
+    cfg = GenerateConfig(
+        n=4, temperature=0.7, max_tokens=args.code_tokens, seed=0, answer_kind="code"
     )
-    p1, p4, toks = [], [], []
-    for item in data.items:
-        pool = await gen(Pool(query=item.question))
-        ok = [await asyncio.to_thread(data.scorer, item, c.answer, c.text) for c in pool.candidates]
-        p1.append(pass_at_k(4, sum(ok), 1))
-        p4.append(pass_at_k(4, sum(ok), 4))
-        toks.append(ledger(f"he:{item.id}", pool.spend.completion_tokens) / 4)
-        log(f"humaneval {item.id}: {sum(ok)}/4", t0)
-    tok = statistics.fmean(toks)
+    verdicts, tok = await four_samples(data, Generate(model, cfg), "he", ledger, t0)
+    p1 = [pass_at_k(4, sum(ok), 1) for ok in verdicts]
+    p4 = [pass_at_k(4, sum(ok), 4) for ok in verdicts]
     return {
         "task": f"HumanEval/0-{len(data.items) - 1} (sandboxed official tests)",
         "rows": {"pass@1 (unbiased, of 4)": (p1, tok), "pass@4": (p4, 4 * tok)},
