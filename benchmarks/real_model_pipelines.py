@@ -42,26 +42,7 @@ from typing import Any
 
 from real_model import boot, plot, plurality, problems
 
-from ponder import Model, Settings
-from ponder.agents import (
-    BestOfN,
-    BestOfNConfig,
-    Critic,
-    Fuser,
-    FuserConfig,
-    Generate,
-    GenerateConfig,
-    JudgeConfig,
-    ModelVerifier,
-    Pool,
-    Ranker,
-    RankerConfig,
-    VerifierConfig,
-    Vote,
-    VoteConfig,
-    extract_answer,
-    verifier_quality,
-)
+from ponder import Model, Settings, agents
 from ponder.eval import Dataset, load_dataset, pass_at_k
 from ponder.memory import CheatsheetConfig, DynamicCheatsheet, SQLiteStore
 
@@ -88,9 +69,9 @@ async def arithmetic(
     model: Model, args: argparse.Namespace, ledger: Ledger, t0: float
 ) -> dict[str, Any]:
     ds, items = problems(args.problems, args.seed)
-    gen = Generate(
+    gen = agents.Generate(
         model,
-        GenerateConfig(
+        agents.GenerateConfig(
             n=args.samples,
             temperature=0.7,
             max_tokens=args.max_tokens,
@@ -98,16 +79,18 @@ async def arithmetic(
             answer_kind="number",
         ),
     )
-    verifier = ModelVerifier(model, VerifierConfig(max_tokens=args.judge_tokens))
-    critic = Critic(model, JudgeConfig(max_tokens=args.judge_tokens * 2))
-    ranker = Ranker(model, RankerConfig(top_k=3, max_tokens=args.judge_tokens))
-    fuser = Fuser(model, FuserConfig(answer_kind="number", max_tokens=args.max_tokens))
+    verifier = agents.ModelVerifier(model, agents.VerifierConfig(max_tokens=args.judge_tokens))
+    critic = agents.Critic(model, agents.JudgeConfig(max_tokens=args.judge_tokens * 2))
+    ranker = agents.Ranker(model, agents.RankerConfig(top_k=3, max_tokens=args.judge_tokens))
+    fuser = agents.Fuser(
+        model, agents.FuserConfig(answer_kind="number", max_tokens=args.max_tokens)
+    )
     right = lambda a, item: a is not None and ds.score_answer(a, item) >= 1.0  # noqa: E731
     rows: list[dict[str, Any]] = []
     labels: list[tuple[bool | None, bool]] = []
     for i, item in enumerate(items):
         q = item["question"]
-        full = await gen(Pool(query=q))
+        full = await gen(agents.Pool(query=q))
         pool = full.with_candidates(full.candidates[: args.k])
         sample_tok = ledger(f"gen:{q}", full.spend.completion_tokens) / args.samples
         one = statistics.fmean(right(c.answer, item) for c in pool.candidates)
@@ -117,8 +100,12 @@ async def arithmetic(
         v_tok = ledger(f"verify:{q}", judged.spend.completion_tokens - pool.spend.completion_tokens)
         for c in judged.candidates:
             labels.append((c.verdicts.get("verifier"), right(c.answer, item)))
-        wvote = await Vote(VoteConfig(weight="verifier", answer_kind="number"))(judged)
-        best = await BestOfN(BestOfNConfig(score="verifier", answer_kind="number"))(judged)
+        wvote = await agents.Vote(agents.VoteConfig(weight="verifier", answer_kind="number"))(
+            judged
+        )
+        best = await agents.BestOfN(agents.BestOfNConfig(score="verifier", answer_kind="number"))(
+            judged
+        )
 
         before = pool.spend.completion_tokens
         archon = await fuser(await ranker(await critic(pool)))
@@ -154,7 +141,7 @@ async def arithmetic(
             hits, tok = [], 0
             for j, item in enumerate(items):
                 r = await dc.answer(item["question"])
-                hits.append(float(right(extract_answer(r.answer_text, "number"), item)))
+                hits.append(float(right(agents.extract_answer(r.answer_text, "number"), item)))
                 tok += ledger(f"dc:{variant}:{j}:{item['question']}", r.usage.completion_tokens)
             await store.aclose()
             memory[variant] = hits
@@ -181,7 +168,7 @@ async def arithmetic(
         "greedy, no memory (DC 'none')": (memory["none"], mem_tok["none"]),
         "Dynamic Cheatsheet (cumulative), greedy": (memory["cumulative"], mem_tok["cumulative"]),
     }
-    q = verifier_quality([v for v, _ in labels], [t for _, t in labels])
+    q = agents.verifier_quality([v for v, _ in labels], [t for _, t in labels])
     return {
         "task": "reasoning-gym basic_arithmetic (2-3 terms, 1-2 digits, + - *), seed "
         f"{args.seed}, {len(rows)} problems",
@@ -199,13 +186,13 @@ async def arithmetic(
 
 
 async def four_samples(
-    data: Dataset, gen: Generate, tag: str, ledger: Ledger, t0: float
+    data: Dataset, gen: agents.Generate, tag: str, ledger: Ledger, t0: float
 ) -> tuple[list[list[bool]], float]:
     """Four samples of each item, each scored: the verdicts per item, and the mean
     completion tokens per sample (the ledger keeps them under ``tag:item``)."""
     verdicts, toks = [], []
     for item in data.items:
-        pool = await gen(Pool(query=item.question))
+        pool = await gen(agents.Pool(query=item.question))
         ok = [await asyncio.to_thread(data.scorer, item, c.answer, c.text) for c in pool.candidates]
         verdicts.append(ok)
         toks.append(ledger(f"{tag}:{item.id}", pool.spend.completion_tokens) / 4)
@@ -217,7 +204,9 @@ async def game24(
     model: Model, args: argparse.Namespace, ledger: Ledger, t0: float
 ) -> dict[str, Any]:
     data = load_dataset(f"game24@900:{args.puzzles}")
-    gen = Generate(model, GenerateConfig(n=4, temperature=0.7, max_tokens=args.max_tokens, seed=0))
+    gen = agents.Generate(
+        model, agents.GenerateConfig(n=4, temperature=0.7, max_tokens=args.max_tokens, seed=0)
+    )
     verdicts, tok = await four_samples(data, gen, "g24", ledger, t0)
     p1 = [statistics.fmean(ok) for ok in verdicts]
     cov = [float(any(ok)) for ok in verdicts]
@@ -231,10 +220,10 @@ async def humaneval(
     model: Model, args: argparse.Namespace, ledger: Ledger, t0: float
 ) -> dict[str, Any]:
     data = load_dataset(f"humaneval:{args.code}")
-    cfg = GenerateConfig(
+    cfg = agents.GenerateConfig(
         n=4, temperature=0.7, max_tokens=args.code_tokens, seed=0, answer_kind="code"
     )
-    verdicts, tok = await four_samples(data, Generate(model, cfg), "he", ledger, t0)
+    verdicts, tok = await four_samples(data, agents.Generate(model, cfg), "he", ledger, t0)
     p1 = [pass_at_k(4, sum(ok), 1) for ok in verdicts]
     p4 = [pass_at_k(4, sum(ok), 4) for ok in verdicts]
     return {

@@ -22,31 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ponder import Model, Settings
-from ponder.agents import (
-    MCTS,
-    AdaptiveVote,
-    AdaptiveVoteConfig,
-    BeamSearch,
-    BeamSearchConfig,
-    BestOfN,
-    BestOfNConfig,
-    Critic,
-    Fuser,
-    FuserConfig,
-    Generate,
-    GenerateConfig,
-    MCTSConfig,
-    ModelVerifier,
-    ParticleFilter,
-    ParticleFilterConfig,
-    Pool,
-    ProcessRewardModel,
-    Ranker,
-    RankerConfig,
-    VerifierConfig,
-    Vote,
-)
+from ponder import Model, Settings, agents
 from ponder.testing import StandinConfig, StandinServer
 from ponder.testing.oracle import OracleConfig, ProblemBank
 
@@ -56,44 +32,48 @@ ORACLE = OracleConfig(
     accuracy={"m": P, **DIFFICULTY}, distractors=K, verifier_tpr=0.85, verifier_fpr=0.2
 )
 
-Technique = Callable[[Model, Pool], Awaitable[Pool]]
+Technique = Callable[[Model, agents.Pool], Awaitable[agents.Pool]]
 
 
 def techniques(m: Model) -> dict[str, tuple[str, Technique]]:
-    prm = ProcessRewardModel(m)
+    prm = agents.ProcessRewardModel(m)
 
-    async def plain(_m: Model, pool: Pool) -> Pool:
-        return await Vote()(await Generate(m, GenerateConfig(n=1))(pool))
+    async def plain(_m: Model, pool: agents.Pool) -> agents.Pool:
+        return await agents.Vote()(await agents.Generate(m, agents.GenerateConfig(n=1))(pool))
 
-    async def vote16(_m: Model, pool: Pool) -> Pool:
-        return await Vote()(await Generate(m, GenerateConfig(n=16))(pool))
+    async def vote16(_m: Model, pool: agents.Pool) -> agents.Pool:
+        return await agents.Vote()(await agents.Generate(m, agents.GenerateConfig(n=16))(pool))
 
-    async def adaptive(_m: Model, pool: Pool) -> Pool:
-        ada = AdaptiveVote(Generate(m), AdaptiveVoteConfig(max_samples=16, batch=1))
+    async def adaptive(_m: Model, pool: agents.Pool) -> agents.Pool:
+        ada = agents.AdaptiveVote(
+            agents.Generate(m), agents.AdaptiveVoteConfig(max_samples=16, batch=1)
+        )
         return await ada(pool)
 
-    async def best_of_n(_m: Model, pool: Pool) -> Pool:
-        pool = await Generate(m, GenerateConfig(n=8))(pool)
-        pool = await ModelVerifier(m, VerifierConfig(temperature=0.7))(pool)
-        return await BestOfN(BestOfNConfig(score="verifier"))(pool)
+    async def best_of_n(_m: Model, pool: agents.Pool) -> agents.Pool:
+        pool = await agents.Generate(m, agents.GenerateConfig(n=8))(pool)
+        pool = await agents.ModelVerifier(m, agents.VerifierConfig(temperature=0.7))(pool)
+        return await agents.BestOfN(agents.BestOfNConfig(score="verifier"))(pool)
 
-    async def archon(_m: Model, pool: Pool) -> Pool:
+    async def archon(_m: Model, pool: agents.Pool) -> agents.Pool:
         # generate -> critique -> rank (keep 4) -> fuse (3) -> verify -> vote by verifier
-        pool = await Generate(m, GenerateConfig(n=8))(pool)
-        pool = await Critic(m)(pool)
-        pool = await Ranker(m, RankerConfig(top_k=4))(pool)
-        pool = await Fuser(m, FuserConfig(n=3))(pool)
-        pool = await ModelVerifier(m, VerifierConfig(temperature=0.7))(pool)
-        return await BestOfN(BestOfNConfig(score="verifier"))(pool)
+        pool = await agents.Generate(m, agents.GenerateConfig(n=8))(pool)
+        pool = await agents.Critic(m)(pool)
+        pool = await agents.Ranker(m, agents.RankerConfig(top_k=4))(pool)
+        pool = await agents.Fuser(m, agents.FuserConfig(n=3))(pool)
+        pool = await agents.ModelVerifier(m, agents.VerifierConfig(temperature=0.7))(pool)
+        return await agents.BestOfN(agents.BestOfNConfig(score="verifier"))(pool)
 
-    async def beam(_m: Model, pool: Pool) -> Pool:
-        return await BeamSearch(m, prm, BeamSearchConfig(beam_width=2, expansions=2))(pool)
+    async def beam(_m: Model, pool: agents.Pool) -> agents.Pool:
+        return await agents.BeamSearch(m, prm, agents.BeamSearchConfig(beam_width=2, expansions=2))(
+            pool
+        )
 
-    async def mcts(_m: Model, pool: Pool) -> Pool:
-        return await MCTS(m, prm, MCTSConfig(iterations=8, expansions=2))(pool)
+    async def mcts(_m: Model, pool: agents.Pool) -> agents.Pool:
+        return await agents.MCTS(m, prm, agents.MCTSConfig(iterations=8, expansions=2))(pool)
 
-    async def particles(_m: Model, pool: Pool) -> Pool:
-        return await ParticleFilter(m, prm, ParticleFilterConfig(particles=4))(pool)
+    async def particles(_m: Model, pool: agents.Pool) -> agents.Pool:
+        return await agents.ParticleFilter(m, prm, agents.ParticleFilterConfig(particles=4))(pool)
 
     return {
         "plain sample": ("arithmetic", plain),
@@ -115,7 +95,7 @@ async def _score(
     t0 = time.perf_counter()
     for pid in bank.ids(kind, problems):
         p = bank.problem(pid)
-        pool = await technique(m, Pool(query=p.question))
+        pool = await technique(m, agents.Pool(query=p.question))
         right += p.is_correct(pool.final)
         tokens += pool.spend.completion_tokens
         requests += pool.spend.requests
@@ -152,9 +132,11 @@ async def run(problems: int) -> dict[str, Any]:
             for confidence in (0.9, 0.95):
                 async with _fresh(server.base_url, label) as m:
 
-                    async def ada(m: Model, pool: Pool, c: float = confidence) -> Pool:
-                        cfg = AdaptiveVoteConfig(max_samples=16, confidence=c)
-                        return await AdaptiveVote(Generate(m), cfg)(pool)
+                    async def ada(
+                        m: Model, pool: agents.Pool, c: float = confidence
+                    ) -> agents.Pool:
+                        cfg = agents.AdaptiveVoteConfig(max_samples=16, confidence=c)
+                        return await agents.AdaptiveVote(agents.Generate(m), cfg)(pool)
 
                     got = await _score(m, bank, "arithmetic", ada, problems)
                 checks[f"p={p} confidence={confidence}"] = {
