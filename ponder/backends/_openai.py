@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import aiohttp
@@ -200,28 +201,21 @@ class _CallPieces:
         )
 
 
+@dataclass(eq=False)
 class OpenAIWire:
     """Chat Completions over HTTP. ``key_hint`` names where the key comes from (errors)."""
 
-    def __init__(
-        self,
-        quirks: Quirks,
-        *,
-        key_hint: str | None = None,
-        connect_timeout: float = 10.0,
-        first_byte_timeout: float = 50.0,
-        headers_timeout: float = 60.0,
-    ) -> None:
-        self.quirks = quirks
-        self.key_hint = key_hint
-        self.connect_timeout = connect_timeout
-        self.first_byte_timeout = first_byte_timeout
-        self.headers_timeout = headers_timeout
-        # timeouts and headers made once per value: part of ~10 us less client CPU per
-        # request in benchmarks/fanout.py --stress (commit f31eb8b)
-        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
-        self._header_cache: dict[str | None, dict[str, str]] = {}  # by API key
-        self._prefill_ok: dict[str, bool] = {}  # by base URL (the prefill_probe quirk)
+    quirks: Quirks
+    _: KW_ONLY
+    key_hint: str | None = None
+    connect_timeout: float = 10.0
+    first_byte_timeout: float = 50.0
+    headers_timeout: float = 60.0
+    # timeouts and headers made once per value: part of ~10 us less client CPU per
+    # request in benchmarks/fanout.py --stress (commit f31eb8b)
+    _timeouts: dict[float | None, aiohttp.ClientTimeout] = field(init=False, default_factory=dict)
+    _header_cache: dict[str | None, dict[str, str]] = field(init=False, default_factory=dict)
+    _prefill_ok: dict[str, bool] = field(init=False, default_factory=dict)  # by base URL
 
     def _timeout_error(
         self, e: BaseException, url: str, endpoint: str, total: float | None

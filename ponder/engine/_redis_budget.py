@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from ponder.backends._policies import Reservation, UsageMeter
@@ -40,35 +41,29 @@ return {1, spent}
 _ids = itertools.count()
 
 
+@dataclass(eq=False, repr=False)
 class RedisBudget:
     """``max_tokens`` for one owner (``name``), shared through Redis by every process that
     uses the same ``name`` on the same server."""
 
-    def __init__(
-        self,
-        client: Any,
-        name: str,
-        *,
-        max_tokens: int,
-        estimate_tokens: int = 1024,
-        hold_seconds: float = 900.0,
-        poll: float = 0.05,
-    ) -> None:
-        if max_tokens < 0:
-            raise ConfigurationError(f"budget max_tokens must be >= 0, got {max_tokens}")
-        self.client = client
-        self.name = name
-        self.max_tokens = max_tokens
-        self.estimate_tokens = estimate_tokens
-        self.hold_seconds = hold_seconds
-        self.poll = poll
-        self.spent = UsageMeter()  # this process's share, for messages
-        self._spent_key = f"ponder:budget:{name}:spent"
-        self._held_key = f"ponder:budget:{name}:held"
-        self._script = client.register_script(_RESERVE)
-        self._members: dict[int, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._prefix = uuid.uuid4().hex[:12]
+    client: Any
+    name: str
+    _: KW_ONLY
+    max_tokens: int
+    estimate_tokens: int = 1024
+    hold_seconds: float = 900.0
+    poll: float = 0.05
+    spent: UsageMeter = field(init=False, default_factory=UsageMeter)  # this process's share
+    _members: dict[int, str] = field(init=False, default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _prefix: str = field(init=False, default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 0:
+            raise ConfigurationError(f"budget max_tokens must be >= 0, got {self.max_tokens}")
+        self._spent_key = f"ponder:budget:{self.name}:spent"
+        self._held_key = f"ponder:budget:{self.name}:held"
+        self._script = self.client.register_script(_RESERVE)
 
     async def total_spent(self) -> int:
         """Tokens settled by every process."""

@@ -162,34 +162,27 @@ class _Sample:
     call: tuple[str, str] | None = None  # a tool call: (tool name, arguments JSON)
 
 
+@dataclass
 class _Request:
     """The parts of a request the simulation needs, from either API."""
 
-    def __init__(
-        self,
-        model: str,
-        system: str,
-        user: str,
-        prefill: str,
-        n: int,
-        max_tokens: int | None,
-        stop: list[str],
-        seed: int | None,
-    ) -> None:
-        self.model = model
-        self.system = system
-        self.user = user
-        self.prefill = prefill
-        self.n = n
-        self.max_tokens = max_tokens
-        self.stop = stop
-        self.seed = seed
-        self.logprobs = False
-        self.prompt_tokens = count_tokens(system) + count_tokens(user) + count_tokens(prefill)
-        self.tools: dict[str, dict[str, Any]] = {}  # offered tools: name -> JSON Schema
-        self.tool_choice: str | None = None
-        self.results: list[str] = []  # tool results since the last user turn
-        self.schema: dict[str, Any] | None = None  # response_format's schema ({} = any JSON)
+    model: str
+    system: str
+    user: str
+    prefill: str
+    n: int
+    max_tokens: int | None
+    stop: list[str]
+    seed: int | None
+    logprobs: bool = False
+    tools: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> JSON Schema
+    tool_choice: str | None = None
+    results: list[str] = field(default_factory=list)  # tool results since the last user turn
+    schema: dict[str, Any] | None = None  # response_format's schema ({} = any JSON)
+    prompt_tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prompt_tokens = sum(map(count_tokens, (self.system, self.user, self.prefill)))
 
 
 class _BadRequest(Exception):

@@ -14,6 +14,7 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
@@ -146,26 +147,19 @@ def _layer_entries(
     return entries
 
 
+@dataclass
 class _Importer:
-    def __init__(
-        self,
-        config: dict[str, Any],
-        model_map: Sequence[tuple[str, str]],
-        all_models: str | None,
-        reward_url: str | None,
-        branches: Branches,
-    ) -> None:
-        self.config = config
-        self.model_map = model_map
-        self.all_models = all_models
-        self.reward_url = reward_url
-        self.branches = branches
-        self.problems: list[Problem] = []
-        self.notes: list[str] = []
-        self.unread: set[tuple[str, str]] = set()
-        self.rebound: dict[str, str] = {}
-        self.models: dict[str, str] = {}
-        self.judge: str | None = None  # the model that judges PairRM's comparisons
+    config: dict[str, Any]
+    model_map: Sequence[tuple[str, str]]
+    all_models: str | None
+    reward_url: str | None
+    branches: Branches
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    unread: set[tuple[str, str]] = field(default_factory=set)
+    rebound: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    judge: str | None = None  # the model that judges PairRM's comparisons
 
     def bind(self, model: str, ref: str) -> str:
         target = self.all_models or next(
