@@ -377,3 +377,20 @@ async def test_a_registered_provider_with_its_own_key_variable_needs_one_edit(
                 assert (await m.generate("What is 2+2?")).text
     finally:
         PROVIDERS.pop("acme", None)
+
+
+async def test_a_keyed_provider_reads_its_key_from_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ponder.errors import MissingAPIKeyError
+    from ponder.testing import StandinConfig, StandinServer
+
+    async with StandinServer(StandinConfig(time_scale=0)) as s:
+        register_provider(Provider.keyed("mycloudkeyed", s.base_url), replace_existing=True)
+        monkeypatch.delenv("MYCLOUDKEYED_API_KEY", raising=False)
+        with pytest.raises(MissingAPIKeyError, match="MYCLOUDKEYED_API_KEY"):
+            async with Model("mycloudkeyed:m", settings=Settings.load(cache=False)) as m:
+                await m.generate("hi")
+        monkeypatch.setenv("MYCLOUDKEYED_API_KEY", "sk-test")
+        async with Model("mycloudkeyed:m", settings=Settings.load(cache=False)) as m:
+            assert (await m.generate("hi")).text

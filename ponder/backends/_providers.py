@@ -68,6 +68,24 @@ class Provider:
     quirks: Quirks = field(default_factory=Quirks)
     description: str = ""
 
+    @classmethod
+    def keyed(
+        cls,
+        name: str,
+        base_url: str,
+        *,
+        protocol: Literal["openai", "anthropic"] = "openai",
+        quirks: Quirks | None = None,
+        description: str = "",
+    ) -> Provider:
+        """A hosted provider that refuses a request without a key: the key is the
+        ``<name>_api_key`` setting where :class:`ponder.Settings` has one, else the
+        environment variable ``<NAME>_API_KEY`` (or ``PONDER_<NAME>_API_KEY``)."""
+        return cls(
+            name, protocol, base_url, f"{name}_api_key", f"{name.upper()}_API_KEY",
+            key_required=True, quirks=quirks or Quirks(), description=description,
+        )  # fmt: skip
+
 
 #: Bedrock's runtime endpoint in the default region; AWS_REGION picks another
 BEDROCK_URL = "https://bedrock-runtime.us-east-1.amazonaws.com"
@@ -80,6 +98,8 @@ _ANTHROPIC_QUIRKS = Quirks(
     supports_seed=False,
     supports_json_schema=False,
 )
+# one choice per request and no logprobs (Ollama, Gemini, Groq)
+_ONE_CHOICE = Quirks(supports_n=False, supports_logprobs=False)
 _VLLM_QUIRKS = Quirks(supports_n=True, max_n=1024, prefill="continue_final_message")
 
 PROVIDERS: dict[str, Provider] = {}
@@ -119,15 +139,7 @@ def get_provider(name: str) -> Provider:
 
 
 for _p in (
-    Provider(
-        "openai",
-        "openai",
-        "https://api.openai.com/v1",
-        "openai_api_key",
-        "OPENAI_API_KEY",
-        key_required=True,
-        description="OpenAI's API",
-    ),
+    Provider.keyed("openai", "https://api.openai.com/v1", description="OpenAI's API"),
     Provider(
         "vllm",
         "openai",
@@ -175,46 +187,31 @@ for _p in (
         "ollama",
         "openai",
         "http://127.0.0.1:11434/v1",
-        quirks=Quirks(supports_n=False, supports_logprobs=False),
+        quirks=_ONE_CHOICE,
         description="an Ollama server",
     ),
-    Provider(
+    Provider.keyed(
         "together",
-        "openai",
         "https://api.together.xyz/v1",
-        "together_api_key",
-        "TOGETHER_API_KEY",
-        key_required=True,
         quirks=Quirks(supports_n=True, max_n=128),
         description="Together AI",
     ),
-    Provider(
+    Provider.keyed(
         "gemini",
-        "openai",
         "https://generativelanguage.googleapis.com/v1beta/openai",
-        "gemini_api_key",
-        "GEMINI_API_KEY",
-        key_required=True,
-        quirks=Quirks(supports_n=False, supports_logprobs=False),
+        quirks=_ONE_CHOICE,
         description="Google Gemini through its OpenAI-compatible endpoint",
     ),
-    Provider(
+    Provider.keyed(
         "groq",
-        "openai",
         "https://api.groq.com/openai/v1",
-        "groq_api_key",
-        "GROQ_API_KEY",
-        key_required=True,
-        quirks=Quirks(supports_n=False, supports_logprobs=False),
+        quirks=_ONE_CHOICE,
         description="Groq (OpenAI-compatible; one choice per request)",
     ),
-    Provider(
-        "anthropic",
+    Provider.keyed(
         "anthropic",
         "https://api.anthropic.com",
-        "anthropic_api_key",
-        "ANTHROPIC_API_KEY",
-        key_required=True,
+        protocol="anthropic",
         quirks=_ANTHROPIC_QUIRKS,
         description="Anthropic's Messages API",
     ),
