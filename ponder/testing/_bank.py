@@ -153,16 +153,21 @@ class ProblemBank:
         kind = self.KINDS[pid % len(self.KINDS)]
         rng = rng_for("problem", self.seed, pid, kind)
         tag = f"Problem {pid}:"
-        if kind == "arithmetic":
-            a, b, c = rng.randint(2, 99), rng.randint(2, 30), rng.randint(1, 99)
-            ans = a * b + c
+
+        def numeric(question: str, answer: int, steps: tuple[str, ...] = ()) -> Problem:
+            # a number answer, with near misses as the distractors
             return Problem(
                 pid,
                 kind,
-                f"{tag} What is {a} * {b} + {c}?",
-                str(ans),
-                _distractors(rng, ans, self.k),
+                f"{tag} {question}",
+                str(answer),
+                _distractors(rng, answer, self.k),
+                steps,
             )
+
+        if kind == "arithmetic":
+            a, b, c = rng.randint(2, 99), rng.randint(2, 30), rng.randint(1, 99)
+            return numeric(f"What is {a} * {b} + {c}?", a * b + c)
         if kind == "multistep":
             value = rng.randint(2, 20)
             text = [f"Start with {value}."]
@@ -175,14 +180,7 @@ class ProblemBank:
                     f"{value} {'+' if op == 'add' else '*' if op[0] == 'm' else '-'} {x} = {new}"
                 )
                 value = new
-            return Problem(
-                pid,
-                kind,
-                f"{tag} {' '.join(text)} What is the result?",
-                str(value),
-                _distractors(rng, value, self.k),
-                tuple(steps),
-            )
+            return numeric(f"{' '.join(text)} What is the result?", value, tuple(steps))
         if kind == "game24":
             while True:
                 nums = [rng.randint(1, 13) for _ in range(4)]
