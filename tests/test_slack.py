@@ -170,12 +170,21 @@ def mention(text: str, *, event_id: str, ts: str, thread_ts: str | None = None) 
     )
 
 
-async def post(base: str, body: str, headers: dict[str, str], **extra: str) -> httpx.Response:
+async def post(
+    base: str,
+    body: str,
+    *,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST an event to the app, signed with the app's secret unless ``headers`` say how;
+    ``extra`` headers are added."""
+    headers = signed(body) if headers is None else headers
     async with httpx.AsyncClient() as c:
         return await c.post(
             f"{base}/slack/events",
             content=body,
-            headers={"Content-Type": "application/json", **headers, **extra},
+            headers={"Content-Type": "application/json", **headers, **(extra or {})},
         )
 
 
@@ -184,7 +193,7 @@ async def test_a_mention_is_answered_in_its_thread_and_updated(
 ) -> None:
     base, server, _ = slack_server
     body = mention("what is 2 + 2?", event_id="Ev1", ts="100.1")
-    r = await post(base, body, signed(body))
+    r = await post(base, body)
     assert r.status_code == 200
     assert server.slack is not None
     await server.slack.drain()
@@ -203,12 +212,9 @@ async def test_a_retried_event_runs_once(
 ) -> None:
     base, server, model = slack_server
     body = mention("once only", event_id="Ev2", ts="200.1")
-    first = await post(base, body, signed(body))
+    first = await post(base, body)
     retry = await post(
-        base,
-        body,
-        signed(body),
-        **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"},
+        base, body, extra={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
     )
     assert server.slack is not None
     await server.slack.drain()
@@ -222,9 +228,9 @@ async def test_forged_or_stale_signatures_are_refused_and_nothing_runs(
 ) -> None:
     base, server, model = slack_server
     body = mention("evil", event_id="Ev3", ts="300.1")
-    forged = await post(base, body, signed(body, secret="not-the-secret"))
-    stale = await post(base, body, signed(body, age=600))
-    unsigned = await post(base, body, {})
+    forged = await post(base, body, headers=signed(body, secret="not-the-secret"))
+    stale = await post(base, body, headers=signed(body, age=600))
+    unsigned = await post(base, body, headers={})
     assert server.slack is not None
     await server.slack.drain()
     assert [forged.status_code, stale.status_code, unsigned.status_code] == [401, 401, 401]
@@ -238,10 +244,10 @@ async def test_a_thread_is_a_conversation(
     base, server, model = slack_server
     assert server.slack is not None
     one = mention("my name is Ada", event_id="Ev4", ts="400.1")
-    await post(base, one, signed(one))
+    await post(base, one)
     await server.slack.drain()
     two = mention("what is my name?", event_id="Ev5", ts="400.2", thread_ts="400.1")
-    await post(base, two, signed(two))
+    await post(base, two)
     await server.slack.drain()
     prompt = model.calls[-1].messages[-1].content
     assert "user: my name is Ada" in prompt
@@ -270,7 +276,7 @@ async def test_slash_command_picks_the_channel_workflow(
     assert "now uses the workflow beta" in r.text
     assert "No workflow named 'gamma'" in bad.text
     body = mention("hello", event_id="Ev6", ts="600.1")
-    await post(base, body, signed(body))
+    await post(base, body)
     assert server.slack is not None
     await server.slack.drain()
     assert fake_slack.of("chat.postMessage")[-1]["text"] == "Thinking… (beta)"
@@ -320,7 +326,7 @@ async def test_shutdown_lets_an_answer_in_progress_finish(fake_slack: FakeSlack)
     server = PonderServer({"alpha": workflow("alpha", slow)}, settings)
     async with serving(server) as base:
         body = mention("slow one", event_id="EvG1", ts="800.1")
-        assert (await post(base, body, signed(body))).status_code == 200
+        assert (await post(base, body)).status_code == 200
         for _ in range(200):  # the run has started: the first reply is posted
             if fake_slack.of("chat.postMessage"):
                 break
@@ -350,7 +356,7 @@ async def test_a_live_answer_is_written_into_the_slack_reply_as_it_comes(
     server = PonderServer({"single": Workflow(spec, models={"m": echo_model()})}, settings)
     async with serving(server) as base:
         body = mention("stream me", event_id="EvLive", ts="300.1")
-        assert (await post(base, body, signed(body))).status_code == 200
+        assert (await post(base, body)).status_code == 200
         assert server.slack is not None
         await server.slack.drain()
     texts = [u["text"] for u in fake_slack.of("chat.update")]
@@ -377,7 +383,7 @@ async def test_a_slack_event_is_traced_under_the_requests_trace_context(
         body = mention("what is 3 + 3?", event_id="EvTrace", ts="300.1")
         trace_id = "0af7651916cd43dd8448eb211c80319c"
         parent = f"00-{trace_id}-b7ad6b7169203331-01"
-        r = await post(base, body, signed(body), traceparent=parent)
+        r = await post(base, body, extra={"traceparent": parent})
         assert r.status_code == 200
         assert server.slack is not None
         await server.slack.drain()
