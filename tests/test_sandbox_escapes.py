@@ -18,7 +18,7 @@ import pytest
 from conftest import processes_with
 
 from ponder.errors import ToolExecutionError
-from ponder.tools import SandboxLimits, run_python, seccomp_filter
+from ponder.tools import RunResult, SandboxLimits, run_python, seccomp_filter
 
 LIMITS = SandboxLimits(timeout=10, cpu_seconds=5, memory_mb=512)
 
@@ -519,18 +519,24 @@ def _per_run_limits() -> None:
     cg.remove()
 
 
-async def test_memfds_count_against_the_run_s_memory() -> None:
+async def per_run(code: str, **limits: int) -> RunResult:
+    """``code`` (past the Python-level guard) under per-run limits: 20 s, 10 CPU seconds,
+    16 MB of disk, 64 MB of memory, unless ``limits`` say otherwise."""
     _per_run_limits()
-    r = await run_python(
+    lim = {"timeout": 20, "cpu_seconds": 10, "memory_mb": 64, "disk_mb": 16, **limits}
+    return await run_python(BYPASS + code, limits=SandboxLimits(**lim))
+
+
+async def test_memfds_count_against_the_run_s_memory() -> None:
+    r = await per_run(
         # 35 memfds of 9 MiB each (under the 10 MB file-size limit): 315 MiB in all
-        BYPASS + "import os\nfds = []\n"
+        "import os\nfds = []\n"
         "for i in range(35):\n"
         "    fd = os.memfd_create(f'm{i}')\n"
         "    for _ in range(9):\n"
         "        os.write(fd, b'x' * (1 << 20))\n"
         "    fds.append(fd)\n"
-        "print('WROTE 315 MiB')\n",
-        limits=SandboxLimits(timeout=20, cpu_seconds=10, memory_mb=64, disk_mb=16),
+        "print('WROTE 315 MiB')\n"
     )
     assert "WROTE" not in r.stdout
     assert r.killed_reason is not None
@@ -538,9 +544,8 @@ async def test_memfds_count_against_the_run_s_memory() -> None:
 
 
 async def test_children_count_against_the_run_s_memory() -> None:
-    _per_run_limits()
-    kids = await run_python(
-        BYPASS + "import os, time\n"
+    kids = await per_run(
+        "import os, time\n"
         "pids = []\n"
         "for _ in range(5):\n"
         "    pid = os.fork()\n"
@@ -551,21 +556,22 @@ async def test_children_count_against_the_run_s_memory() -> None:
         "    pids.append(pid)\n"
         "ok = sum(os.waitpid(p, 0)[1] == 0 for p in pids)\n"
         "print('CHILDREN OK', ok)\n",
-        limits=SandboxLimits(timeout=20, cpu_seconds=10, memory_mb=128, disk_mb=16),
+        memory_mb=128,
     )
     # 5 x 100 MiB does not fit in 128 MiB: the run is stopped, or children die
     assert "CHILDREN OK 5" not in kids.stdout
 
 
 async def test_cpu_time_counts_for_the_whole_run() -> None:
-    _per_run_limits()
-    r = await run_python(
-        BYPASS + "import os\n"
+    r = await per_run(
+        "import os\n"
         "for _ in range(4):\n"
         "    if os.fork() == 0:\n"
         "        while True: pass\n"
         "os.wait()\n",
-        limits=SandboxLimits(timeout=20, cpu_seconds=1),
+        cpu_seconds=1,
+        memory_mb=512,
+        disk_mb=64,
     )
     assert r.killed_reason is not None
     assert "all processes of the run" in r.killed_reason  # counted together, not per child
