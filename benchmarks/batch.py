@@ -13,7 +13,9 @@ For each Q in {1, 8, 64, 256}, with the response cache off and on (a fresh, cold
 file per run: the cache's write path is measured, not its hits), and for each scheduling
 policy (FIFO and least attained service), it prints wall / bound, client CPU per query
 (process time of this process, which runs only the client), and p50 / p99 per-query
-latency.
+latency. Last, the floor: the CPU per request of a bare aiohttp client (no framework)
+sending 16 x 64 chat requests with 64 in flight to the same stand-in, on the same loop.
+Ponder's CPU per request minus the floor is what Ponder itself costs.
 
     python benchmarks/batch.py            # the full table
     python benchmarks/batch.py --quick    # Q in {1, 64}
@@ -32,6 +34,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 from _standin import standin_process
 
 from ponder import Settings
@@ -121,6 +125,30 @@ async def measure(
     }
 
 
+async def raw_floor(url: str, texts: list[str], requests: int = CALLS * 64) -> float:
+    """CPU ms per request of a bare aiohttp client: ``requests`` chat completions with
+    ``SLOTS`` in flight, each body encoded and each answer decoded, nothing else."""
+    sem = asyncio.Semaphore(SLOTS)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> None:
+            message = {"role": "user", "content": texts[i % len(texts)]}
+            body = orjson.dumps({"model": MODELS[i % len(MODELS)], "messages": [message]})
+            headers = {"Content-Type": "application/json"}
+            async with (
+                sem,
+                session.post(f"{url}/chat/completions", data=body, headers=headers) as r,
+            ):
+                assert orjson.loads(await r.read())["choices"][0]["message"]["content"]
+
+        await asyncio.gather(*(one(i) for i in range(SLOTS)))  # connections open
+        gc.collect()
+        cpu0 = time.process_time()
+        await asyncio.gather(*(one(i) for i in range(requests)))
+        return 1000 * (time.process_time() - cpu0) / requests
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="Q in {1, 64} only")
@@ -151,9 +179,19 @@ async def main() -> None:
                         f"p50 {r['p50']:.2f}s p99 {r['p99']:.2f}s",
                         flush=True,
                     )
+        floor = min([await raw_floor(url, texts) for _ in range(2)])
+        best = min(r["cpu_ms_per_request"] for r in rows if r["Q"] == max(qs) and not r["cache"])
+        print(
+            f"floor: a bare aiohttp client {floor:.3f} ms/request; Ponder's best at "
+            f"Q={max(qs)} without cache {best:.3f} ms/request ({best / floor:.2f}x the "
+            f"floor; Ponder's own {best - floor:.3f} ms/request)",
+            flush=True,
+        )
     if args.json:
         out = Path(__file__).parent / "results" / "batch.json"
-        out.write_text(json.dumps(rows, indent=1))
+        out.write_text(
+            json.dumps({"rows": rows, "floor_raw_aiohttp_ms_per_request": floor}, indent=1)
+        )
         print(f"wrote {out}")
 
 

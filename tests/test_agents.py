@@ -555,6 +555,12 @@ async def test_a_model_step_takes_its_model_and_config_and_names_the_config_clas
     with pytest.raises(ConfigurationError, match="_Shout takes a _ShoutConfig, got a JudgeConfig"):
         _Shout(fake, JudgeConfig())  # type: ignore[arg-type]
 
+    class Unsaid(ModelStep):  # type: ignore[type-arg]
+        name = "unsaid_test"
+
+    with pytest.raises(ConfigurationError, match=r"write class Unsaid\(ModelStep\[ItsConfig\]\)"):
+        Unsaid(fake)
+
 
 async def test_a_model_step_passes_a_model_fault_on() -> None:
     fake = FakeModel([RateLimitError("slow down", retry_after=1.0)])

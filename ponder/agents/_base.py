@@ -114,10 +114,15 @@ class ModelStep(Generic[C]):
                     setattr(cls, "__signature__", sig.replace(parameters=params))  # noqa: B010
 
     def __init__(self, model: Model, config: C | None = None) -> None:
-        if config is not None and not isinstance(config, self.config_type):
+        kind = getattr(type(self), "config_type", None)
+        if kind is None:
+            name = type(self).__name__
             raise ConfigurationError(
-                f"{type(self).__name__} takes a {self.config_type.__name__}, "
-                f"got a {type(config).__name__}"
+                f"{name} does not say its config class: write class {name}(ModelStep[ItsConfig])"
+            )
+        if config is not None and not isinstance(config, kind):
+            raise ConfigurationError(
+                f"{type(self).__name__} takes a {kind.__name__}, got a {type(config).__name__}"
             )
         self.model = model
         self.config: C = config if config is not None else cast(C, self.config_type())
