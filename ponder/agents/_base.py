@@ -125,7 +125,7 @@ class ModelStep(Generic[C]):
                 f"{type(self).__name__} takes a {kind.__name__}, got a {type(config).__name__}"
             )
         self.model = model
-        self.config: C = config if config is not None else cast(C, self.config_type())
+        self.config: C = config if config is not None else cast(C, kind())
 
 
 Arity = Literal["none", "one", "many"]

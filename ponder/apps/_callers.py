@@ -13,7 +13,7 @@ from starlette.requests import Request
 from ponder.apps._api import ApiError
 from ponder.apps._serve_settings import ServeSettings
 
-__all__ = ["Callers", "client_id"]
+__all__ = ["Callers", "bearer", "client_id"]
 
 
 def client_id(token: str) -> str:
