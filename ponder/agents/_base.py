@@ -71,11 +71,12 @@ def _origin(name: str, cfg: _Config, model: str, layer: int | None = None) -> st
 
 @runtime_checkable
 class Component(Protocol):
-    """``await component(pool)`` returns a new pool.
+    """``await component(pool)`` returns a new pool; the input pool is never changed.
 
     A component keeps only its configuration and the models it was given: it is
     stateless between calls and reentrant, so one instance serves every concurrent run.
-    Per-call data travels in the pool."""
+    Per-call data travels in the pool. Model output that does not parse marks the
+    candidate (``error``) or the pool (``notes``); it never ends the run."""
 
     name: ClassVar[str]
 

@@ -1,9 +1,6 @@
-"""Sampling and voting: generate, vote and adaptive vote. Each has a typed config and
-one entry point, ``await component(pool) -> pool``; none mutates its input.
-
-Prompts follow one protocol (answers in ``\\boxed{}``) that real models follow well and
-the stand-in server's oracle understands (docs/standin.md). Output that does not parse
-marks the candidate (``error``) or the pool (``notes``); it never ends the run.
+"""Sampling and voting: generate, vote and adaptive vote, each a typed config and a
+:class:`~ponder.agents.Component`. Answers are asked for in ``\\boxed{}``, which real
+models follow well and the stand-in server's oracle understands (docs/standin.md).
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""Judging candidates: verify (by a model or a check), critique, rank, fuse, best-of-N
-and refine. Each has a typed config and one entry point, ``await component(pool) ->
-pool``; none mutates its input.
-
-Prompts follow one protocol (candidates listed as ``Candidate k:``, verdicts as
-``Verdict: yes|no``, rankings as ``Ranking: [2] > [1]``) that real models follow well and
-the stand-in server's oracle understands (docs/standin.md). Output that does not parse
-marks the candidate (``error``) or the pool (``notes``); it never ends the run.
+"""Judging candidates: verify (by a model or a check), critique, rank and fuse, each a
+typed config and a :class:`~ponder.agents.Component`. The prompts list candidates as
+``Candidate k:`` and ask for ``Verdict: yes|no`` and ``Ranking: [2] > [1]``, which real
+models follow well and the stand-in server's oracle understands (docs/standin.md).
 """
 
 from __future__ import annotations
