@@ -12,9 +12,9 @@ other places that read the environment, each for a standard variable of its own 
   ``PONDER_TRACE_CONTENT``;
 * ``ponder._internal.loop``: ``PONDER_LOOP`` (the event loop, chosen before any
   settings exist);
-* ``ponder.workflows``: ``${VAR}`` references in a workflow file, where the file asks;
-* ``reward_rank``: ``${VAR}`` in its ``url`` (its ``api_key_env`` is read through
-  :meth:`Settings.env_key`);
+* ``ponder._internal.env``: ``${VAR}`` in a workflow's model references and in
+  ``reward_rank``'s ``url``, where the user wrote one (``reward_rank``'s
+  ``api_key_env`` is read through :meth:`Settings.env_key`);
 * Bedrock: ``AWS_REGION``/``AWS_DEFAULT_REGION``; fixtures: ``XDG_DATA_HOME``;
 * ``ponder eval --ray``: hands the driver's ``PONDER_*`` to its workers (the only
   place that writes them, in the worker); embedding retrieval sets

@@ -257,6 +257,11 @@ H = "models:\n  m: vllm:x@http://h:1/v1\n"
             "unknown metric",
         ),
         ("- just\n- a list\n", 1, "must hold a mapping"),
+        (
+            "models:\n  m: vllm:x@${PONDER_TEST_NEVER_SET}/v1\nlayers:\n  - vote\n",
+            2,
+            "environment variable PONDER_TEST_NEVER_SET is not set",
+        ),
     ],
 )
 def test_bad_workflow_files_point_at_the_line(
@@ -564,3 +569,19 @@ async def test_a_model_reference_is_parsed_once_from_file_to_request(
         result = await wf.arun("What is 2 + 3?")
     assert len(result.output.candidates) == 4
     assert sorted(parsed) == [f"vllm:strong@{standin.base_url}", f"vllm:weak@{standin.base_url}"]
+
+
+def test_a_reward_model_url_reads_the_environment_like_a_model_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ponder.agents import RewardRankConfig
+    from ponder.agents._reward import reward_model_ref
+
+    config = RewardRankConfig(url="${PONDER_TEST_REWARD_URL}/v1")
+    monkeypatch.setenv("PONDER_TEST_REWARD_URL", "http://127.0.0.1:9100")
+    assert reward_model_ref(config, Settings.load()).base_urls == ("http://127.0.0.1:9100/v1",)
+    monkeypatch.delenv("PONDER_TEST_REWARD_URL")
+    with pytest.raises(ConfigurationError, match="PONDER_TEST_REWARD_URL is not set"):
+        reward_model_ref(config, Settings.load())
+    fallback = RewardRankConfig(url="${PONDER_TEST_REWARD_URL:-http://127.0.0.1:9200}")
+    assert reward_model_ref(fallback, Settings.load()).base_urls == ("http://127.0.0.1:9200",)

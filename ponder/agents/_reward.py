@@ -18,12 +18,11 @@ The stand-in server answers it too (its oracle scores right answers higher).
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
+from ponder._internal.env import expand_env
 from ponder.agents._base import _Config, register_component
 from ponder.agents._state import Candidate, Pool
 from ponder.backends import ModelRef
@@ -57,16 +56,6 @@ class RewardRankConfig(_Config):
         return v
 
 
-def _expand(value: str) -> str:
-    """``${VAR}`` / ``${VAR:-default}`` from the environment."""
-
-    def sub(m: re.Match[str]) -> str:
-        name, _, default = m.group(1).partition(":-")
-        return os.environ.get(name, default)
-
-    return re.sub(r"\$\{([^}]+)\}", sub, value)
-
-
 def reward_model_ref(config: RewardRankConfig, settings: Settings) -> ModelRef:
     """The reward model of ``config`` as a model reference (``vllm:NAME@URL``, its key
     read through ``settings`` from ``api_key_env``)."""
@@ -74,7 +63,7 @@ def reward_model_ref(config: RewardRankConfig, settings: Settings) -> ModelRef:
     return ModelRef(
         provider="vllm",
         name=config.reward_model,
-        base_urls=(_expand(config.url).rstrip("/"),),
+        base_urls=(expand_env(config.url).rstrip("/"),),
         api_key=SecretStr(key) if key else None,
     )
 

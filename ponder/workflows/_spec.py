@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ponder._internal.env import expand_env
 from ponder.backends._modelref import ModelRef
 
 __all__ = [
@@ -37,23 +36,6 @@ __all__ = [
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_env(text: str) -> str:
-    """``${VAR}`` and ``${VAR:-default}`` from the environment (model URLs, not keys)."""
-
-    def sub(m: re.Match[str]) -> str:
-        value = os.environ.get(m.group(1))
-        if value is None:
-            if m.group(2) is None:
-                raise ValueError(f"environment variable {m.group(1)} is not set")
-            return m.group(2)
-        return value
-
-    return _ENV.sub(sub, text)
 
 
 class ModelSpec(_Spec):
