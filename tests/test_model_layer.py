@@ -148,6 +148,7 @@ async def test_401_raises_authentication_error_and_is_not_retried(settings: Sett
         assert s.stats.status_counts == {"401": 1}
         async with Model(ref, settings=Settings.load(vllm_api_key="right", cache=False)) as ok:
             assert (await ok.generate("hi")).text
+            assert "right" not in repr(ok.wire)  # its header cache holds the key
 
 
 async def test_400_is_a_bad_request_and_not_retried(

@@ -213,9 +213,16 @@ class OpenAIWire:
     headers_timeout: float = 60.0
     # timeouts and headers made once per value: part of ~10 us less client CPU per
     # request in benchmarks/fanout.py --stress (commit f31eb8b)
-    _timeouts: dict[float | None, aiohttp.ClientTimeout] = field(init=False, default_factory=dict)
-    _header_cache: dict[str | None, dict[str, str]] = field(init=False, default_factory=dict)
-    _prefill_ok: dict[str, bool] = field(init=False, default_factory=dict)  # by base URL
+    # (repr=False: the header cache holds Authorization headers, never printed)
+    _timeouts: dict[float | None, aiohttp.ClientTimeout] = field(
+        init=False, repr=False, default_factory=dict
+    )
+    _header_cache: dict[str | None, dict[str, str]] = field(
+        init=False, repr=False, default_factory=dict
+    )  # by API key
+    _prefill_ok: dict[str, bool] = field(
+        init=False, repr=False, default_factory=dict
+    )  # by base URL (the prefill_probe quirk)
 
     def _timeout_error(
         self, e: BaseException, url: str, endpoint: str, total: float | None
